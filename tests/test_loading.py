@@ -1,0 +1,33 @@
+"""load_model: local directories, the offline fallback for GPT-2 names, and one copy of the weights."""
+import pytest
+import torch
+
+import tinygpt.loading as loading
+from tinygpt import load_model
+
+
+def test_local_dir_info(hf_dir):
+    m, tok = load_model(hf_dir)
+    assert m.info.fallback is False and m.info.name == hf_dir
+    assert not any(p.requires_grad for p in m.parameters())
+    assert m.lm_head.weight.data_ptr() == m.transformer.wte.weight.data_ptr()  # tied again after loading
+    assert tok.encode("Hello world") == [15496, 995]
+
+
+def test_gpt2_falls_back_offline(monkeypatch, tiny_dir):
+    monkeypatch.setattr(loading, "embedded_dir", lambda: __import__("pathlib").Path(tiny_dir))
+    m, tok = load_model("gpt2", hub_timeout=2.0)
+    assert m.info.fallback is True and m.info.name == loading.EMBEDDED_NAME
+    assert "Offline" in m.info.notice
+    with pytest.raises(ConnectionError):
+        load_model("gpt2", hub_timeout=2.0, allow_fallback=False)
+
+
+def test_unknown_name_is_a_plain_error():
+    with pytest.raises(ValueError, match="Unknown model"):
+        load_model("definitely-not-a-model")
+
+
+def test_bf16_loading(hf_dir):
+    m, _ = load_model(hf_dir, dtype=torch.bfloat16)
+    assert m.transformer.wte.weight.dtype == torch.bfloat16

@@ -1,0 +1,141 @@
+"""GPTConfig: every size and switch of a GPT in one dataclass, with the GPT-2/GPT-3 presets.
+
+Field names follow nanoGPT; `to_hf_dict` / `from_hf_dict` translate to and from the Hugging Face
+`config.json` keys (n_positions, tie_word_embeddings, ...) so checkpoints stay loadable by transformers.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Optional
+
+GPT2_VOCAB = 50257  # 50,000 BPE merges + 256 byte tokens + <|endoftext|>
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = GPT2_VOCAB  # number of token ids the embedding table and LM head cover
+    block_size: int = 1024  # longest context, in tokens (rows of the position table `wpe`)
+    n_layer: int = 12  # number of transformer blocks stacked in `h`
+    n_head: int = 12  # query heads per attention layer; head size = n_embd // n_head
+    n_embd: int = 768  # d_model: width of the residual stream
+    n_kv_head: Optional[int] = None  # key/value heads (GQA/MQA); None = n_head (ordinary multi-head attention)
+    n_inner: Optional[int] = None  # width of the feed-forward hidden layer; None = 4 * n_embd
+    bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2: True)
+    tie_weights: bool = True  # LM head reuses the token embedding matrix `wte` (GPT-2: True)
+    embd_pdrop: float = 0.0  # dropout on token + position embeddings
+    attn_pdrop: float = 0.0  # dropout on the attention weights
+    resid_pdrop: float = 0.0  # dropout on each block's output before it joins the shortcut (residual)
+    layer_norm_epsilon: float = 1e-5  # LayerNorm's epsilon, as in GPT-2
+    causal: bool = True  # causal mask: position t only sees positions <= t (off = the "no mask" experiment)
+    layernorm: bool = True  # LayerNorms on (off = ablation: the residual stream is left unnormalised)
+    attn_scale: bool = True  # divide attention scores by sqrt(head size) (off = ablation)
+
+    def __post_init__(self):
+        self.validate()
+
+    # ---- derived sizes -------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def ffn_dim(self) -> int:
+        return 4 * self.n_embd if self.n_inner is None else self.n_inner
+
+    def validate(self) -> None:
+        """Raise ValueError with a plain sentence when the shape cannot be built."""
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive whole number (got {v!r}).")
+        if self.n_kv_head is not None and (not isinstance(self.n_kv_head, int) or self.n_kv_head < 1):
+            raise ValueError(f"n_kv_head must be a positive whole number (got {self.n_kv_head!r}).")
+        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner < 1):
+            raise ValueError(f"n_inner must be a positive whole number (got {self.n_inner!r}).")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}).")
+        if self.n_head % self.kv_heads:
+            raise ValueError(f"n_head ({self.n_head}) must be divisible by n_kv_head ({self.kv_heads}).")
+        for name in ("embd_pdrop", "attn_pdrop", "resid_pdrop"):
+            p = getattr(self, name)
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must be in [0, 1) (got {p!r}).")
+
+    # ---- presets -------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "GPTConfig":
+        """GPT-2 family, GPT-3 175B, a LLaMA-7B-like shape, and `tiny` for tests."""
+        key = name.lower().strip()
+        if key not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
+        return replace(cls(**PRESETS[key]), **overrides)
+
+    def replace(self, **changes) -> "GPTConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # ---- Hugging Face config.json ---------------------------------------------------------
+    def to_hf_dict(self) -> dict:
+        """GPT2Config-compatible keys, plus our own switches under `tinygpt`."""
+        return {
+            "model_type": "gpt2",
+            "architectures": ["GPT2LMHeadModel"],
+            "vocab_size": self.vocab_size,
+            "n_positions": self.block_size,
+            "n_ctx": self.block_size,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "n_embd": self.n_embd,
+            "n_inner": self.n_inner,
+            "activation_function": "gelu_new",
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "embd_pdrop": self.embd_pdrop,
+            "attn_pdrop": self.attn_pdrop,
+            "resid_pdrop": self.resid_pdrop,
+            "tie_word_embeddings": self.tie_weights,
+            "bos_token_id": 50256,
+            "eos_token_id": 50256,
+            "tinygpt": {"bias": self.bias, "n_kv_head": self.n_kv_head, "causal": self.causal,
+                        "layernorm": self.layernorm, "attn_scale": self.attn_scale},
+        }
+
+    @classmethod
+    def from_hf_dict(cls, d: dict) -> "GPTConfig":
+        extra = d.get("tinygpt") or {}
+        act = d.get("activation_function", "gelu_new")
+        if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
+            raise ValueError(f"Unsupported activation {act!r} in config.json.")
+        known = {f.name for f in fields(cls)}
+        return cls(
+            vocab_size=d["vocab_size"],
+            block_size=d.get("n_positions", d.get("n_ctx", 1024)),
+            n_layer=d["n_layer"],
+            n_head=d["n_head"],
+            n_embd=d["n_embd"],
+            n_inner=d.get("n_inner"),
+            layer_norm_epsilon=d.get("layer_norm_epsilon", 1e-5),
+            tie_weights=d.get("tie_word_embeddings", True),
+            **{k: v for k, v in extra.items() if k in known},
+        )
+
+
+PRESETS: dict[str, dict] = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+    "gpt3": dict(n_layer=96, n_head=96, n_embd=12288, block_size=2048),  # 175B
+    # LLaMA-7B-like shape in GPT-2 form (GPT-2 vocab, LayerNorm, GELU MLP): for memory/KV questions.
+    "llama-7b": dict(n_layer=32, n_head=32, n_embd=4096, block_size=4096, n_inner=11008 * 3 // 2,
+                     vocab_size=32000, bias=False, tie_weights=False),
+    # The embedded default model shipped in assets/ (see README for the training command).
+    "tiny-shakespeare": dict(n_layer=6, n_head=4, n_embd=128, block_size=256),
+    # Tiny model for tests: builds and runs in milliseconds (minGPT's gpt-nano).
+    "tiny": dict(n_layer=4, n_head=4, n_embd=32, block_size=64, vocab_size=GPT2_VOCAB),
+}

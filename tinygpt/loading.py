@@ -1,0 +1,121 @@
+"""load_model: GPT-2 from the Hugging Face Hub cache, a local checkpoint directory, or the embedded model.
+
+If the Hub cannot be reached within a few seconds, asking for a GPT-2 gives the embedded default model
+instead, and `model.info.fallback` / `model.info.notice` say so (the UI shows that notice as a banner).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .checkpoint import load_checkpoint
+
+EMBEDDED_NAME = "tiny-shakespeare"
+HUB_MODELS = {  # names users type -> Hub repository
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+}
+HUB_FILES = ("config.json", "model.safetensors")
+
+
+@dataclass
+class ModelInfo:
+    name: str  # the name load_model accepts for the model actually loaded
+    requested: str  # what was asked for
+    fallback: bool  # True when the Hub was unreachable and the embedded model stands in
+    notice: str  # one sentence for a banner ("" when there is nothing to say)
+
+
+def embedded_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "assets" / EMBEDDED_NAME
+
+
+def _hub_snapshot(repo: str, timeout: float) -> str:
+    """Directory with config.json + model.safetensors from the HF cache, downloading if needed.
+
+    The first small file is fetched under `timeout` seconds in a worker thread (a dead network can
+    otherwise hang for minutes); once it arrives the network works and the weights are fetched.
+    """
+    from huggingface_hub import hf_hub_download
+
+    try:  # already cached: no network at all
+        paths = [hf_hub_download(repo, f, local_files_only=True) for f in HUB_FILES]
+        return os.path.dirname(paths[0])
+    except Exception:
+        pass
+    result: dict = {}
+
+    def fetch_config():
+        try:
+            result["path"] = hf_hub_download(repo, "config.json", etag_timeout=timeout)
+        except Exception as e:  # offline, DNS failure, HTTP error, ...
+            result["error"] = e
+
+    t = threading.Thread(target=fetch_config, daemon=True)
+    t.start()
+    t.join(timeout)
+    if "path" not in result:
+        err = result.get("error")
+        raise ConnectionError(f"the Hugging Face Hub could not be reached ({type(err).__name__ if err else 'timed out'})")
+    weights = hf_hub_download(repo, "model.safetensors")
+    return os.path.dirname(weights)
+
+
+def load_model(name_or_path: str = "gpt2", dtype: torch.dtype = torch.float32, hub_timeout: float = 5.0,
+               allow_fallback: bool = True):
+    """Return (model, tokenizer). The model is in eval mode; `model.info` is a ModelInfo.
+
+    name_or_path: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" (Hub), "tiny-shakespeare" (embedded),
+    or a directory with config.json + model.safetensors (transformers' save_pretrained or ours).
+    """
+    name = str(name_or_path).strip()
+    key = name.lower().removeprefix("openai-community/")
+    notice, fallback, loaded_name = "", False, name
+    if key == EMBEDDED_NAME:
+        path, loaded_name = str(embedded_dir()), EMBEDDED_NAME
+        if not os.path.exists(os.path.join(path, "model.safetensors")):
+            raise FileNotFoundError(f"The embedded model is missing from {path}.")
+    elif os.path.isdir(name):
+        path = name
+    elif key in HUB_MODELS:
+        try:
+            path, loaded_name = _hub_snapshot(HUB_MODELS[key], hub_timeout), key
+        except Exception as e:
+            if not allow_fallback:
+                raise
+            path, loaded_name, fallback = str(embedded_dir()), EMBEDDED_NAME, True
+            notice = f"Offline: {key} could not be downloaded ({e}), so the embedded {EMBEDDED_NAME} model is used instead."
+    else:
+        raise ValueError(f"Unknown model {name!r}: use one of {', '.join([*HUB_MODELS, EMBEDDED_NAME])} "
+                         f"or a checkpoint directory.")
+    model, tokenizer = load_checkpoint(path, dtype=dtype)
+    for p in model.parameters():
+        p.requires_grad_(False)  # shared models are read-only; training code re-enables on its own copy
+    if fallback:
+        c = model.config
+        notice += f" It has {c.n_layer} layers, d_model {c.n_embd}, and was trained on Tiny Shakespeare only."
+    model.info = ModelInfo(name=loaded_name, requested=name, fallback=fallback, notice=notice)
+    return model, tokenizer
+
+
+class ModelCache:
+    """Loads each (name, dtype) once and hands out the same read-only model to every caller."""
+
+    def __init__(self, hub_timeout: float = 5.0):
+        self.hub_timeout = hub_timeout
+        self._models: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, dtype: torch.dtype = torch.float32):
+        key = (name, dtype)
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load_model(name, dtype=dtype, hub_timeout=self.hub_timeout)
+            return self._models[key]

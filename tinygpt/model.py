@@ -1,0 +1,223 @@
+"""The GPT model: a readable nanoGPT-style transformer whose parameter names are GPT-2's checkpoint keys.
+
+    idx (B, T) -> wte + wpe -> drop -> h[0..n_layer-1] -> ln_f -> lm_head -> logits (B, T, vocab)
+    each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
+
+Extras for teaching: `layers=[...]` runs a chosen subset/order of blocks (pruning), `return_hidden`
+exposes the residual stream after every block (logit lens, contextual embeddings), the config can turn
+off the causal mask / LayerNorm / 1/sqrt(d_k) scaling, and a `KVCache` makes generation incremental.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import GPTConfig
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's has no `bias=False` before 2.1 in all paths)."""
+
+    def __init__(self, ndim: int, bias: bool, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+        self.eps = eps
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+class KVCache:
+    """Keys and values of every run block, preallocated for `max_len` positions.
+
+    k[i], v[i]: (B, n_kv_head, max_len, hs) for the i-th block *in the order run*; `pos` = filled length.
+    """
+
+    def __init__(self, n_blocks: int, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype, device):
+        shape = (batch, n_kv_head, max_len, head_dim)
+        self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_blocks)]
+        self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_blocks)]
+        self.pos = 0
+        self.max_len = max_len
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.hs = config.n_head, config.kv_heads, config.head_dim
+        kv_dim = self.n_kv_head * self.hs
+        # q, k, v for all heads in one matmul: (C) -> (C + 2 * kv_dim)
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv_dim, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = config.attn_pdrop
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.causal = config.causal
+        self.scale = 1.0 / math.sqrt(self.hs) if config.attn_scale else 1.0
+
+    def forward(self, x, cache: Optional[KVCache] = None, layer_slot: int = 0, return_attn: bool = False):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split([C, self.n_kv_head * self.hs, self.n_kv_head * self.hs], dim=2)
+        q = q.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_kv_head, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, self.n_kv_head, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
+        past = 0
+        if cache is not None:
+            past = cache.pos
+            cache.k[layer_slot][:, :, past:past + T] = k
+            cache.v[layer_slot][:, :, past:past + T] = v
+            k = cache.k[layer_slot][:, :, :past + T]  # (B, nkv, past+T, hs)
+            v = cache.v[layer_slot][:, :, :past + T]
+        if self.n_kv_head != self.n_head:  # GQA: each group of query heads shares one k/v head
+            rep = self.n_head // self.n_kv_head
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        # Query i (absolute position past+i) may see keys 0..past+i when causal; a single new
+        # query (T == 1) may see everything in the cache, so it needs no mask at all.
+        mask, is_causal = None, False
+        if self.causal and T > 1:
+            if past == 0:
+                is_causal = True
+            else:
+                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        if return_attn:  # explicit path: the attention weights themselves, (B, nh, T, past+T)
+            att = (q @ k.transpose(-2, -1)) * self.scale
+            if is_causal:
+                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            if mask is not None:
+                att = att.masked_fill(~mask, float("-inf"))
+            att = F.softmax(att, dim=-1)
+            y = att @ v
+        else:
+            att = None
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+                dropout_p=self.attn_dropout if self.training else 0.0)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side
+        y = self.resid_dropout(self.c_proj(y))
+        return (y, att) if return_attn else y
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.ffn_dim, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
+        self.c_proj = nn.Linear(config.ffn_dim, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        norm = (lambda: LayerNorm(config.n_embd, config.bias, config.layer_norm_epsilon)) \
+            if config.layernorm else nn.Identity
+        self.ln_1 = norm()
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = norm()
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache: Optional[KVCache] = None, layer_slot: int = 0):
+        x = x + self.attn(self.ln_1(x), cache, layer_slot)  # communicate across positions
+        x = x + self.mlp(self.ln_2(x))  # compute per position
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings (vocab, C)
+            wpe=nn.Embedding(config.block_size, config.n_embd),  # position embeddings (block, C)
+            drop=nn.Dropout(config.embd_pdrop),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, config.bias, config.layer_norm_epsilon) if config.layernorm
+            else nn.Identity(),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight  # one matrix, two uses
+        if not any(p.is_meta for p in self.parameters()):
+            self.apply(self._init_weights)
+            # GPT-2 paper: scale the init of projections into the residual stream by 1/sqrt(2 * n_layer)
+            for name, p in self.named_parameters():
+                if name.endswith("c_proj.weight"):
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def num_params(self) -> int:
+        """Trainable parameters, the tied matrix counted once (what GPT-2's 124M counts)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def check_layers(self, layers: Optional[Sequence[int]]) -> list[int]:
+        n = self.config.n_layer
+        if layers is None:
+            return list(range(n))
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Choose at least one block to run.")
+        bad = [i for i in layers if not isinstance(i, int) or not 0 <= i < n]
+        if bad:
+            raise ValueError(f"Block numbers must be between 0 and {n - 1}; got {bad}.")
+        return layers
+
+    def new_cache(self, batch: int, max_len: int, n_blocks: Optional[int] = None) -> KVCache:
+        c = self.config
+        p = self.transformer.wte.weight
+        return KVCache(n_blocks or c.n_layer, batch, c.kv_heads, max_len, c.head_dim, p.dtype, p.device)
+
+    # ---- forward ---------------------------------------------------------------------------
+    def forward(self, idx, targets=None, layers: Optional[Sequence[int]] = None,
+                cache: Optional[KVCache] = None, return_hidden: bool = False, last_only: bool = False):
+        """idx (B, T) token ids -> logits (B, T, vocab), or (logits, loss) when targets (B, T) are given.
+
+        layers: block indices to run, in order (None = all). cache: a KVCache; positions continue from
+        cache.pos and the cache advances by T. return_hidden: also return the residual stream after the
+        embeddings and after each run block, a list of (B, T, C). last_only: logits for the last position only.
+        """
+        B, T = idx.size()
+        layers = self.check_layers(layers)
+        past = cache.pos if cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"Sequence of {past + T} tokens is longer than the context ({self.config.block_size}).")
+        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        hidden = [x] if return_hidden else None
+        for slot, i in enumerate(layers):
+            x = self.transformer.h[i](x, cache, slot)
+            if return_hidden:
+                hidden.append(x)
+        if cache is not None:
+            cache.pos += T
+        x = self.transformer.ln_f(x)
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C): generation only needs the next-token logits
+        logits = self.lm_head(x)  # (B, T, vocab)
+        out = (logits,)
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                   ignore_index=-1)
+            out = (logits, loss)
+        if return_hidden:
+            out = out + (hidden,)
+        return out[0] if len(out) == 1 else out

@@ -1,0 +1,105 @@
+"""Sampling: turning next-token logits into a token, and generating text with a KV cache.
+
+The knobs, in the order they are applied (as in Hugging Face and the OpenAI playground):
+  temperature  logits / T; T -> 0 is argmax (T = 0 means exactly argmax), large T flattens towards uniform
+  top_k        keep only the k most likely tokens
+  top_p        keep the smallest set of most likely tokens whose probability mass reaches p (nucleus)
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def check_sampling_args(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
+    """Raise ValueError with a plain sentence for values that have no meaning."""
+    if temperature is None or not temperature >= 0 or temperature == float("inf"):  # also rejects NaN
+        raise ValueError(f"Temperature must be a number >= 0 (got {temperature}).")
+    if top_k is not None and (int(top_k) != top_k or top_k < 1):
+        raise ValueError(f"top-k must be a whole number >= 1 (got {top_k}).")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top-p must be in (0, 1] (got {top_p}).")
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
+                  top_p: Optional[float] = None) -> torch.Tensor:
+    """logits (..., V) -> adjusted logits (..., V) with removed tokens at -inf. Temperature 0 -> argmax only."""
+    check_sampling_args(temperature, top_k, top_p)
+    logits = logits.float()
+    if temperature == 0:  # greedy: keep only the most likely token (first one on ties, like argmax)
+        keep = F.one_hot(logits.argmax(-1), logits.size(-1)).bool()
+        return logits.masked_fill(~keep, float("-inf"))
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, int(top_k), dim=-1).values[..., -1:]  # (..., 1) k-th largest
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        mass_before = probs.cumsum(-1) - probs  # mass of the strictly more likely tokens
+        drop_sorted = mass_before >= top_p  # once the kept set reaches p, drop the rest (first always kept)
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
+                     top_p: Optional[float] = None) -> torch.Tensor:
+    """The distribution a token is actually drawn from, (..., V), after all the knobs."""
+    return F.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
+                      top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """logits (B, V) -> next token ids (B, 1). Temperature 0 is argmax; otherwise a seeded draw."""
+    if temperature == 0:
+        check_sampling_args(temperature, top_k, top_p)
+        return logits.argmax(-1, keepdim=True)
+    probs = next_token_probs(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+@torch.inference_mode()
+def generate_stream(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                    top_k: Optional[int] = None, top_p: Optional[float] = None,
+                    generator: Optional[torch.Generator] = None, layers: Optional[Sequence[int]] = None,
+                    use_cache: bool = True) -> Iterator[torch.Tensor]:
+    """Yield the next token ids (B, 1), one step at a time. All B rows are generated in one batch.
+
+    With use_cache the prompt is run once (prefill) and every later step feeds only the new token.
+    When the sequence outgrows the context, it is cropped to the last block_size tokens, as GPT-2
+    does; positions then shift, so the cache is rebuilt from the cropped window for that step.
+    """
+    check_sampling_args(temperature, top_k, top_p)
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise ValueError("The prompt must contain at least one token.")
+    block = model.config.block_size
+    layers = model.check_layers(layers)
+    seq = idx
+    cache = None
+    step_input = None
+    for _ in range(int(max_new_tokens)):
+        if not use_cache:
+            logits = model(seq[:, -block:], layers=layers, last_only=True)
+        elif cache is not None and cache.pos < block:
+            logits = model(step_input, layers=layers, cache=cache, last_only=True)
+        else:  # first step, or the context is full: (re)fill a cache with the last block tokens
+            window = seq[:, -block:]
+            cache = model.new_cache(window.size(0), block, len(layers))
+            logits = model(window, layers=layers, cache=cache, last_only=True)
+        nxt = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+        seq = torch.cat([seq, nxt], dim=1)
+        step_input = nxt
+        yield nxt
+
+
+def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+             top_k: Optional[int] = None, top_p: Optional[float] = None,
+             generator: Optional[torch.Generator] = None, layers: Optional[Sequence[int]] = None,
+             use_cache: bool = True) -> torch.Tensor:
+    """idx (B, T) -> (B, T + max_new_tokens) token ids."""
+    new = list(generate_stream(model, idx, max_new_tokens, temperature, top_k, top_p, generator, layers,
+                               use_cache))
+    return torch.cat([idx] + new, dim=1) if new else idx

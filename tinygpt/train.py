@@ -1,0 +1,183 @@
+"""One small training loop for both experiments: training from scratch and fine-tuning.
+
+AdamW with decoupled weight decay on matrices only, linear warm-up then cosine decay, gradient clipping,
+a train/validation split, and periodic evaluation on fixed validation windows. It knows nothing about any
+UI: it reports through `callback(event)` (a dict: step, train_loss, val_loss, val_accuracy, tokens_per_s,
+lr, elapsed) and checks `should_stop()` between steps.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 16  # sequences per step
+    context: int = 128  # tokens per training sequence (<= the model's block_size)
+    lr: float = 1e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup: int = 50  # linear warm-up steps
+    weight_decay: float = 0.1  # AdamW decay on 2-D weights (not on biases, LayerNorms)
+    betas: tuple = (0.9, 0.99)  # AdamW betas (0.99: small batches, nanoGPT's char recipe)
+    grad_clip: float = 1.0  # clip the global gradient norm (0 = off)
+    eval_interval: int = 100  # evaluate every this many steps (and at the last step)
+    eval_batches: int = 8  # fixed validation batches per evaluation
+    seed: int = 1337  # batch sampling and dropout
+    autocast_bf16: bool = False  # bf16 matmuls on CPU (faster on AVX-512 BF16 machines)
+    trainable: str = "all"  # "all", or "top:N" = only the last N blocks + ln_f (fine-tuning on a CPU)
+
+
+def split_tokens(tokens: torch.Tensor, val_fraction: float = 0.1):
+    """First (1 - val_fraction) for training, the rest held out (the end of the text, as nanoGPT)."""
+    n = int(len(tokens) * (1 - val_fraction))
+    return tokens[:n], tokens[n:]
+
+
+def get_batch(data: torch.Tensor, batch_size: int, context: int, generator: torch.Generator):
+    """Random windows: x (B, T) and the next-token targets y (B, T)."""
+    hi = len(data) - context - 1
+    ix = torch.randint(0, max(hi, 0) + 1, (batch_size,), generator=generator)
+    x = torch.stack([data[i:i + context] for i in ix.tolist()])
+    y = torch.stack([data[i + 1:i + 1 + context] for i in ix.tolist()])
+    return x, y
+
+
+@torch.no_grad()
+def evaluate(model, data: torch.Tensor, context: int, max_windows: Optional[int] = None, batch_size: int = 32,
+             layers=None) -> dict:
+    """Mean next-token loss and accuracy on non-overlapping windows of `context` tokens.
+
+    Windows are taken in order from the start (evenly spaced if there are more than max_windows), so the
+    same data always gives the same number. Returns {loss, accuracy, perplexity, tokens}.
+    """
+    was_training = model.training
+    model.eval()
+    n = (len(data) - 1) // context
+    if n < 1:
+        raise ValueError(f"Need more than {context} tokens to evaluate (have {len(data)}).")
+    starts = [i * context for i in range(n)]
+    if max_windows is not None and n > max_windows:
+        starts = [starts[round(j * (n - 1) / (max_windows - 1))] for j in range(max_windows)] \
+            if max_windows > 1 else starts[:1]
+    total_loss, correct, count = 0.0, 0, 0
+    for b in range(0, len(starts), batch_size):
+        s = starts[b:b + batch_size]
+        x = torch.stack([data[i:i + context] for i in s])
+        y = torch.stack([data[i + 1:i + 1 + context] for i in s])
+        logits = model(x, layers=layers)
+        total_loss += F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
+                                      reduction="sum").item()
+        correct += (logits.argmax(-1) == y).sum().item()
+        count += y.numel()
+    model.train(was_training)
+    loss = total_loss / count
+    return {"loss": loss, "accuracy": correct / count, "perplexity": math.exp(min(loss, 50)), "tokens": count}
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to cfg.lr * min_lr_ratio at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def trainable_parameters(model, spec: str):
+    """Select what to train: "all", or "top:N" (last N blocks and the final LayerNorm)."""
+    if spec == "all":
+        return [p for p in model.parameters()]
+    if spec.startswith("top:"):
+        n = int(spec.split(":", 1)[1])
+        L = model.config.n_layer
+        if not 1 <= n <= L:
+            raise ValueError(f"top:N needs 1 <= N <= {L}.")
+        params = [p for i in range(L - n, L) for p in model.transformer.h[i].parameters()]
+        return params + list(model.transformer.ln_f.parameters())
+    raise ValueError(f"Unknown trainable spec {spec!r} (use 'all' or 'top:N').")
+
+
+def make_optimizer(params, cfg: TrainConfig):
+    decay = [p for p in params if p.dim() >= 2]  # matrices and embeddings
+    no_decay = [p for p in params if p.dim() < 2]  # biases and LayerNorm gains
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    try:  # the fused kernel is one pass over all parameters: noticeably faster on CPU
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainConfig,
+          callback: Optional[Callable[[dict], None]] = None,
+          should_stop: Optional[Callable[[], bool]] = None) -> dict:
+    """Train `model` in place. Returns {steps, train_loss, val_loss, val_accuracy, tokens_per_s, seconds,
+    stopped, history}; history holds every event passed to the callback."""
+    if cfg.context > model.config.block_size:
+        raise ValueError(f"Context {cfg.context} is longer than the model's block size {model.config.block_size}.")
+    if len(train_data) < cfg.context + 2:
+        raise ValueError(f"The training text is too short: {len(train_data)} tokens for a context of {cfg.context}.")
+    if len(val_data) < cfg.context + 2:
+        raise ValueError(f"The held-out text is too short: {len(val_data)} tokens for a context of {cfg.context}.")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # dropout masks
+    params = trainable_parameters(model, cfg.trainable)
+    wanted = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in wanted)
+    opt = make_optimizer(params, cfg)
+    model.train()
+    history, t0 = [], time.perf_counter()
+    tokens_seen, train_time = 0, 0.0
+    smooth = None
+    step, stopped, last = 0, False, {}
+    val_batches = cfg.eval_batches * 8  # windows per evaluation (8 per batch)
+    for step in range(1, cfg.steps + 1):
+        if should_stop is not None and should_stop():
+            stopped, step = True, step - 1
+            break
+        ts = time.perf_counter()
+        lr = lr_at(step - 1, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = get_batch(train_data, cfg.batch_size, cfg.context, gen)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
+            logits, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        train_time += time.perf_counter() - ts
+        tokens_seen += x.numel()
+        lv = loss.item()
+        smooth = lv if smooth is None else 0.9 * smooth + 0.1 * lv
+        if step % cfg.eval_interval == 0 or step == cfg.steps or step == 1:
+            ev = evaluate(model, val_data, cfg.context, max_windows=val_batches, batch_size=8)
+            model.train()
+            last = {"step": step, "train_loss": lv, "train_loss_smooth": smooth, "val_loss": ev["loss"],
+                    "val_accuracy": ev["accuracy"], "tokens_per_s": tokens_seen / max(train_time, 1e-9),
+                    "lr": lr, "elapsed": time.perf_counter() - t0, "steps_total": cfg.steps}
+            history.append(last)
+            if callback is not None:
+                callback(dict(last))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if not last or last["step"] != step:  # stopped between evaluations: one final evaluation
+        if step > 0:
+            ev = evaluate(model, val_data, cfg.context, max_windows=val_batches, batch_size=8)
+            last = {"step": step, "train_loss": lv, "train_loss_smooth": smooth, "val_loss": ev["loss"],
+                    "val_accuracy": ev["accuracy"], "tokens_per_s": tokens_seen / max(train_time, 1e-9),
+                    "lr": lr_at(step - 1, cfg), "elapsed": time.perf_counter() - t0, "steps_total": cfg.steps}
+            history.append(last)
+            if callback is not None:
+                callback(dict(last))
+    return {"steps": step, "train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
+            "val_accuracy": last.get("val_accuracy"), "tokens_per_s": last.get("tokens_per_s"),
+            "seconds": time.perf_counter() - t0, "stopped": stopped, "history": history}
