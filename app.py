@@ -1,0 +1,43 @@
+"""TinyGPT Lab: a Gradio dashboard that opens up a GPT. This file only assembles the tabs.
+
+Run `python app.py` (works offline: the embedded model stands in for GPT-2 with a visible notice).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics unless the host opts in
+
+import gradio as gr  # noqa: E402
+
+from tabs import sampling  # noqa: E402
+from tinygpt import ModelCache  # noqa: E402
+
+CSS = """
+.tg-samples {display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 12px;}
+.tg-sample {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px;
+            white-space: pre-wrap; font-family: var(--font-mono); font-size: 15px; line-height: 1.45;}
+.tg-sample-h {font-weight: 600; font-family: var(--font); margin-bottom: 6px; opacity: .8;}
+.tg-prompt {opacity: .55;}
+.tg-status {opacity: .75; margin-bottom: 6px;}
+"""
+
+
+def build_demo(models: ModelCache | None = None, default_model: str = "gpt2") -> gr.Blocks:
+    """Assemble every tab around one shared, read-only model cache."""
+    models = models or ModelCache()
+    with gr.Blocks(title="TinyGPT Lab") as demo:
+        gr.Markdown("# 🔬 TinyGPT Lab\nOpen up a GPT and see how it works: every number on these tabs is computed"
+                    " live from the model.")
+        with gr.Tabs():
+            sampling.build(models, default_model)
+    demo.queue(default_concurrency_limit=1)
+    return demo
+
+
+def launch_kwargs() -> dict:
+    return dict(css=CSS, theme=gr.themes.Soft(), footer_links=["api"], show_error=False)
+
+
+if __name__ == "__main__":
+    build_demo().launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), **launch_kwargs())

@@ -1,0 +1,1 @@
+"""One module per tab. Each exposes build(...), which opens its own gr.Tab and wires its events."""

@@ -1,0 +1,232 @@
+"""Sampling tab: generate text with every knob of nanoGPT's sample.py, and see the next-token distribution
+before and after temperature / top-k / top-p, with an explanation that reads the live numbers."""
+from __future__ import annotations
+
+import html
+import time
+from functools import lru_cache, partial
+
+import gradio as gr
+import torch
+
+import tinygpt
+from tinygpt.analysis import distribution_summary, prompt_logits
+
+from .common import (DTYPES, MODEL_CHOICES, UserError, as_gr_error, banner, clamp_int, model_card, new_figure,
+                     parse_float)
+
+MAX_SAMPLES = 6  # side-by-side columns that stay legible on a projector
+MAX_NEW_TOKENS = 500
+MAX_PROMPT_CHARS = 8000
+DEFAULT_PROMPT = "one ring to rule them all,"
+
+
+def check_inputs(prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed):
+    """Validate and cap the knobs. Returns (values dict, notes about caps). Raises UserError."""
+    notes: list = []
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UserError("Type a prompt first: the model continues the text you give it.")
+    prompt = "".join(ch for ch in prompt if ch in "\n\t" or ch.isprintable())  # drop control characters
+    if len(prompt) > MAX_PROMPT_CHARS:
+        notes.append(f"Prompt shortened to its last {MAX_PROMPT_CHARS:,} characters.")
+        prompt = prompt[-MAX_PROMPT_CHARS:]
+    n = clamp_int(num_samples, 1, MAX_SAMPLES, "Number of samples", notes)
+    m = clamp_int(max_new_tokens, 1, MAX_NEW_TOKENS, "Max new tokens", notes)
+    t = parse_float(temperature, "Temperature", 0.0, 100.0)
+    k = clamp_int(top_k, 0, 50257, "Top-k", notes) if top_k not in (None, "") else 0
+    p = parse_float(top_p, "Top-p", 0.0, 1.0) if top_p not in (None, "") else 1.0
+    if p <= 0:
+        raise UserError("Top-p must be above 0 (1 keeps every token).")
+    s = clamp_int(seed, 0, 2**63 - 1, "Seed", notes) if seed not in (None, "") else 0
+    return dict(prompt=prompt, num_samples=n, max_new_tokens=m, temperature=t, top_k=k or None,
+                top_p=None if p >= 1.0 else p, seed=s), notes
+
+
+def stream_samples(model, tok, prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed,
+                   layers=None, every_s: float = 0.15):
+    """Yield (list of sample texts, tokens done) while generating; all samples are one batch."""
+    ids = tok.encode(prompt)
+    block = model.config.block_size
+    x = torch.tensor([ids[-block:]] * num_samples, dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    new = [[] for _ in range(num_samples)]
+    last = time.perf_counter()
+    for step, nxt in enumerate(tinygpt.generate_stream(model, x, max_new_tokens, temperature, top_k, top_p, gen,
+                                                       layers=layers), 1):
+        for row, t in zip(new, nxt[:, 0].tolist()):
+            row.append(t)
+        if time.perf_counter() - last >= every_s or step == max_new_tokens:
+            last = time.perf_counter()
+            yield [prompt + tok.decode(r) for r in new], step
+
+
+def samples_html(texts, prompt, status="") -> str:
+    """Samples side by side; the prompt is shown dimmed so the continuation stands out."""
+    cols = []
+    for i, t in enumerate(texts, 1):
+        cont = t[len(prompt):] if t.startswith(prompt) else t
+        cols.append(f"<div class='tg-sample'><div class='tg-sample-h'>Sample {i}</div>"
+                    f"<span class='tg-prompt'>{html.escape(prompt)}</span>{html.escape(cont)}</div>")
+    head = f"<div class='tg-status'>{html.escape(status)}</div>" if status else ""
+    return head + "<div class='tg-samples'>" + "".join(cols) + "</div>"
+
+
+@lru_cache(maxsize=64)
+def _cached_logits(model_key, model, prompt_ids):
+    return prompt_logits(model, prompt_ids)
+
+
+def distribution(model, tok, prompt, temperature, top_k, top_p, k: int = 20):
+    ids = tuple(tok.encode(prompt)[-model.config.block_size:]) or (tok.eot_token or 0,)
+    logits = _cached_logits(id(model), model, ids)
+    summ = distribution_summary(logits, temperature, top_k, top_p, k)
+    summ["pieces"] = [tok.piece(i) for i in summ["ids"]]
+    return summ
+
+
+def distribution_figure(summ, temperature, top_k, top_p):
+    fig = new_figure(9, 4.2)
+    ax = fig.add_subplot(111)
+    n = len(summ["ids"])
+    xs = range(n)
+    w = 0.4
+    ax.bar([x - w / 2 for x in xs], summ["before"], w, label="model (T=1, nothing removed)", color="#9aa5b1")
+    ax.bar([x + w / 2 for x in xs], summ["after"], w, label="sampled from (after the knobs)", color="#d9480f")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([repr(p)[1:-1][:12] for p in summ["pieces"]], rotation=60, ha="right", fontsize=9)
+    ax.set_ylabel("probability")
+    kn = f"T={temperature:g}, top-k={top_k or 'off'}, top-p={top_p or 'off'}"
+    ax.set_title(f"Next token, top {n} of {summ['vocab']:,} · {kn}\n"
+                 f"kept {summ['kept']:,} tokens holding {summ['kept_mass']:.1%} of the model's probability · "
+                 f"effective choices {summ['choices_before']:.1f} → {summ['choices_after']:.1f}", fontsize=10)
+    ax.legend(fontsize=9, loc="upper right")
+    ax.set_ylim(0, max(max(summ["before"]), max(summ["after"]), 1e-3) * 1.12)
+    return fig
+
+
+def explain(model, tok, prompt, temperature, top_k, top_p) -> str:
+    """The exercise questions answered with this prompt's own numbers."""
+    rows = []
+    for t, k in ((0.1, None), (1.0, None), (10.0, None), (10.0, 2), (temperature, top_k)):
+        s = distribution(model, tok, prompt, t, k, top_p if (t, k) == (temperature, top_k) else None, 20)
+        label = f"T={t:g}" + (f", top-k={k}" if k else "") + (" (your settings)" if (t, k) == (temperature, top_k)
+                                                               else "")
+        rows.append(f"| {label} | {s['top1_after']:.1%} | {s['mass_top_k_after']:.1%} | {s['choices_after']:,.1f} |"
+                    f" {s['kept']:,} |")
+    s1 = distribution(model, tok, prompt, 1.0, None, None)
+    top_piece = repr(s1["pieces"][0])
+    vocab = s1["vocab"]
+    return "\n".join([
+        "### Why the knobs do what they do (numbers for this prompt)",
+        f"The model's raw next-token distribution puts **{s1['before'][0]:.1%}** on {top_piece}. Sampling divides "
+        "the logits by the temperature T before the softmax: T<1 sharpens the distribution, T>1 flattens it.",
+        "",
+        "| setting | chance of the top token | chance of one of the model's top 20 | effective choices e^H | tokens that can be drawn |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        "* **T = 0.1 repeats itself**: almost all probability sits on the single most likely token, so sampling is"
+        " practically greedy; once a phrase is likely, the same continuation keeps winning and text loops.",
+        f"* **T = 10 is noise**: the distribution is nearly uniform over all {vocab:,} tokens, so each step almost"
+        " surely picks a token the model considered implausible (see the small 'top 20' share) and errors compound.",
+        "* **top-k = 2 at T = 10 is readable again**: top-k removes everything but the 2 most likely tokens *before*"
+        " drawing, so even a flattened distribution can only choose between two plausible continuations.",
+        "* **top-p** keeps the smallest set of likely tokens whose probability reaches p: fewer choices when the"
+        " model is sure, more when it is not. **max new tokens** is how many tokens are appended; **num samples**"
+        " is how many continuations are drawn (as one batch); **start** is the prompt.",
+        "* How a token is produced: the prompt's tokens are embedded (token + position), passed through the"
+        f" {model.config.n_layer} transformer blocks (masked multi-head self-attention with {model.config.n_head}"
+        " heads, then a GELU feed-forward layer, each with LayerNorm and a residual connection), then a final"
+        " LayerNorm and the LM head give one logit per vocabulary entry; the knobs above turn those into one draw,"
+        " the new token is appended and the loop repeats (the KV cache keeps earlier keys/values).",
+    ])
+
+
+def get_model(models, name, fast):
+    try:
+        return models.get(name, DTYPES[bool(fast)])
+    except Exception as e:  # unknown name, missing files, ...
+        raise as_gr_error(e)
+
+
+def on_model(models, name, fast):
+    model, _ = get_model(models, name, fast)
+    return banner(model), model_card(model)
+
+
+def on_dist(models, name, fast, prompt, temperature, top_k, top_p):
+    """Plot + explanation for the prompt's next token under the current knobs."""
+    try:
+        model, tok = get_model(models, name, fast)
+        v, _ = check_inputs(prompt, 1, 1, temperature, top_k, top_p, 0)
+        summ = distribution(model, tok, v["prompt"], v["temperature"], v["top_k"], v["top_p"])
+        return (distribution_figure(summ, v["temperature"], v["top_k"], v["top_p"]),
+                explain(model, tok, v["prompt"], v["temperature"], v["top_k"], v["top_p"]))
+    except UserError as e:
+        raise as_gr_error(e)
+
+
+def on_sample(models, name, fast, prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed):
+    """Stream (samples HTML, JSON) while generating; the last JSON holds the full texts and the model used."""
+    try:
+        v, notes = check_inputs(prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed)
+    except UserError as e:
+        raise as_gr_error(e)
+    model, tok = get_model(models, name, fast)
+    note = " ".join(notes)
+    t0 = time.perf_counter()
+    texts, status = [v["prompt"]] * v["num_samples"], ""
+    yield samples_html(texts, v["prompt"], ("Generating… " + note).strip()), {"samples": texts}
+    for texts, step in stream_samples(model, tok, v["prompt"], v["num_samples"], v["max_new_tokens"],
+                                      v["temperature"], v["top_k"], v["top_p"], v["seed"]):
+        dt = time.perf_counter() - t0
+        status = f"{step}/{v['max_new_tokens']} tokens · {step * v['num_samples'] / dt:.0f} tokens/s. {note}"
+        yield samples_html(texts, v["prompt"], status.strip()), {"samples": texts}
+    yield samples_html(texts, v["prompt"], status.strip()), {
+        "samples": texts, "model": model.info.name, "fallback": model.info.fallback, "notes": notes,
+        "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def build(models, default_model: str = "gpt2"):
+    """The Sampling tab. `models` is a tinygpt.ModelCache shared by all tabs."""
+    with gr.Tab("Sampling", id="sampling"):
+        gr.Markdown("Generate text and watch how **temperature**, **top-k** and **top-p** reshape the next-token"
+                    " distribution. Same seed + same settings = same text.")
+        model0, _ = models.get(default_model)
+        with gr.Row():
+            model_dd = gr.Dropdown(MODEL_CHOICES, value=model0.info.name, label="Model", scale=2,
+                                   allow_custom_value=True)
+            fast = gr.Checkbox(False, label="Fast mode (bf16 weights)", scale=1)
+        banner_md = gr.Markdown(banner(model0))
+        card_md = gr.Markdown(model_card(model0))
+        prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt (start)", lines=2)
+        with gr.Row():
+            num_samples = gr.Slider(1, MAX_SAMPLES, 3, step=1, label="Number of samples")
+            max_new = gr.Slider(1, MAX_NEW_TOKENS, 100, step=1, label="Max new tokens")
+            seed = gr.Number(1337, label="Seed", precision=0)
+        with gr.Row():
+            temperature = gr.Slider(0, 15, 0.8, step=0.05, label="Temperature (0 = greedy)")
+            top_k = gr.Number(200, label="Top-k (0 = off)", precision=0)
+            top_p = gr.Slider(0.01, 1.0, 1.0, step=0.01, label="Top-p (1 = off)")
+        with gr.Row():
+            go = gr.Button("Generate", variant="primary")
+            stop = gr.Button("Stop")
+        out_html = gr.HTML(label="Samples")
+        with gr.Accordion("Raw output (JSON)", open=False):
+            out_json = gr.JSON(label="samples")
+        dist_plot = gr.Plot(label="Next-token distribution")
+        with gr.Accordion("Explain", open=True):
+            explain_md = gr.Markdown()
+
+        knobs = [model_dd, fast, prompt, temperature, top_k, top_p]
+        ev = go.click(partial(on_sample, models), [model_dd, fast, prompt, num_samples, max_new, temperature, top_k, top_p, seed],
+                      [out_html, out_json], api_name="sample", concurrency_id="model", concurrency_limit=2)
+        go.click(partial(on_dist, models), knobs, [dist_plot, explain_md], api_name="sample_distribution",
+                 concurrency_id="model")
+        stop.click(None, cancels=[ev])
+        model_dd.change(partial(on_model, models), [model_dd, fast], [banner_md, card_md], api_visibility="private")
+        fast.change(partial(on_model, models), [model_dd, fast], [banner_md, card_md], api_visibility="private")
+        for c in (temperature, top_p):
+            c.release(partial(on_dist, models), knobs, [dist_plot, explain_md], api_visibility="private", concurrency_id="model")
+        for c in (prompt, top_k):
+            c.submit(partial(on_dist, models), knobs, [dist_plot, explain_md], api_visibility="private", concurrency_id="model")
