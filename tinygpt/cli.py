@@ -94,6 +94,8 @@ def cmd_params(a) -> int:
 
 # ---- train / finetune -----------------------------------------------------------------------------
 def _progress(ev):
+    if ev["val_loss"] is None:
+        return
     print(f"step {ev['step']}/{ev['steps_total']}: train {ev['train_loss']:.4f} val {ev['val_loss']:.4f} "
           f"acc {ev['val_accuracy']:.3f} {ev['tokens_per_s']:.0f} tok/s {ev['elapsed']:.0f}s", file=sys.stderr,
           flush=True)

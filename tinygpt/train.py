@@ -2,8 +2,9 @@
 
 AdamW with decoupled weight decay on matrices only, linear warm-up then cosine decay, gradient clipping,
 a train/validation split, and periodic evaluation on fixed validation windows. It knows nothing about any
-UI: it reports through `callback(event)` (a dict: step, train_loss, val_loss, val_accuracy, tokens_per_s,
-lr, elapsed) and checks `should_stop()` between steps.
+UI: it reports every step through `callback(event)` (a dict: step, steps_total, train_loss, val_loss,
+val_accuracy, tokens_per_s, lr, elapsed; the val_* entries are None except on evaluation steps) and checks
+`should_stop()` between steps.
 """
 from __future__ import annotations
 
@@ -128,15 +129,29 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
     torch.manual_seed(cfg.seed)  # dropout masks
     params = trainable_parameters(model, cfg.trainable)
     wanted = {id(p) for p in params}
+    flags = {id(p): p.requires_grad for p in model.parameters()}  # restored at the end
     for p in model.parameters():
         p.requires_grad_(id(p) in wanted)
     opt = make_optimizer(params, cfg)
     model.train()
     history, t0 = [], time.perf_counter()
     tokens_seen, train_time = 0, 0.0
-    smooth = None
-    step, stopped, last = 0, False, {}
-    val_batches = cfg.eval_batches * 8  # windows per evaluation (8 per batch)
+    step, stopped, last, lv = 0, False, None, float("nan")
+    val_windows = cfg.eval_batches * 8
+
+    def report(step, lr, evaluate_now):
+        """One event per step; val_* are filled on evaluation steps and None otherwise."""
+        ev = {"step": step, "steps_total": cfg.steps, "train_loss": lv, "val_loss": None, "val_accuracy": None,
+              "tokens_per_s": tokens_seen / max(train_time, 1e-9), "lr": lr, "elapsed": time.perf_counter() - t0}
+        if evaluate_now:
+            res = evaluate(model, val_data, cfg.context, max_windows=val_windows, batch_size=8)
+            model.train()
+            ev.update(val_loss=res["loss"], val_accuracy=res["accuracy"], elapsed=time.perf_counter() - t0)
+        history.append(ev)
+        if callback is not None:
+            callback(dict(ev))
+        return ev
+
     for step in range(1, cfg.steps + 1):
         if should_stop is not None and should_stop():
             stopped, step = True, step - 1
@@ -147,7 +162,7 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
             g["lr"] = lr
         x, y = get_batch(train_data, cfg.batch_size, cfg.context, gen)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
-            logits, loss = model(x, y)
+            _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -156,28 +171,13 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
         train_time += time.perf_counter() - ts
         tokens_seen += x.numel()
         lv = loss.item()
-        smooth = lv if smooth is None else 0.9 * smooth + 0.1 * lv
-        if step % cfg.eval_interval == 0 or step == cfg.steps or step == 1:
-            ev = evaluate(model, val_data, cfg.context, max_windows=val_batches, batch_size=8)
-            model.train()
-            last = {"step": step, "train_loss": lv, "train_loss_smooth": smooth, "val_loss": ev["loss"],
-                    "val_accuracy": ev["accuracy"], "tokens_per_s": tokens_seen / max(train_time, 1e-9),
-                    "lr": lr, "elapsed": time.perf_counter() - t0, "steps_total": cfg.steps}
-            history.append(last)
-            if callback is not None:
-                callback(dict(last))
+        last = report(step, lr, step % cfg.eval_interval == 0 or step == cfg.steps or step == 1)
+    if step > 0 and (last is None or last["val_loss"] is None):  # stopped between evaluations
+        last = report(step, lr_at(step - 1, cfg), True)
     model.eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    if not last or last["step"] != step:  # stopped between evaluations: one final evaluation
-        if step > 0:
-            ev = evaluate(model, val_data, cfg.context, max_windows=val_batches, batch_size=8)
-            last = {"step": step, "train_loss": lv, "train_loss_smooth": smooth, "val_loss": ev["loss"],
-                    "val_accuracy": ev["accuracy"], "tokens_per_s": tokens_seen / max(train_time, 1e-9),
-                    "lr": lr_at(step - 1, cfg), "elapsed": time.perf_counter() - t0, "steps_total": cfg.steps}
-            history.append(last)
-            if callback is not None:
-                callback(dict(last))
+    for p in model.parameters():  # leave flags as we found them (frozen shared tensors stay frozen)
+        p.requires_grad_(flags[id(p)])
+    last = last or {}
     return {"steps": step, "train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
             "val_accuracy": last.get("val_accuracy"), "tokens_per_s": last.get("tokens_per_s"),
             "seconds": time.perf_counter() - t0, "stopped": stopped, "history": history}
