@@ -10,7 +10,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics unles
 
 import gradio as gr  # noqa: E402
 
-from tabs import sampling  # noqa: E402
+from tabs import calculator, finetune, sampling, train  # noqa: E402
+from tabs.sessions import SessionStore  # noqa: E402
 from tinygpt import ModelCache  # noqa: E402
 
 CSS = """
@@ -23,14 +24,24 @@ CSS = """
 """
 
 
-def build_demo(models: ModelCache | None = None, default_model: str = "gpt2") -> gr.Blocks:
-    """Assemble every tab around one shared, read-only model cache."""
+def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
+               sessions: SessionStore | None = None) -> gr.Blocks:
+    """Assemble every tab around one shared, read-only model cache and one per-user session store."""
     models = models or ModelCache()
+    sessions = sessions or SessionStore()
     with gr.Blocks(title="TinyGPT Lab") as demo:
         gr.Markdown("# 🔬 TinyGPT Lab\nOpen up a GPT and see how it works: every number on these tabs is computed"
                     " live from the model.")
         with gr.Tabs():
             sampling.build(models, default_model)
+            calculator.build()
+            finetune.build(models, sessions, default_model)
+            train.build(sessions)
+
+        def end_session(request: gr.Request):
+            sessions.drop(request)  # free this user's fine-tuned / trained models
+
+        demo.unload(end_session)
     demo.queue(default_concurrency_limit=1)
     return demo
 

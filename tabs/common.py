@@ -48,6 +48,12 @@ def human_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def human_flops(n: float) -> str:
+    """7.985e20 -> '7.99e20 FLOPs' (SI prefixes beyond tera mean little to students; powers of ten do)."""
+    mant, exp = f"{float(n):.2e}".split("e")
+    return f"{mant}e{int(exp)} FLOPs"
+
+
 def model_card(model) -> str:
     c = model.config
     info = getattr(model, "info", None)

@@ -60,12 +60,13 @@ def stream_samples(model, tok, prompt, num_samples, max_new_tokens, temperature,
             yield [prompt + tok.decode(r) for r in new], step
 
 
-def samples_html(texts, prompt, status="") -> str:
+def samples_html(texts, prompt, status="", titles=None) -> str:
     """Samples side by side; the prompt is shown dimmed so the continuation stands out."""
     cols = []
     for i, t in enumerate(texts, 1):
         cont = t[len(prompt):] if t.startswith(prompt) else t
-        cols.append(f"<div class='tg-sample'><div class='tg-sample-h'>Sample {i}</div>"
+        title = html.escape(titles[i - 1]) if titles else f"Sample {i}"
+        cols.append(f"<div class='tg-sample'><div class='tg-sample-h'>{title}</div>"
                     f"<span class='tg-prompt'>{html.escape(prompt)}</span>{html.escape(cont)}</div>")
     head = f"<div class='tg-status'>{html.escape(status)}</div>" if status else ""
     return head + "<div class='tg-samples'>" + "".join(cols) + "</div>"

@@ -78,17 +78,53 @@ def cmd_sample(a) -> int:
 
 
 # ---- params ---------------------------------------------------------------------------------------
-def cmd_params(a) -> int:
+def whole_number(text) -> int:
+    """"1e12", "1_000_000", "300000000000" -> int, exactly (floats would round big token counts)."""
+    from decimal import Decimal, InvalidOperation
+    try:
+        d = Decimal(str(text).replace("_", "").replace(",", ""))
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"expected a whole number like 1e12, got {text!r}") from None
+    if not d.is_finite() or d != d.to_integral_value():
+        raise argparse.ArgumentTypeError(f"expected a whole number like 1e12, got {text!r}")
+    return int(d)
+
+
+def params_config(a):
+    """The preset's GPTConfig with the command-line overrides applied (validated)."""
     from .config import GPTConfig
-    from .params import count_parameters
 
     cfg = GPTConfig.from_preset(a.preset)
-    report = {"params": count_parameters(cfg)}
+    names = ("n_layer", "n_embd", "n_head", "n_kv_head", "block_size", "vocab_size")
+    changes = {k: getattr(a, k) for k in names if getattr(a, k) is not None}
+    if a.no_bias:
+        changes["bias"] = False
+    if a.untied:
+        changes["tie_weights"] = False
+    if a.ffn_mult is not None:
+        changes["n_inner"] = round(a.ffn_mult * changes.get("n_embd", cfg.n_embd))
+    return cfg.replace(**changes)  # replace() re-runs validate(): bad shapes raise a plain ValueError
+
+
+def cmd_params(a) -> int:
+    from .compute import estimate
+
+    cfg = params_config(a)
+    report = estimate(cfg, batch_size=a.batch_size, seq_len=a.seq_len, dtype=a.dtype, optimizer=a.optimizer,
+                      tokens=a.tokens, tflops=a.tflops, mfu=a.mfu)
     if a.json:
         print(json.dumps(report))
-    else:
-        for k, v in report["params"].items():
-            print(f"{k:>14}: {v:,}")
+        return 0
+    for k, v in report["params"].items():
+        print(f"{k:>14}: {v:,}")
+    i = report["inputs"]
+    print(f"memory ({i['dtype']}, {i['optimizer']}, batch {i['batch_size']}, seq {i['seq_len']}):")
+    for k, v in report["memory_bytes"].items():
+        print(f"{k:>18}: {v:,} B ({v / 2 ** 30:.2f} GiB)")
+    f = report["flops"]
+    print(f"FLOPs per token: train {f['per_token_train']:,}, inference {f['per_token_inference']:,}")
+    print(f"training FLOPs for {i['tokens']:,} tokens: {f['train_total']:.3e}")
+    print(f"GPU-hours at {i['tflops']:g} TFLOPS x {i['mfu']:.0%} utilisation: {report['gpu_hours']:,.0f}")
     return 0
 
 
@@ -162,6 +198,35 @@ def cmd_finetune(a) -> int:
     return _finish(a, model, tok, result)
 
 
+# ---- embed ------------------------------------------------------------------------------------------
+def cmd_embed(a) -> int:
+    import torch
+    from .embeddings import cosine_matrix, word_vectors
+    from .loading import load_model
+
+    words = [w.strip() for w in str(a.words).split(",") if w.strip()]
+    if not words:
+        raise ValueError("--words needs at least one word, e.g. --words dog,city,xqzt")
+    model, tok = load_model(a.model, hub_timeout=a.hub_timeout)
+    if model.info.fallback:
+        print(model.info.notice, file=sys.stderr)
+    rows = word_vectors(model, tok, words, pool=a.pool, space=a.space)
+    cos = cosine_matrix(torch.stack([r["vector"] for r in rows]))  # (N, N)
+    report = {"model": model.info.name, "fallback": model.info.fallback, "pool": a.pool, "space": a.space,
+              "words": [{k: r[k] for k in ("word", "ids", "pieces", "norm")} for r in rows],
+              "cosine": [[round(v, 6) for v in row] for row in cos.tolist()]}
+    if a.json:
+        print(json.dumps(report))
+    else:
+        width = max(len(w) for w in words)
+        for r in rows:
+            print(f"{r['word']:>{width}}  norm {r['norm']:.4f}  ids {r['ids']}  pieces {r['pieces']}")
+        print(f"cosine ({a.pool} of each word's tokens):")
+        for w, row in zip(words, cos.tolist()):
+            print(f"{w:>{width}}  " + " ".join(f"{v:+.3f}" for v in row))
+    return 0
+
+
 # ---- parser -----------------------------------------------------------------------------------------
 def build_parser() -> Parser:
     p = Parser(prog="python -m tinygpt", description="TinyGPT Lab command line")
@@ -182,8 +247,21 @@ def build_parser() -> Parser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_sample)
 
-    q = sub.add_parser("params", help="parameter counts for a configuration")
-    q.add_argument("--preset", default="gpt2")
+    q = sub.add_parser("params", help="parameters, memory, FLOPs and KV cache of a configuration")
+    q.add_argument("--preset", default="gpt2", help="starting shape; the flags below override its fields")
+    for flag in ("--n-layer", "--n-embd", "--n-head", "--n-kv-head", "--block-size", "--vocab-size"):
+        q.add_argument(flag, type=int, default=None)
+    q.add_argument("--ffn-mult", type=float, default=None, help="feed-forward width = round(mult * n_embd)")
+    q.add_argument("--no-bias", action="store_true")
+    q.add_argument("--untied", action="store_true", help="separate LM head instead of reusing wte")
+    q.add_argument("--batch-size", type=int, default=1)
+    q.add_argument("--seq-len", type=int, default=None, help="default: the block size")
+    q.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="fp16/bf16 = mixed precision with fp32 master weights")
+    q.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="sgd = SGD with momentum")
+    q.add_argument("--tokens", type=whole_number, default=10 ** 12, help="training tokens D (e.g. 1e12)")
+    q.add_argument("--tflops", type=float, default=312.0, help="GPU peak TFLOPS (A100: 312)")
+    q.add_argument("--mfu", type=float, default=0.4, help="utilisation, a fraction in (0, 1]")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_params)
 
@@ -224,6 +302,16 @@ def build_parser() -> Parser:
     f.add_argument("--trainable", default="all", help='"all" or "top:N" (last N blocks)')
     f.add_argument("--hub-timeout", type=float, default=5.0)
     f.set_defaults(func=cmd_finetune, lr=1e-4)
+
+    e = sub.add_parser("embed", help="token ids, embedding norms and cosine similarities of words")
+    e.add_argument("--model", default="gpt2")
+    e.add_argument("--words", required=True, help="comma-separated, e.g. dog,city,xqzt")
+    e.add_argument("--pool", choices=["first", "mean"], default="mean",
+                   help="a multi-token word is its first token's embedding or the mean of its tokens'")
+    e.add_argument("--space", action="store_true", help="encode ' word' (as mid-sentence) instead of 'word'")
+    e.add_argument("--hub-timeout", type=float, default=5.0)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_embed)
     return p
 
 

@@ -1,0 +1,261 @@
+"""Fine-tune tab: upload an essay, clean and describe it, fine-tune a model on it with a live loss curve,
+and compare the same prompt and seed before and after (held-out perplexity, tokens that became likelier).
+
+The base model is shared and never modified: training happens on a per-session copy whose frozen parts share
+the base's tensors (tinygpt.finetune.trainable_copy). One fine-tune runs at a time; others wait in the queue.
+"""
+from __future__ import annotations
+
+import html
+import os
+import threading
+import time
+from functools import partial
+
+import gradio as gr
+import torch
+
+import tinygpt
+from tinygpt.finetune import probability_shifts, trainable_copy
+from tinygpt.textprep import MAX_CHARS, TextError, check_length, clean_text, decode_upload, describe, first_phrase
+from tinygpt.train import evaluate, trainable_parameters
+
+from .common import MODEL_CHOICES, UserError, as_gr_error, banner, clamp_int, new_figure, parse_float
+from .sessions import SessionStore, run_jobs, session_tmpdir
+
+SAMPLE_T, SAMPLE_TOP_K = 0.8, 50  # fixed for before/after so only the weights differ
+TRAINABLE = {"Top 2 blocks (fast)": "top:2", "Top 4 blocks": "top:4", "All weights (slow)": "all"}
+
+
+def read_upload(path) -> bytes:
+    if path is None:
+        return b""
+    path = getattr(path, "name", path)
+    size = os.path.getsize(path)
+    if size > 8 * MAX_CHARS:  # bytes: even 4-byte UTF-8 could not fit under the character cap
+        raise TextError(f"The file is {size:,} bytes; the limit is {MAX_CHARS:,} characters. Use a shorter excerpt.")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def prepare_text(file, text, lossy=False, drop_boilerplate=True, prefer_text=False) -> tuple[str, list[str]]:
+    """The upload or the text, decoded and cleaned. Raises TextError.
+
+    prefer_text: use the text when it is not empty (the edited, cleaned text), else the upload."""
+    if file is not None and not (prefer_text and isinstance(text, str) and text.strip()):
+        raw = read_upload(file)
+        source = decode_upload(raw, lossy)
+    else:
+        if not isinstance(text, str) or not text.strip():
+            raise TextError("Upload a .txt file or paste some text first.")
+        if len(text) > MAX_CHARS:
+            raise TextError(f"The text has {len(text):,} characters; the limit is {MAX_CHARS:,}. "
+                            f"Use a shorter excerpt.")
+        source = text
+    cleaned, steps = clean_text(source, drop_boilerplate)
+    if not cleaned.strip():
+        raise TextError("There is no text left after cleaning.")
+    if len(cleaned) > MAX_CHARS:
+        raise TextError(f"The text has {len(cleaned):,} characters; the limit is {MAX_CHARS:,}. Use a shorter excerpt.")
+    return cleaned, steps
+
+
+def on_prepare(models, model_name, file, text, lossy, drop_boilerplate):
+    """Clean + describe: (cleaned text, steps markdown, stats markdown, a prompt taken from the text)."""
+    try:
+        cleaned, steps = prepare_text(file, text, lossy, drop_boilerplate)
+        model, tok = models.get(model_name)
+        ids = tok.encode(cleaned)
+        st = describe(cleaned, ids)
+        ctx = min(128, model.config.block_size)
+        ppl = evaluate(model, torch.tensor(ids), ctx)["perplexity"] if len(ids) > ctx + 1 else float("nan")
+    except (TextError, UserError, ValueError) as e:
+        raise as_gr_error(e)
+    steps_md = "**Cleaning applied:**\n" + "\n".join(f"- {s}" for s in steps)
+    stats_md = (f"| characters | words | tokens | distinct tokens | type-token ratio | words / sentence | "
+                f"chars / token | base perplexity |\n|---|---|---|---|---|---|---|---|\n"
+                f"| {st['characters']:,} | {st['words']:,} | {st['tokens']:,} | {st['distinct_tokens']:,} | "
+                f"{st['type_token_ratio']:.2f} | {st['avg_sentence_words']:.1f} | {st['chars_per_token']:.2f} | "
+                f"{ppl:,.1f} |\n\nBase perplexity = exp(mean loss) of *{model.info.name}* on this text (windows of "
+                f"{ctx} tokens): how surprised the model is before fine-tuning — roughly, it is choosing between "
+                f"{ppl:,.0f} equally likely tokens at each step.")
+    return cleaned, steps_md, stats_md, first_phrase(cleaned)
+
+
+def sample_once(model, tok, prompt, seed, max_new_tokens):
+    ids = tok.encode(prompt)[-model.config.block_size:]
+    x = torch.tensor([ids], dtype=torch.long)
+    out = tinygpt.generate(model, x, max_new_tokens, SAMPLE_T, SAMPLE_TOP_K, None,
+                           torch.Generator().manual_seed(int(seed)))
+    return tok.decode(out[0, len(ids):].tolist())
+
+
+def before_after_html(prompt, before, after) -> str:
+    def col(title, text):
+        body = html.escape(text) if text is not None else "<i>waiting…</i>"
+        return (f"<div class='tg-sample'><div class='tg-sample-h'>{title}</div>"
+                f"<span class='tg-prompt'>{html.escape(prompt)}</span>{body}</div>")
+    return "<div class='tg-samples'>" + col("Before fine-tuning", before) + col("After fine-tuning", after) + "</div>"
+
+
+def loss_figure(history, title="Fine-tuning"):
+    fig = new_figure(8, 3.6)
+    ax = fig.add_subplot(111)
+    if history:
+        ax.plot([e["step"] for e in history], [e["train_loss"] for e in history], lw=1, alpha=.7,
+                label="train loss (batch)")
+        ev = [e for e in history if e["val_loss"] is not None]
+        ax.plot([e["step"] for e in ev], [e["val_loss"] for e in ev], "o-", label="held-out loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=.3)
+    if history:
+        ax.legend()
+    return fig
+
+
+def check_settings(steps, context, batch_size, lr, seed, max_new_tokens, block_size):
+    notes = []
+    s = clamp_int(steps, 1, 2000, "Steps", notes)
+    c = clamp_int(context, 8, block_size, "Context", notes)
+    b = clamp_int(batch_size, 1, 64, "Batch size", notes)
+    lr = parse_float(lr, "Learning rate", 1e-7, 1.0)
+    seed = clamp_int(seed, 0, 2**31 - 1, "Seed", notes)
+    m = clamp_int(max_new_tokens, 1, 300, "Sample length", notes)
+    return s, c, b, lr, seed, m, notes
+
+
+def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, drop_boilerplate, prompt, seed,
+                trainable, steps, context, batch_size, lr, max_new_tokens, request: gr.Request = None,
+                progress=gr.Progress()):
+    """Stream (status, loss plot, before/after HTML, metrics markdown, probability-shift table)."""
+    try:
+        cleaned, _ = prepare_text(file, text, lossy, drop_boilerplate, prefer_text=True)
+        base, tok = models.get(model_name)
+        steps, context, batch_size, lr, seed, max_new_tokens, notes = check_settings(
+            steps, context, batch_size, lr, seed, max_new_tokens, base.config.block_size)
+        spec = TRAINABLE.get(trainable, trainable)
+        trainable_parameters(base, spec)  # raises a plain ValueError for a bad choice
+        ids = torch.tensor(tok.encode(cleaned), dtype=torch.long)
+        check_length(cleaned, 2 * (context + 2), len(ids))
+        prompt = prompt.strip() if isinstance(prompt, str) and prompt.strip() else first_phrase(cleaned)
+    except (TextError, UserError, ValueError) as e:
+        raise as_gr_error(e)
+    entry = sessions.get(request)
+    stop = entry["stop"] = threading.Event()  # fresh: an earlier Stop must not end this run
+    n_val = max(int(len(ids) * 0.1), context + 2)  # the held-out end of the text
+    train_ids, val_ids = ids[:-n_val], ids[-n_val:]
+    note = (" ".join(notes) + " ").strip()
+    t0 = time.perf_counter()
+    yield (f"Sampling from the base model… {note}", loss_figure([]), before_after_html(prompt, None, None), "", None)
+    before = sample_once(base, tok, prompt, seed, max_new_tokens)
+    ppl_before = evaluate(base, val_ids, context)
+    tuned = trainable_copy(base, spec)
+    cfg = tinygpt.TrainConfig(steps=steps, batch_size=batch_size, context=context, lr=lr,
+                              warmup=max(1, steps // 10), eval_interval=max(1, steps // 10), seed=seed,
+                              trainable=spec, eval_batches=4)
+    history = []
+    job = {"tuned": lambda cb, should_stop: tinygpt.train(tuned, train_ids, val_ids, cfg, cb, should_stop)}
+    result = None
+    for kind, payload in run_jobs(job, stop):
+        if kind == "done":
+            result = payload["tuned"]
+            break
+        history.extend(ev for _, ev in payload)
+        e = history[-1]
+        per_step = (time.perf_counter() - t0) / max(1, e["step"])
+        left = per_step * (steps - e["step"])
+        progress((e["step"], steps), desc=f"fine-tuning, ~{left:.0f} s left")
+        status = (f"Step {e['step']}/{steps} · train loss {e['train_loss']:.3f} · {e['tokens_per_s']:.0f} tokens/s · "
+                  f"about {left:.0f} s left. {note}")
+        yield status, loss_figure(history), before_after_html(prompt, before, None), "", None
+    after = sample_once(tuned, tok, prompt, seed, max_new_tokens)
+    ppl_after = evaluate(tuned, val_ids, context)
+    shifts = probability_shifts(base, tuned, tok, ids, context)
+    entry["finetuned"] = (tuned, tok)
+    secs = time.perf_counter() - t0
+    stopped = " (stopped early)" if result and result["stopped"] else ""
+    metrics = (f"### Before vs after{stopped}\n"
+               f"| | before | after |\n|---|---|---|\n"
+               f"| held-out loss (last {len(val_ids):,} tokens) | {ppl_before['loss']:.3f} | {ppl_after['loss']:.3f} |\n"
+               f"| held-out perplexity | {ppl_before['perplexity']:,.1f} | {ppl_after['perplexity']:,.1f} |\n"
+               f"| held-out next-token accuracy | {ppl_before['accuracy']:.1%} | {ppl_after['accuracy']:.1%} |\n\n"
+               f"Trained **{spec}** of *{base.info.name}* for {result['steps'] if result else 0} steps of "
+               f"{batch_size}×{context} tokens in {secs:.0f} s (whole run, sampling and evaluation included). "
+               f"Same prompt, same seed (T={SAMPLE_T}, top-k={SAMPLE_TOP_K}): any difference in the two samples "
+               f"comes from the new weights. The table lists the tokens of your text whose probability rose most "
+               f"(mean gain in log-probability; +0.69 nats = twice as likely).")
+    rows = [[r["token"], r["count"], round(r["mean_logprob_gain"], 3), round(r["p_before"], 4), round(r["p_after"], 4)]
+            for r in shifts]
+    yield (f"Done in {secs:.0f} s. {note}", loss_figure(history), before_after_html(prompt, before, after), metrics,
+           rows)
+
+
+def on_stop(sessions: SessionStore, request: gr.Request = None):
+    sessions.get(request)["stop"].set()
+    return "Stopping after the current step…"
+
+
+def on_download(sessions: SessionStore, request: gr.Request = None):
+    entry = sessions.get(request)
+    if not entry.get("finetuned"):
+        raise gr.Error("Fine-tune a model first: there is nothing to download yet.", print_exception=False)
+    model, tok = entry["finetuned"]
+    out = os.path.join(session_tmpdir(entry), "finetuned")
+    tinygpt.save_checkpoint(model, tok, out)
+    return [os.path.join(out, f) for f in ("model.safetensors", "config.json", "tokenizer.json")]
+
+
+def build(models, sessions: SessionStore, default_model: str = "gpt2"):
+    with gr.Tab("Fine-tune", id="finetune"):
+        gr.Markdown("Fine-tune a model on **your own text** (an article or essay of 5,000–15,000 characters), then"
+                    " compare the same prompt and seed before and after. The shared model is never changed: you"
+                    " train a private copy that lives in your session only.")
+        model0, _ = models.get(default_model)
+        with gr.Row():
+            model_dd = gr.Dropdown(MODEL_CHOICES, value=model0.info.name, label="Model", allow_custom_value=True)
+        gr.Markdown(banner(model0))
+        with gr.Row():
+            with gr.Column():
+                upload = gr.File(label="Upload a .txt file", file_types=[".txt"], type="filepath")
+                pasted = gr.Textbox(label="…or paste text", lines=6)
+                with gr.Row():
+                    lossy = gr.Checkbox(False, label="Lossy decode (replace non-UTF-8 bytes with �)")
+                    drop = gr.Checkbox(True, label="Drop URL / page-number / header lines")
+                prep = gr.Button("Clean and describe")
+            with gr.Column():
+                cleaned = gr.Textbox(label="Cleaned text (used for training; you can edit it)", lines=10)
+                steps_md = gr.Markdown()
+        stats_md = gr.Markdown()
+        prompt = gr.Textbox(label="Prompt (a phrase from your text)")
+        with gr.Accordion("Training settings (defaults fit a free CPU Space)", open=False):
+            with gr.Row():
+                trainable = gr.Radio(list(TRAINABLE), value="Top 2 blocks (fast)", label="Which weights to train")
+                steps = gr.Slider(1, 300, 40, step=1, label="Steps")
+                context = gr.Slider(16, 512, 128, step=16, label="Context (tokens)")
+            with gr.Row():
+                batch = gr.Slider(1, 16, 4, step=1, label="Batch size")
+                lr = gr.Number(3e-4, label="Learning rate")
+                seed = gr.Number(1337, label="Seed", precision=0)
+                max_new = gr.Slider(10, 200, 60, step=10, label="Sample length (tokens)")
+        with gr.Row():
+            go = gr.Button("Fine-tune", variant="primary")
+            stop = gr.Button("Stop")
+            dl = gr.Button("Download fine-tuned weights")
+        status = gr.Markdown()
+        plot = gr.Plot(label="Loss")
+        compare = gr.HTML()
+        metrics = gr.Markdown()
+        shifts = gr.Dataframe(headers=["token", "count", "mean log-prob gain", "p before", "p after"],
+                              label="Tokens whose probability rose most", interactive=False)
+        files = gr.File(label="Fine-tuned weights (safetensors + config)", file_count="multiple")
+
+        prep.click(partial(on_prepare, models), [model_dd, upload, pasted, lossy, drop],
+                   [cleaned, steps_md, stats_md, prompt], api_name="finetune_prepare", concurrency_id="model")
+        go.click(partial(on_finetune, models, sessions),
+                 [model_dd, upload, cleaned, lossy, drop, prompt, seed, trainable, steps, context, batch, lr, max_new],
+                 [status, plot, compare, metrics, shifts], api_name="finetune", concurrency_id="train",
+                 concurrency_limit=1)
+        stop.click(partial(on_stop, sessions), None, status, api_visibility="private", queue=False)
+        dl.click(partial(on_download, sessions), None, files, api_visibility="private")

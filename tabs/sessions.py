@@ -1,0 +1,104 @@
+"""Per-user state that is too big for gr.State: fine-tuned/trained models, stop flags, files to download.
+
+Keyed by Gradio's session hash, so users never see each other's models. Entries are dropped when the browser
+tab closes (demo.unload), when they are older than `ttl_s`, or when more than `max_sessions` are held
+(oldest first): a public CPU Space must not fill its memory with abandoned models.
+"""
+from __future__ import annotations
+
+import queue
+import shutil
+import tempfile
+import threading
+import time
+
+
+class SessionStore:
+    def __init__(self, max_sessions: int = 8, ttl_s: float = 3 * 3600):
+        self.max_sessions, self.ttl_s = max_sessions, ttl_s
+        self._data: dict = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(request) -> str:
+        """The session hash of a gr.Request (or "local" when called without a browser, e.g. in tests)."""
+        return getattr(request, "session_hash", None) or "local"
+
+    def get(self, request) -> dict:
+        """This session's dict (created on first use). Holds e.g. {"stop": Event, "finetuned": (model, tok)}."""
+        k = self.key(request)
+        with self._lock:
+            self._expire()
+            entry = self._data.get(k)
+            if entry is None:
+                entry = self._data[k] = {"stop": threading.Event(), "created": time.time()}
+            entry["used"] = time.time()
+            return entry
+
+    def drop(self, request) -> None:
+        with self._lock:
+            entry = self._data.pop(self.key(request), None)
+        if entry:
+            _release(entry)
+
+    def __len__(self):
+        return len(self._data)
+
+    def _expire(self):
+        now = time.time()
+        for k in [k for k, e in self._data.items() if now - e.get("used", now) > self.ttl_s]:
+            _release(self._data.pop(k))
+        while len(self._data) >= self.max_sessions:
+            oldest = min(self._data, key=lambda k: self._data[k].get("used", 0))
+            _release(self._data.pop(oldest))
+
+
+def _release(entry: dict) -> None:
+    entry.get("stop", threading.Event()).set()  # a run still going for this session stops
+    d = entry.get("tmpdir")
+    if d:
+        shutil.rmtree(d, ignore_errors=True)
+    entry.clear()
+
+
+def session_tmpdir(entry: dict) -> str:
+    if not entry.get("tmpdir"):
+        entry["tmpdir"] = tempfile.mkdtemp(prefix="tinygpt-session-")
+    return entry["tmpdir"]
+
+
+def run_jobs(jobs: dict, stop: threading.Event, poll_s: float = 0.25):
+    """Run {name: fn(callback, should_stop)} in threads; yield ("events", [(name, event), ...]) batches while
+    they run, then ("done", {name: result}). An exception in a job is re-raised here, after stopping the rest."""
+    q: queue.Queue = queue.Queue()
+    results, errors = {}, {}
+
+    def worker(name, fn):
+        try:
+            results[name] = fn(lambda ev: q.put((name, ev)), stop.is_set)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            errors[name] = e
+            stop.set()
+
+    threads = [threading.Thread(target=worker, args=(n, f), daemon=True) for n, f in jobs.items()]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads) or not q.empty():
+            batch = []
+            try:
+                batch.append(q.get(timeout=poll_s))
+                while True:
+                    batch.append(q.get_nowait())
+            except queue.Empty:
+                pass
+            if batch:
+                yield "events", batch
+    finally:  # the generator was closed (user left / cancelled): stop the workers
+        if any(t.is_alive() for t in threads):
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+    if errors:
+        raise next(iter(errors.values()))
+    yield "done", results

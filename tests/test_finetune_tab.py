@@ -1,0 +1,89 @@
+"""Fine-tune tab handlers: clean/describe, a full fine-tune run, per-session results, bad uploads."""
+import gradio as gr
+import pytest
+import torch
+
+from tabs import finetune
+from tabs.sessions import SessionStore
+from tinygpt import ModelCache
+
+ESSAY = ("The river bends twice before it reaches the old mill. Every spring the water rises and the miller "
+         "opens the sluice gates so the wheel can turn. ") * 40
+
+
+class Req:  # stands in for gr.Request: only the session hash matters
+    def __init__(self, h):
+        self.session_hash = h
+
+
+@pytest.fixture(scope="module")
+def models():
+    return ModelCache()
+
+
+def drain(gen):
+    out = None
+    for out in gen:
+        pass
+    return out
+
+
+def test_prepare_describes_text(models, tiny_dir):
+    cleaned, steps_md, stats_md, prompt = finetune.on_prepare(models, tiny_dir, None, ESSAY + "\r\nhttp://x.org\r\n",
+                                                              False, True)
+    assert "http" not in cleaned and "URL" in steps_md
+    assert "base perplexity" in stats_md and prompt == "The river bends twice before it reaches the"
+
+
+def test_finetune_run_isolated_per_session(models, tiny_dir, tmp_path):
+    sessions = SessionStore()
+    base, _ = models.get(tiny_dir)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    out = drain(finetune.on_finetune(models, sessions, tiny_dir, None, ESSAY, False, True, "The river", 3,
+                                     "Top 2 blocks (fast)", 12, 32, 4, 1e-3, 10, request=Req("alice"),
+                                     progress=lambda *a, **k: None))
+    status, fig, compare, metrics, rows = out
+    assert "Done" in status and "Before fine-tuning" in compare and "After fine-tuning" in compare
+    assert "held-out perplexity" in metrics and rows and len(rows[0]) == 5
+    assert sessions.get(Req("alice")).get("finetuned") is not None
+    assert sessions.get(Req("bob")).get("finetuned") is None  # another user sees nothing
+    with pytest.raises(gr.Error, match="nothing to download"):
+        finetune.on_download(sessions, Req("bob"))
+    files = finetune.on_download(sessions, Req("alice"))
+    assert files[0].endswith("model.safetensors")
+    for k, v in base.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    sessions.drop(Req("alice"))
+    assert sessions.get(Req("alice")).get("finetuned") is None
+
+
+def test_stop_ends_run_early(models, tiny_dir):
+    sessions = SessionStore()
+    gen = finetune.on_finetune(models, sessions, tiny_dir, None, ESSAY, False, True, "The river", 3,
+                               "All weights (slow)", 400, 32, 2, 1e-3, 5, request=Req("carol"),
+                               progress=lambda *a, **k: None)
+    next(gen)
+    for i, out in enumerate(gen):
+        if i == 1:
+            finetune.on_stop(sessions, Req("carol"))
+    assert "Done" in out[0] and "stopped early" in out[3]
+
+
+@pytest.mark.parametrize("content,msg", [(b"", "empty"), (b"\x00\x00PK\x03\x04", "binary"),
+                                         ("na\u00efve ".encode("latin-1") * 100, "not UTF-8")])
+def test_bad_uploads_give_messages(models, tiny_dir, tmp_path, content, msg):
+    f = tmp_path / "up.txt"
+    f.write_bytes(content)
+    with pytest.raises(gr.Error, match=msg):
+        finetune.on_prepare(models, tiny_dir, str(f), "", False, True)
+    with pytest.raises(gr.Error, match=msg):
+        drain(finetune.on_finetune(models, SessionStore(), tiny_dir, str(f), "", False, True, "", 1, "all", 2, 32, 2,
+                                   1e-3, 5, progress=lambda *a, **k: None))
+
+
+def test_too_short_and_too_long(models, tiny_dir, tmp_path):
+    with pytest.raises(gr.Error, match="too short"):
+        drain(finetune.on_finetune(models, SessionStore(), tiny_dir, None, "Just a few words here.", False, True, "",
+                                   1, "all", 2, 32, 2, 1e-3, 5, progress=lambda *a, **k: None))
+    with pytest.raises(gr.Error, match="limit"):
+        finetune.on_prepare(models, tiny_dir, None, "a" * 200_001, False, True)

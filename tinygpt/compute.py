@@ -1,0 +1,165 @@
+"""Memory, FLOPs, KV-cache and GPU-hour estimates from a GPTConfig alone (no weights are ever allocated).
+
+`estimate(...)` returns every figure the calculator tab and `python -m tinygpt params --json` show, so the two
+always agree. Conventions (each one checked in tests/test_calculator.py):
+
+* Bytes per parameter (ZeRO paper, Rajbhandari et al. 2020). fp32: weights 4, gradients 4. fp16/bf16 means
+  mixed precision: 16-bit weights 2 + fp32 master copy 4 (both counted under "weights"), 16-bit gradients 2.
+  AdamW keeps m and v in fp32 (8 B/param) plus one fp32 scalar step counter per parameter tensor, exactly as
+  torch.optim.AdamW allocates. "sgd" means SGD with momentum: one fp32 momentum buffer (4 B/param); plain
+  SGD without momentum would keep nothing.
+* Activations (an estimate): Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
+  Models", no recomputation, standard (non-flash) attention, dropout masks at 1 byte. Per layer with 16-bit
+  activations: s·b·h·(34 + 5·a·s/h) bytes. Generalised here to any element size e, K/V width kv (GQA) and
+  FFN width ff: e·s·b·(6h + 2kv + 2ff) + 2e·a·s²·b + (2·s·b·h + a·s²·b) [masks]; with e=2, kv=h, ff=4h
+  this is exactly the paper's formula. Outside the blocks: e·2·s·b·h (embedding output, final LayerNorm
+  input) + 4·s·b·V (fp32 logits for the loss).
+* FLOPs (Kaplan et al. 2020): N = non-embedding parameters + the LM head's V·d (its matmul runs even when
+  the weight is tied to wte; embedding lookups are not matmuls). Forward per token: 2N + 2·n_layer·n_ctx·d;
+  training (forward + backward ≈ 3× forward): 6N + 6·n_layer·n_ctx·d. Kaplan's attention term counts the
+  causal half of QKᵀ and A·V; a kernel that computes the full T×T square does twice that.
+"""
+from __future__ import annotations
+
+from .config import GPTConfig
+from .params import approx_parameters, count_parameters
+
+ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+OPTIMIZERS = ("adamw", "sgd")
+A100_TFLOPS = 312.0  # A100 dense bf16/fp16 tensor-core peak
+DEFAULT_MFU = 0.4  # a typical model-FLOPs utilisation for large-scale training
+DEFAULT_TOKENS = 10 ** 12
+
+
+def _positive_int(value, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive whole number (got {value!r}).")
+    return value
+
+
+def _check_dtype(dtype: str) -> int:
+    if dtype not in ELEMENT_BYTES:
+        raise ValueError(f"dtype must be one of {', '.join(ELEMENT_BYTES)} (got {dtype!r}).")
+    return ELEMENT_BYTES[dtype]
+
+
+def parameter_tensors(config: GPTConfig) -> int:
+    """How many parameter tensors the model has (AdamW keeps one scalar step counter per tensor)."""
+    per_linear = 2 if config.bias else 1
+    per_ln = (2 if config.bias else 1) if config.layernorm else 0
+    per_block = 4 * per_linear + 2 * per_ln  # c_attn, attn c_proj, c_fc, mlp c_proj; ln_1, ln_2
+    return 2 + config.n_layer * per_block + per_ln + (0 if config.tie_weights else 1)  # wte, wpe; ln_f; lm_head
+
+
+def bytes_per_param(dtype: str = "fp32", optimizer: str = "adamw") -> dict:
+    """Bytes each parameter costs in training: weights (incl. the fp32 master copy), gradients, optimizer."""
+    e = _check_dtype(dtype)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {optimizer!r}).")
+    master = 4 if e < 4 else 0  # mixed precision keeps an fp32 copy for the update to be exact enough
+    return {"weights": e + master, "gradients": e, "optimizer": 8 if optimizer == "adamw" else 4}
+
+
+def activation_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype: str = "fp32") -> dict:
+    """Activations kept for the backward pass (estimate, see the module docstring): per layer and total."""
+    e = _check_dtype(dtype)
+    s, b, h, a = seq_len, batch_size, config.n_embd, config.n_head
+    kv, ff, V = config.kv_heads * config.head_dim, config.ffn_dim, config.vocab_size
+    per_layer = e * s * b * (6 * h + 2 * kv + 2 * ff) + 2 * e * a * s * s * b + (2 * s * b * h + a * s * s * b)
+    outside = e * 2 * s * b * h + 4 * s * b * V
+    return {"per_layer": per_layer, "outside_blocks": outside, "total": config.n_layer * per_layer + outside}
+
+
+def kv_cache_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype: str = "fp16",
+                   n_kv_head: int | None = None) -> int:
+    """K and V for every layer and position: 2 · n_layer · batch · seq · n_kv_head · head_dim · element size."""
+    kv = config.kv_heads if n_kv_head is None else n_kv_head
+    return 2 * config.n_layer * batch_size * seq_len * kv * config.head_dim * _check_dtype(dtype)
+
+
+def gqa_compare_heads(config: GPTConfig) -> int:
+    """KV heads for the 'GQA' line: the config's own if it is grouped, else the divisor of n_head nearest n_head/4."""
+    if 1 < config.kv_heads < config.n_head:
+        return config.kv_heads
+    divisors = [k for k in range(1, config.n_head + 1) if config.n_head % k == 0]
+    return min(divisors, key=lambda k: (abs(k - config.n_head / 4), k))
+
+
+def training_memory(config: GPTConfig, batch_size: int, seq_len: int, dtype: str = "fp32",
+                    optimizer: str = "adamw") -> dict:
+    """Bytes for weights, gradients, optimizer state, activations, and their sum."""
+    P = count_parameters(config)["total"]
+    per = bytes_per_param(dtype, optimizer)
+    steps = 4 * parameter_tensors(config) if optimizer == "adamw" else 0  # fp32 scalar `step` per tensor
+    out = {"weights": per["weights"] * P, "gradients": per["gradients"] * P,
+           "optimizer": per["optimizer"] * P + steps,
+           "activations": activation_bytes(config, batch_size, seq_len, dtype)["total"]}
+    out["training_total"] = sum(out.values())
+    return out
+
+
+def flops_per_token(config: GPTConfig, seq_len: int) -> dict:
+    """Kaplan et al.: forward 2N + 2·n_layer·n_ctx·d, training 3× that (N defined in the module docstring)."""
+    counts = count_parameters(config)
+    n = counts["non_embedding"] + config.vocab_size * config.n_embd  # + LM head matmul, tied or not
+    attention = 2 * config.n_layer * seq_len * config.n_embd
+    inference = 2 * n + attention
+    return {"compute_params": n, "attention_forward": attention, "per_token_inference": inference,
+            "per_token_train": 3 * inference}
+
+
+def gpu_hours(flops: float, tflops: float = A100_TFLOPS, mfu: float = DEFAULT_MFU) -> float:
+    """Hours on one GPU running at `mfu` × `tflops` (peak, in 10^12 FLOP/s)."""
+    return flops / (tflops * 1e12 * mfu) / 3600.0
+
+
+def estimate(config: GPTConfig, batch_size: int = 1, seq_len: int | None = None, dtype: str = "fp32",
+             optimizer: str = "adamw", tokens: int = DEFAULT_TOKENS, tflops: float = A100_TFLOPS,
+             mfu: float = DEFAULT_MFU) -> dict:
+    """Every number of the calculator for one configuration; counts and bytes are ints."""
+    config.validate()
+    seq_len = config.block_size if seq_len is None else seq_len
+    _positive_int(batch_size, "batch_size")
+    _positive_int(seq_len, "seq_len")
+    _positive_int(tokens, "tokens")
+    if seq_len > config.block_size:
+        raise ValueError(f"seq_len ({seq_len}) is longer than the context block_size ({config.block_size}).")
+    if not 0 < tflops < float("inf"):
+        raise ValueError(f"tflops must be a number above 0 (got {tflops!r}).")
+    if not 0 < mfu <= 1:
+        raise ValueError(f"mfu (utilisation) must be in (0, 1] (got {mfu!r}).")
+    e = _check_dtype(dtype)
+    params = count_parameters(config)
+    P = params["total"]
+    mem = training_memory(config, batch_size, seq_len, dtype, optimizer)
+    kv = kv_cache_bytes(config, batch_size, seq_len, dtype)
+    mem["inference_weights"] = e * P  # no master copy, no gradients, no optimizer when only generating
+    mem["kv_cache"] = kv
+    mem["inference"] = e * P + kv
+    fl = flops_per_token(config, seq_len)
+    fl["train_total"] = fl["per_token_train"] * tokens
+    approx = approx_parameters(config)
+    blocks = params["attention"] + params["feed_forward"]
+    gqa = gqa_compare_heads(config)
+    return {
+        "config": {"n_layer": config.n_layer, "n_embd": config.n_embd, "n_head": config.n_head,
+                   "n_kv_head": config.kv_heads, "block_size": config.block_size, "vocab_size": config.vocab_size,
+                   "n_inner": config.ffn_dim, "bias": config.bias, "tie_weights": config.tie_weights},
+        "inputs": {"batch_size": batch_size, "seq_len": seq_len, "dtype": dtype, "optimizer": optimizer,
+                   "tokens": tokens, "tflops": float(tflops), "mfu": float(mfu)},
+        "params": params,
+        "shares": {"attention": params["attention"] / blocks, "feed_forward": params["feed_forward"] / blocks},
+        "approximation": {"12_n_layer_d2": approx, "error_vs_total": (approx - P) / P,
+                          "error_vs_non_embedding": (approx - params["non_embedding"]) / params["non_embedding"]},
+        "bytes_per_param": bytes_per_param(dtype, optimizer),
+        "memory_bytes": mem,
+        "activation_bytes": activation_bytes(config, batch_size, seq_len, dtype),
+        "kv_cache_bytes": kv,
+        "kv_cache_by_attention": {
+            "mha": kv_cache_bytes(config, batch_size, seq_len, dtype, config.n_head),
+            "gqa": kv_cache_bytes(config, batch_size, seq_len, dtype, gqa), "gqa_kv_heads": gqa,
+            "mqa": kv_cache_bytes(config, batch_size, seq_len, dtype, 1)},
+        "flops": fl,
+        "gpu_hours": gpu_hours(fl["train_total"], tflops, mfu),
+        "gpu_hours_at_full_utilisation": gpu_hours(fl["train_total"], tflops, 1.0),
+    }

@@ -1,0 +1,202 @@
+"""Layer pruning: run only some of the transformer blocks and measure what changes.
+
+Nothing is copied or modified: the model's `layers=[...]` argument skips blocks at run time, so the shared
+model stays intact. Measurements per configuration: perplexity on a reference passage, repetition (share of
+repeated 3-grams), distinct-2, length until end-of-text and time per token of a seeded generation; plus a
+logit lens (the final LayerNorm and LM head applied after every block) to see where a prediction forms.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .analysis import ngram_stats
+from .sampling import generate_stream
+
+CONFIGS = ("full", "even", "odd", "first half", "last half", "custom")
+PPL_CONTEXT = 128  # perplexity windows: min(block_size, 128) tokens, so every model is scored the same way
+
+# Public-domain reference passages (Jane Austen, 1813; Shakespeare, Hamlet III.1, c. 1600).
+AUSTEN = """It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in \
+want of a wife.
+
+However little known the feelings or views of such a man may be on his first entering a neighbourhood, this \
+truth is so well fixed in the minds of the surrounding families, that he is considered the rightful property of \
+some one or other of their daughters.
+
+"My dear Mr. Bennet," said his lady to him one day, "have you heard that Netherfield Park is let at last?"
+
+Mr. Bennet replied that he had not.
+
+"But it is," returned she; "for Mrs. Long has just been here, and she told me all about it."
+
+Mr. Bennet made no answer.
+
+"Do you not want to know who has taken it?" cried his wife impatiently.
+
+"You want to tell me, and I have no objection to hearing it."
+
+This was invitation enough."""
+
+SHAKESPEARE = """HAMLET:
+To be, or not to be, that is the question:
+Whether 'tis nobler in the mind to suffer
+The slings and arrows of outrageous fortune,
+Or to take arms against a sea of troubles,
+And by opposing end them. To die, to sleep;
+No more; and by a sleep to say we end
+The heart-ache and the thousand natural shocks
+That flesh is heir to: 'tis a consummation
+Devoutly to be wish'd. To die, to sleep;
+To sleep, perchance to dream: ay, there's the rub;
+For in that sleep of death what dreams may come,
+When we have shuffled off this mortal coil,
+Must give us pause: there's the respect
+That makes calamity of so long life;
+For who would bear the whips and scorns of time,
+The oppressor's wrong, the proud man's contumely,
+The pangs of despised love, the law's delay,
+The insolence of office and the spurns
+That patient merit of the unworthy takes,
+When he himself might his quietus make
+With a bare bodkin? who would fardels bear,
+To grunt and sweat under a weary life,
+But that the dread of something after death,
+The undiscover'd country from whose bourn
+No traveller returns, puzzles the will
+And makes us rather bear those ills we have
+Than fly to others that we know not of?"""
+
+REFERENCE_TEXTS = {"Austen, Pride and Prejudice (1813)": AUSTEN, "Shakespeare, Hamlet (c. 1600)": SHAKESPEARE}
+
+
+def default_reference(model_name: str) -> str:
+    """The Shakespeare passage for models trained on Shakespeare, the Austen passage otherwise."""
+    return SHAKESPEARE if "shakespeare" in str(model_name).lower() else AUSTEN
+
+
+def parse_layer_list(text, n_layer: int) -> list[int]:
+    """"0, 2,4" -> [0, 2, 4], checked against the model's n_layer. Repeats and any order are allowed."""
+    if isinstance(text, (list, tuple)):
+        parts = [str(t) for t in text]
+    else:
+        parts = [t for t in str(text if text is not None else "").replace(" ", "").split(",") if t != ""]
+    if not parts:
+        raise ValueError(f"Choose at least one block to run, e.g. 0,2,4 (blocks are numbered 0 to {n_layer - 1}).")
+    try:
+        layers = [int(t) for t in parts]
+    except ValueError:
+        raise ValueError(f"Layers must be whole numbers separated by commas, like 0,2,4 (got {text!r}).") from None
+    bad = [i for i in layers if not 0 <= i < n_layer]
+    if bad:
+        raise ValueError(f"Block numbers must be between 0 and {n_layer - 1} for this model; got {bad}.")
+    return layers
+
+
+def named_layers(name: str, n_layer: int, custom=None) -> list[int]:
+    """Block indices for a named configuration: full, even (0,2,4,...), odd, first half, last half, custom."""
+    key = str(name).strip().lower()
+    if key == "full":
+        layers = list(range(n_layer))
+    elif key == "even":
+        layers = list(range(0, n_layer, 2))
+    elif key == "odd":
+        layers = list(range(1, n_layer, 2))
+    elif key == "first half":
+        layers = list(range(max(1, n_layer // 2)))  # the first n/2 blocks (at least one)
+    elif key == "last half":
+        layers = list(range(n_layer - max(1, n_layer // 2), n_layer))
+    elif key == "custom":
+        return parse_layer_list(custom, n_layer)
+    else:
+        raise ValueError(f"Unknown configuration {name!r}; choose from {', '.join(CONFIGS)}.")
+    if not layers:
+        raise ValueError(f"This model has only {n_layer} block, so the {key!r} configuration is empty.")
+    return layers
+
+
+@torch.no_grad()
+def perplexity(model, tok, text: str, layers: Optional[Sequence[int]] = None, context: Optional[int] = None) -> dict:
+    """Next-token loss and perplexity of `text` with the chosen blocks.
+
+    The passage is cut into consecutive windows of `context` = min(block_size, 128) tokens; every token after
+    the first is predicted exactly once, from the previous tokens of its own window.
+    Returns {loss (mean, nats), perplexity = exp(loss), accuracy (top-1), tokens (predicted), context}.
+    """
+    ids = tok.encode(text or "")
+    if len(ids) < 2:
+        raise ValueError("The reference passage needs at least two tokens.")
+    context = int(context or min(model.config.block_size, PPL_CONTEXT))
+    data = torch.tensor(ids, dtype=torch.long)
+    starts = list(range(0, len(ids) - 1, context))
+    total, correct, count = 0.0, 0, 0
+    for s in starts:
+        x = data[s:s + context][None]  # (1, T)
+        y = data[s + 1:s + 1 + context][None]  # (1, T') with T' <= T at the end
+        x = x[:, :y.size(1)]
+        logits = model(x, layers=layers)  # (1, T, V)
+        total += F.cross_entropy(logits[0].float(), y[0], reduction="sum").item()
+        correct += (logits[0].argmax(-1) == y[0]).sum().item()
+        count += y.numel()
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": correct / count, "tokens": count,
+            "context": context}
+
+
+def run_configuration(model, tok, prompt: str, layers: Optional[Sequence[int]], max_new_tokens: int = 60,
+                      temperature: float = 0.8, top_k: Optional[int] = 200, top_p: Optional[float] = None,
+                      seed: int = 1337, reference: Optional[str] = None) -> dict:
+    """Generate from `prompt` with the chosen blocks (a fresh generator seeded with `seed`) and measure it.
+
+    Returns {layers, text (prompt + continuation), new_ids, repetition, distinct_2, length_to_eot,
+    ms_per_token (median time of one generation step), and loss/perplexity/accuracy on `reference` when given}.
+    """
+    layers = model.check_layers(layers)
+    ids = tok.encode(prompt) or [tok.eot_token if tok.eot_token is not None else 0]
+    x = torch.tensor([ids[-model.config.block_size:]], dtype=torch.long)  # (1, T)
+    gen = torch.Generator().manual_seed(int(seed))
+    new, step_s = [], []
+    t0 = time.perf_counter()
+    for nxt in generate_stream(model, x, max_new_tokens, temperature, top_k, top_p, gen, layers=layers):  # (1, 1)
+        new.append(int(nxt[0, 0]))
+        step_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+    # the median step (the prompt's prefill is the first) is robust to a busy CPU's occasional stalls
+    ms = 1000 * statistics.median(step_s) if step_s else 0.0
+    res = {"layers": list(layers), "text": prompt + tok.decode(new), "new_ids": new,
+           "ms_per_token": ms, **ngram_stats(new, tok.eot_token)}
+    if reference is not None:
+        ppl = perplexity(model, tok, reference, layers)
+        res.update(loss=ppl["loss"], perplexity=ppl["perplexity"], accuracy=ppl["accuracy"])
+    return res
+
+
+@torch.no_grad()
+def logit_lens(model, tok, prompt: str, layers: Optional[Sequence[int]] = None) -> dict:
+    """Read the prediction for the next token after the embeddings and after every run block.
+
+    Each intermediate residual stream (last position) goes through the final LayerNorm and the LM head, as if
+    the model stopped there. The "answer" is the model's final top token (after all the chosen blocks).
+    Returns {answer_id, answer_piece, rows: [{stage, top_id, top_piece, top_prob, answer_prob, answer_rank}]}.
+    """
+    layers = model.check_layers(layers)
+    ids = tok.encode(prompt)
+    if not ids:
+        raise ValueError("Type a prompt first.")
+    x = torch.tensor([ids[-model.config.block_size:]], dtype=torch.long)
+    _, hidden = model(x, layers=layers, return_hidden=True, last_only=True)  # list of (1, T, C)
+    last = torch.stack([h[0, -1] for h in hidden])  # (L+1, C): the last position after each stage
+    probs = F.softmax(model.lm_head(model.transformer.ln_f(last)).float(), dim=-1)  # (L+1, V)
+    answer = int(probs[-1].argmax())
+    names = ["embeddings"] + [f"block {i}" for i in layers]
+    rows = []
+    for name, p in zip(names, probs):
+        top = int(p.argmax())
+        rows.append({"stage": name, "top_id": top, "top_piece": tok.piece(top), "top_prob": float(p[top]),
+                     "answer_prob": float(p[answer]), "answer_rank": int((p > p[answer]).sum()) + 1})
+    return {"answer_id": answer, "answer_piece": tok.piece(answer), "rows": rows}
