@@ -10,7 +10,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics unles
 
 import gradio as gr  # noqa: E402
 
-from tabs import calculator, finetune, sampling, train  # noqa: E402
+from tabs import calculator, embeddings, finetune, pruning, sampling, train  # noqa: E402
 from tabs.sessions import SessionStore  # noqa: E402
 from tinygpt import ModelCache  # noqa: E402
 
@@ -35,6 +35,8 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
         with gr.Tabs():
             sampling.build(models, default_model)
             calculator.build()
+            embeddings.build(models, default_model)
+            pruning.build(models, default_model)
             finetune.build(models, sessions, default_model)
             train.build(sessions)
 
@@ -51,4 +53,6 @@ def launch_kwargs() -> dict:
 
 
 if __name__ == "__main__":
-    build_demo().launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), **launch_kwargs())
+    # TINYGPT_MODEL picks the start-up model (default gpt2; offline it falls back to the embedded model).
+    demo = build_demo(default_model=os.environ.get("TINYGPT_MODEL", "gpt2"))
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), **launch_kwargs())

@@ -1,0 +1,359 @@
+"""Embeddings tab: common vs rare words in the token embedding table `wte` (tokenization, norms, cosine
+heatmaps), whole-vocabulary views (norm against id, a PCA map), nearest neighbours, and contextual embeddings
+(one word's hidden state in different sentences, layer by layer), with an explanation that reads the numbers."""
+from __future__ import annotations
+
+import re
+from functools import partial
+
+import gradio as gr
+import pandas as pd
+import torch
+
+from tinygpt.embeddings import (POOLS, contextual_similarity, cosine_matrix, mean_off_diagonal, nearest_neighbours,
+                                norm_ranks, pca_2d, vocab_norms, word_vectors)
+
+from .common import MODEL_CHOICES, UserError, as_gr_error, banner, clamp_int, model_card, new_figure
+from .sampling import get_model
+
+DEFAULT_COMMON = "dog, city, book, love, science"
+DEFAULT_RARE = "xqzt, blorpt, thraldor, uvuvwevwe, zzzzz"
+DEFAULT_WORD = "channel"
+DEFAULT_SENTENCES = ("I switched the TV over to another channel\n"
+                     "The boat drifted slowly down the river channel\n"
+                     "The spy used a secret communication channel")
+MAX_WORDS = 20  # per group: the heatmap stays readable
+MAX_SENTENCES = 8
+BASELINE_TOKENS = 500  # random vocabulary pairs for the "unrelated tokens" cosine
+
+
+def parse_words(text, group: str) -> list[str]:
+    """Words separated by commas or new lines. Raises UserError for an empty or too long list."""
+    words = [w.strip() for w in re.split(r"[,\n]", str(text or "")) if w.strip()]
+    if not words:
+        raise UserError(f"Enter at least one {group} word (separate words with commas).")
+    if len(words) > MAX_WORDS:
+        raise UserError(f"At most {MAX_WORDS} {group} words, please (got {len(words)}).")
+    return words
+
+
+def check_pool(pool) -> str:
+    pool = str(pool or "mean").split()[0].lower()  # the radio shows "mean (...)"/"first (...)"
+    if pool not in POOLS:
+        raise UserError(f"Represent a multi-token word by 'mean' or 'first' (got {pool!r}).")
+    return pool
+
+
+def random_pair_cosine(model) -> float:
+    """Mean cosine between random pairs of vocabulary rows: what 'unrelated' looks like in this table."""
+    ids = pca_2d(model)["ids"][:BASELINE_TOKENS]
+    return mean_off_diagonal(cosine_matrix(model.transformer.wte.weight[ids].float()))
+
+
+def analyse(model, tok, common, rare, pool="mean", space=False) -> dict:
+    """Vectors, norms and cosines of both groups, plus the summary numbers the tables and text use."""
+    groups = {}
+    for name, words in (("common", common), ("rare", rare)):
+        rows = word_vectors(model, tok, words, pool, space)
+        cos = cosine_matrix(torch.stack([r["vector"] for r in rows]))  # (N, N)
+        groups[name] = {"rows": rows, "cos": cos, "mean_norm": sum(r["norm"] for r in rows) / len(rows),
+                        "mean_cos": mean_off_diagonal(cos),
+                        "tokens_per_word": sum(len(r["ids"]) for r in rows) / len(rows),
+                        "mean_id": sum(i for r in rows for i in r["ids"]) / sum(len(r["ids"]) for r in rows)}
+    norms = vocab_norms(model)
+    V = norms.numel()
+    tenth = max(1, V // 10)
+    return {"groups": groups, "pool": pool, "space": space, "vocab": V, "vocab_mean_norm": float(norms.mean()),
+            "first_tenth_norm": float(norms[:tenth].mean()), "last_tenth_norm": float(norms[-tenth:].mean()),
+            "random_cos": random_pair_cosine(model)}
+
+
+def words_frame(a) -> pd.DataFrame:
+    rows = []
+    for g, d in a["groups"].items():
+        for r in d["rows"]:
+            rows.append([g, r["word"], " | ".join(repr(p) for p in r["pieces"]), ", ".join(map(str, r["ids"])),
+                         len(r["ids"]), round(r["norm"], 4)])
+    return pd.DataFrame(rows, columns=["group", "word", "pieces", "token ids", "tokens",
+                                       f"norm ({a['pool']} of tokens)"])
+
+
+def tokens_frame(model, a) -> pd.DataFrame:
+    """One row per token: id, norm, where its id falls in the vocabulary and where its norm ranks."""
+    V = a["vocab"]
+    rows = []
+    for g, d in a["groups"].items():
+        for r in d["rows"]:
+            for i, p, n, nr in zip(r["ids"], r["pieces"], r["token_norms"], norm_ranks(model, r["ids"])):
+                rows.append([g, r["word"], repr(p), i, f"{100 * i / V:.1f}%", round(n, 4), f"{nr:,} of {V:,}"])
+    return pd.DataFrame(rows, columns=["group", "word", "piece", "id", "id rank (share of vocab before it)",
+                                       "norm", "norm rank (1 = largest)"])
+
+
+def heatmap_figure(a):
+    fig = new_figure(11, 4.6)
+    offdiag = [float(v) for d in a["groups"].values() for i, row in enumerate(d["cos"].tolist())
+               for j, v in enumerate(row) if i != j]
+    lo = min([0.0] + offdiag)  # one shared colour scale so the two groups can be compared by eye
+    for k, (g, d) in enumerate(a["groups"].items()):
+        ax = fig.add_subplot(1, 2, k + 1)
+        m = d["cos"].numpy()
+        im = ax.imshow(m, cmap="viridis", vmin=lo, vmax=1.0)
+        labels = [r["word"] for r in d["rows"]]
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=9)
+        ax.set_yticks(range(len(labels)), labels, fontsize=9)
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="black" if m[i, j] > lo + 0.6 * (1 - lo) else "white")
+        ax.set_title(f"{g} words: mean norm {d['mean_norm']:.3f}, mean cosine {d['mean_cos']:.3f}", fontsize=10)
+    fig.colorbar(im, ax=fig.axes, shrink=0.8, label="cosine similarity")
+    return fig
+
+
+def vocab_figure(model, tok, a):
+    """Left: every token's norm against its id. Right: a PCA map of a fixed sample, chosen tokens labelled."""
+    fig = new_figure(12, 4.8)
+    norms = vocab_norms(model)
+    V = norms.numel()
+    ax = fig.add_subplot(1, 2, 1)
+    ax.plot(range(V), norms.numpy(), ",", color="#9aa5b1", alpha=0.6, rasterized=True)
+    nb = min(50, V)  # a median line: the trend is hard to see in a cloud of 50k points
+    edges = torch.linspace(0, V, nb + 1).long().tolist()
+    mids = [(lo + hi) / 2 for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+    meds = [float(norms[lo:hi].median()) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+    ax.plot(mids, meds, color="black", lw=1.2, label="median norm per id bin")
+    colours = {"common": "#1c7ed6", "rare": "#e03131"}
+    chosen = []
+    for g, d in a["groups"].items():
+        ids = [i for r in d["rows"] for i in r["ids"]]
+        pieces = [p for r in d["rows"] for p in r["pieces"]]
+        ax.scatter(ids, norms[ids].numpy(), s=28, color=colours[g], label=f"{g} tokens", zorder=3)
+        for i, p in dict(zip(ids, pieces)).items():  # each distinct token labelled once
+            ax.annotate(repr(p)[1:-1], (i, float(norms[i])), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        chosen += [(i, p, g) for i, p in zip(ids, pieces)]
+    ax.set_xlabel("token id (GPT-2: roughly merge order, so earlier = more frequent)")
+    ax.set_ylabel("L2 norm of the wte row")
+    ax.set_title(f"Norm of all {V:,} token embeddings", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    ax2 = fig.add_subplot(1, 2, 2)
+    p = pca_2d(model, [c[0] for c in chosen])
+    xy = p["xy"].numpy()
+    ax2.scatter(xy[:, 0], xy[:, 1], s=3, color="#ced4da", rasterized=True, label=f"{len(xy):,} sampled tokens")
+    cxy = p["chosen_xy"].numpy()
+    for (i, piece, g), (x, y) in zip(chosen, cxy):
+        ax2.scatter([x], [y], s=28, color=colours[g], zorder=3)
+        ax2.annotate(repr(piece)[1:-1], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ex = p["explained"]
+    ax2.set_xlabel(f"PC1 ({ex[0]:.1%} of variance)")
+    ax2.set_ylabel(f"PC2 ({ex[1]:.1%} of variance)")
+    ax2.set_title("2-D PCA of wte (fixed seeded sample)", fontsize=10)
+    ax2.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+def summary_md(a) -> str:
+    c, r = a["groups"]["common"], a["groups"]["rare"]
+    return "\n".join([
+        "| group | words | tokens per word | mean norm | mean off-diagonal cosine | mean token id |",
+        "|---|---|---|---|---|---|",
+        *[f"| {g} | {len(d['rows'])} | {d['tokens_per_word']:.1f} | {d['mean_norm']:.4f} | {d['mean_cos']:.3f} |"
+          f" {d['mean_id']:,.0f} |" for g, d in (("common", c), ("rare", r))],
+        f"| whole vocabulary | {a['vocab']:,} tokens | | {a['vocab_mean_norm']:.4f} | {a['random_cos']:.3f} "
+        f"(random pairs) | |",
+    ])
+
+
+def _cmp(x: float, y: float, more: str, less: str) -> str:
+    return more if x > y else less
+
+
+def explain(model, a) -> str:
+    c, r = a["groups"]["common"], a["groups"]["rare"]
+    pool = "the mean of its tokens' rows" if a["pool"] == "mean" else "its first token's row"
+    ratio = c["mean_norm"] / r["mean_norm"] if r["mean_norm"] > 0 else float("inf")
+    multi = [w["word"] for w in r["rows"] if len(w["ids"]) > 1]
+    tied = getattr(model.config, "tie_weights", False)
+    lines = [
+        "### What the numbers say (live, for this model)",
+        f"* **Tokenization first.** The common words take **{c['tokens_per_word']:.1f}** tokens per word on average,"
+        f" the rare ones **{r['tokens_per_word']:.1f}**"
+        + (f" ({', '.join(multi)} are split into several pieces)" if multi else "") + ". The tokenizer gives whole"
+        " rows of `wte` only to strings that were frequent in its training text; a rare or made-up word is spelled"
+        f" out of generic fragments, and here it is represented by {pool}.",
+        f"* **Ids.** The common tokens have a mean id of {c['mean_id']:,.0f}, the rare ones' pieces"
+        f" {r['mean_id']:,.0f} (of {a['vocab']:,}). GPT-2's ids follow the order in which BPE merges were learned,"
+        " so low ids are short, very frequent strings. "
+        + _cmp(c["mean_id"], r["mean_id"],
+               "The rare words' pieces have the lower ids: they are short letter groups learned early, while each"
+               " common word is a whole-word token merged later.",
+               "The common words' tokens have the lower ids: they were merged early because they are frequent."),
+        f"* **Norms.** Mean norm: common **{c['mean_norm']:.4f}**, rare **{r['mean_norm']:.4f}** (ratio"
+        f" {ratio:.2f}); the whole vocabulary averages {a['vocab_mean_norm']:.4f}, the first tenth of ids"
+        f" {a['first_tenth_norm']:.4f} and the last tenth {a['last_tenth_norm']:.4f}. "
+        + _cmp(c["mean_norm"], r["mean_norm"], "The common words have the longer vectors here",
+               "The rare words have the longer vectors here")
+        + ("; a mean of several fragment vectors is also shorter than its parts when they point in different"
+           " directions." if a["pool"] == "mean" and multi else "."),
+        f"* **Cosines.** Mean off-diagonal cosine: common **{c['mean_cos']:.3f}**, rare **{r['mean_cos']:.3f}**;"
+        f" random pairs of tokens average **{a['random_cos']:.3f}**. "
+        + _cmp(r["mean_cos"], c["mean_cos"],
+               "The rare words look more alike than the common ones: they are built from the same kind of"
+               " letter-fragment tokens, so their vectors share directions instead of carrying distinct meanings.",
+               "The common words are at least as alike as the rare ones here.")
+        + (" Random pairs well above 0 mean the table is *anisotropic*: every row shares a common direction, so"
+           " only differences from that baseline carry meaning." if a["random_cos"] > 0.1 else
+           " Random pairs near 0 mean the rows point in roughly independent directions (as in an untrained"
+           " table), so any cosine clearly above 0 is a real similarity."),
+        "* **How the capacity is spent.** Every one of the"
+        f" {a['vocab']:,} rows costs {model.config.n_embd} parameters, but only frequent tokens get enough"
+        " gradient updates to move far from their random start and to spread out by meaning; rare tokens stay"
+        " close together near the typical vector, and rare *words* get no row at all and must be assembled by the"
+        " later layers from fragments." + (" Because `wte` is tied to the output layer, a row's length and direction"
+                                           " also decide how easily that token is predicted." if tied else ""),
+        "* **Static vs contextual.** A row of `wte` is the same wherever the token appears; the contextual section"
+        " below measures whether the blocks then pull the *same* token apart according to its sentence.",
+    ]
+    if model.config.n_embd < 256:
+        lines.append(f"* This model has only d_model = {model.config.n_embd}, so its table is coarser than"
+                     " GPT-2's 768 dimensions; a small model trained on a small text has seen few of these words.")
+    return "\n".join(lines)
+
+
+def contextual_figure(res):
+    fig = new_figure(9, 4.2)
+    ax = fig.add_subplot(111)
+    cos, S = res["cos"], len(res["sentences"])
+    xs = list(range(len(res["layers"])))
+    for i in range(S):
+        for j in range(i + 1, S):
+            ax.plot(xs, cos[:, i, j].tolist(), marker="o", lw=1.2, label=f"sentence {i + 1} vs {j + 1}")
+    ax.plot(xs, res["mean_cos"], color="black", lw=2.2, label="mean over pairs")
+    ax.plot(xs, res["baseline"], color="#868e96", ls="--", lw=1.5, label="baseline: word vs other tokens")
+    ax.set_xticks(xs, res["layers"], rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel("cosine similarity")
+    ax.set_title(f"{res['word']!r} in {S} sentences: static row, then the hidden state after each block",
+                 fontsize=10)
+    ax.axhline(1.0, color="#ced4da", lw=0.8)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def contextual_md(res) -> str:
+    names, mean, base = res["layers"], res["mean_cos"], res["baseline"]
+    lowest = min(range(2, len(mean)), key=lambda k: mean[k]) if len(mean) > 2 else len(mean) - 1
+    rows = [f"| {n} | {m:.3f} | {b:.3f} |" for n, m, b in zip(names, mean, base)]
+    gap_embed, gap_last = mean[1] - base[1], mean[-1] - base[-1]
+    if mean[lowest] < mean[1] - 0.02:
+        blocks = (f"The blocks mix in the preceding words and pull the occurrences apart: the lowest similarity is"
+                  f" after **{names[lowest]} ({mean[lowest]:.3f})**, and the last block ends at **{mean[-1]:.3f}**.")
+    else:
+        blocks = (f"Here the blocks do **not** pull the occurrences apart (lowest {mean[lowest]:.3f} after"
+                  f" {names[lowest]}, last block {mean[-1]:.3f}): this model has not learned to tell these senses"
+                  " apart; a larger trained model such as GPT-2 does.")
+    return "\n".join([
+        "| stage | mean cosine between sentences | baseline (word vs other tokens) |", "|---|---|---|", *rows, "",
+        f"**Static vs contextual.** In `wte` the word is one row, identical in every sentence (cosine"
+        f" {mean[0]:.3f}). Adding position embeddings changes it only by position ({mean[1]:.3f}). {blocks}"
+        f" Measured against the baseline (how similar the word is to *other* tokens at the same depth; hidden"
+        f" states share large common directions, so judge against it, not against 0), the gap goes from"
+        f" {gap_embed:.3f} after the embeddings to {gap_last:.3f} after the last block. GPT only sees the words"
+        " *before* a token, so the sense-giving words must come earlier in the sentence.",
+    ])
+
+
+# ---- handlers ------------------------------------------------------------------------------------
+def on_model(models, name):
+    model, _ = get_model(models, name, False)
+    return banner(model), model_card(model)
+
+
+def on_embeddings(models, name, common, rare, pool, space):
+    """(banner, card, words table, tokens table, heatmaps, vocabulary views, summary, explanation)."""
+    try:
+        common_w, rare_w = parse_words(common, "common"), parse_words(rare, "rare")
+        pool = check_pool(pool)
+        model, tok = get_model(models, name, False)
+        a = analyse(model, tok, common_w, rare_w, pool, bool(space))
+        return (banner(model), model_card(model), words_frame(a), tokens_frame(model, a), heatmap_figure(a),
+                vocab_figure(model, tok, a), summary_md(a), explain(model, a))
+    except (UserError, ValueError) as e:
+        raise as_gr_error(e)
+
+
+def on_neighbours(models, name, word, k, pool, space):
+    """Nearest tokens to a word by cosine in wte, as a table."""
+    try:
+        if not str(word or "").strip():
+            raise UserError("Type a word or token to find its neighbours.")
+        k = clamp_int(k, 1, 50, "Number of neighbours", [])
+        model, tok = get_model(models, name, False)
+        res = nearest_neighbours(model, tok, str(word).strip(), k, check_pool(pool), bool(space))
+        rows = [[n + 1, repr(x["piece"]), x["id"], round(x["cosine"], 4)] for n, x in enumerate(res["neighbours"])]
+        return pd.DataFrame(rows, columns=["rank", "piece", "id", "cosine"])
+    except (UserError, ValueError) as e:
+        raise as_gr_error(e)
+
+
+def on_contextual(models, name, word, sentences):
+    """Per-layer cosine between one word's hidden states in several sentences: (figure, markdown)."""
+    try:
+        lines = [s for s in str(sentences or "").splitlines() if s.strip()]
+        if len(lines) > MAX_SENTENCES:
+            raise UserError(f"At most {MAX_SENTENCES} sentences, please.")
+        model, tok = get_model(models, name, False)
+        res = contextual_similarity(model, tok, lines, str(word or ""))
+        return contextual_figure(res), contextual_md(res)
+    except (UserError, ValueError) as e:
+        raise as_gr_error(e)
+
+
+def build(models, default_model: str = "gpt2"):
+    """The Embeddings tab. `models` is a tinygpt.ModelCache shared by all tabs."""
+    with gr.Tab("Embeddings", id="embeddings"):
+        gr.Markdown("Look inside the token embedding table **`wte`** (one row of d_model numbers per token):"
+                    " common vs rare words, the whole vocabulary, nearest neighbours, and how context changes a"
+                    " word's vector layer by layer.")
+        model0, _ = models.get(default_model)
+        model_dd = gr.Dropdown(MODEL_CHOICES, value=model0.info.name, label="Model", allow_custom_value=True)
+        banner_md = gr.Markdown(banner(model0))
+        card_md = gr.Markdown(model_card(model0))
+        with gr.Row():
+            common = gr.Textbox(DEFAULT_COMMON, label="Common words (comma-separated)")
+            rare = gr.Textbox(DEFAULT_RARE, label="Rare or made-up words (comma-separated)")
+        with gr.Row():
+            pool = gr.Radio(["mean", "first"], value="mean", label="A multi-token word is represented by"
+                            " (mean of its tokens / first token)")
+            space = gr.Checkbox(False, label="Encode with a leading space (as a word in mid-sentence)")
+        go = gr.Button("Compare", variant="primary")
+        summary = gr.Markdown()
+        words_df = gr.Dataframe(label="How each word tokenizes", interactive=False)
+        tokens_df = gr.Dataframe(label="Per token: id, norm, rank", interactive=False)
+        heat = gr.Plot(label="Cosine similarity")
+        vocab = gr.Plot(label="Whole vocabulary")
+        with gr.Accordion("Explain", open=True):
+            explain_md = gr.Markdown()
+        gr.Markdown("### Nearest neighbours (cosine in `wte`)")
+        with gr.Row():
+            nn_word = gr.Textbox("dog", label="Word or token", scale=2)
+            nn_k = gr.Slider(1, 50, 10, step=1, label="Neighbours", scale=1)
+            nn_go = gr.Button("Find neighbours", scale=1)
+        nn_df = gr.Dataframe(label="Nearest tokens", interactive=False)
+        gr.Markdown("### Contextual embeddings: the same word in different sentences")
+        with gr.Row():
+            ctx_word = gr.Textbox(DEFAULT_WORD, label="Word", scale=1)
+            ctx_sent = gr.Textbox(DEFAULT_SENTENCES, label="Sentences (one per line)", lines=3, scale=3)
+        ctx_go = gr.Button("Compare contexts")
+        ctx_plot = gr.Plot(label="Cosine between contexts, per layer")
+        ctx_md = gr.Markdown()
+
+        go.click(partial(on_embeddings, models), [model_dd, common, rare, pool, space],
+                 [banner_md, card_md, words_df, tokens_df, heat, vocab, summary, explain_md], api_name="embeddings",
+                 concurrency_id="model")
+        nn_go.click(partial(on_neighbours, models), [model_dd, nn_word, nn_k, pool, space], [nn_df],
+                    api_name="embeddings_neighbours", concurrency_id="model")
+        nn_word.submit(partial(on_neighbours, models), [model_dd, nn_word, nn_k, pool, space], [nn_df],
+                       api_visibility="private", concurrency_id="model")
+        ctx_go.click(partial(on_contextual, models), [model_dd, ctx_word, ctx_sent], [ctx_plot, ctx_md],
+                     api_name="embeddings_contextual", concurrency_id="model")
+        model_dd.change(partial(on_model, models), [model_dd], [banner_md, card_md], api_visibility="private")
