@@ -49,7 +49,9 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
 
 
 def launch_kwargs() -> dict:
-    return dict(css=CSS, theme=gr.themes.Soft(), footer_links=["api"], show_error=False)
+    # show_error: an unexpected exception reaches the browser/API client as its one-line message (never a
+    # traceback) instead of a generic "error" with no explanation.
+    return dict(css=CSS, theme=gr.themes.Soft(), footer_links=["api"], show_error=True)
 
 
 if __name__ == "__main__":

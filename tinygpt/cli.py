@@ -155,7 +155,7 @@ def _train_config(a, context):
     from .train import TrainConfig
     return TrainConfig(steps=a.steps, batch_size=a.batch_size, context=context, lr=a.lr, warmup=a.warmup,
                        eval_interval=a.eval_interval, seed=a.seed, weight_decay=a.weight_decay,
-                       trainable=getattr(a, "trainable", "all"))
+                       trainable=getattr(a, "trainable", "all"), keep_best=a.keep_best)
 
 
 def cmd_train(a) -> int:
@@ -277,6 +277,7 @@ def build_parser() -> Parser:
         t.add_argument("--val-fraction", type=float, default=0.1)
         t.add_argument("--seed", type=int, default=1337)
         t.add_argument("--save-dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+        t.add_argument("--keep-best", action="store_true", help="end with the best-validation weights")
         t.add_argument("--out", required=True, help="checkpoint directory to write")
         t.add_argument("--json", action="store_true")
 

@@ -33,6 +33,7 @@ class TrainConfig:
     seed: int = 1337  # batch sampling and dropout
     autocast_bf16: bool = False  # bf16 matmuls on CPU (faster on AVX-512 BF16 machines)
     trainable: str = "all"  # "all", or "top:N" = only the last N blocks + ln_f (fine-tuning on a CPU)
+    keep_best: bool = False  # end with the weights of the best evaluation (early stopping, as nanoGPT saves)
 
 
 def split_tokens(tokens: torch.Tensor, val_fraction: float = 0.1):
@@ -138,6 +139,7 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
     tokens_seen, train_time = 0, 0.0
     step, stopped, last, lv = 0, False, None, float("nan")
     val_windows = cfg.eval_batches * 8
+    best = {"loss": float("inf")}
 
     def report(step, lr, evaluate_now):
         """One event per step; val_* are filled on evaluation steps and None otherwise."""
@@ -147,6 +149,9 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
             res = evaluate(model, val_data, cfg.context, max_windows=val_windows, batch_size=8)
             model.train()
             ev.update(val_loss=res["loss"], val_accuracy=res["accuracy"], elapsed=time.perf_counter() - t0)
+            if cfg.keep_best and res["loss"] < best["loss"]:
+                best.update(loss=res["loss"], step=step, event=dict(ev),
+                            state={k: v.detach().clone() for k, v in model.state_dict().items()})
         history.append(ev)
         if callback is not None:
             callback(dict(ev))
@@ -174,10 +179,13 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
         last = report(step, lr, step % cfg.eval_interval == 0 or step == cfg.steps or step == 1)
     if step > 0 and (last is None or last["val_loss"] is None):  # stopped between evaluations
         last = report(step, lr_at(step - 1, cfg), True)
+    if cfg.keep_best and "state" in best and best["step"] != step:
+        model.load_state_dict(best.pop("state"))  # back to the best evaluated weights
+        last = best["event"]
     model.eval()
     for p in model.parameters():  # leave flags as we found them (frozen shared tensors stay frozen)
         p.requires_grad_(flags[id(p)])
     last = last or {}
-    return {"steps": step, "train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
+    return {"steps": step, "best_step": best.get("step"), "train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
             "val_accuracy": last.get("val_accuracy"), "tokens_per_s": last.get("tokens_per_s"),
             "seconds": time.perf_counter() - t0, "stopped": stopped, "history": history}
