@@ -261,7 +261,7 @@ def build():
         v = preset_values("gpt2")
         preset = gr.Dropdown(PRESET_CHOICES, value="gpt2", label="Preset (fills the fields below)")
         with gr.Row():
-            n_layer = gr.Number(v[0], label="n_layer", precision=0)
+            n_layer = gr.Number(v[0], label="n_layer", precision=0, elem_id="calc-n-layer")
             n_embd = gr.Number(v[1], label="n_embd (d)", precision=0)
             n_head = gr.Number(v[2], label="n_head", precision=0)
             n_kv_head = gr.Number(v[3], label="n_kv_head (= n_head: MHA, 1: MQA, between: GQA)", precision=0)
@@ -286,7 +286,7 @@ def build():
         fields = [n_layer, n_embd, n_head, n_kv_head, block_size, vocab_size, bias, tied, ffn_mult]
         inputs = fields + [dtype, optimizer, batch_size, seq_len, tokens, tflops, mfu]
         first = on_params(*v[:9], "fp32", "adamw", 1, v[9], DEFAULT_TOKENS, A100_TFLOPS, DEFAULT_MFU)
-        summary = gr.Markdown(first[0])
+        summary = gr.Markdown(first[0], elem_id="calc-summary")
         table = gr.Dataframe(first[1], headers=["part", "formula", "count (exact)", "human"],
                              datatype=["str", "str", "str", "str"], label="Parameter breakdown",
                              interactive=False)

@@ -327,10 +327,10 @@ def build(models, default_model: str = "gpt2"):
             space = gr.Checkbox(False, label="Encode with a leading space (as a word in mid-sentence)")
         go = gr.Button("Compare", variant="primary")
         summary = gr.Markdown()
-        words_df = gr.Dataframe(label="How each word tokenizes", interactive=False)
+        words_df = gr.Dataframe(label="How each word tokenizes", interactive=False, elem_id="emb-words")
         tokens_df = gr.Dataframe(label="Per token: id, norm, rank", interactive=False)
-        heat = gr.Plot(label="Cosine similarity")
-        vocab = gr.Plot(label="Whole vocabulary")
+        heat = gr.Plot(label="Cosine similarity", elem_id="emb-heat")
+        vocab = gr.Plot(label="Whole vocabulary", elem_id="emb-vocab")
         with gr.Accordion("Explain", open=True):
             explain_md = gr.Markdown()
         gr.Markdown("### Nearest neighbours (cosine in `wte`)")

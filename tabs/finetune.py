@@ -219,7 +219,7 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="Upload a .txt file", file_types=[".txt"], type="filepath")
-                pasted = gr.Textbox(label="…or paste text", lines=6)
+                pasted = gr.Textbox(label="…or paste text", lines=6, elem_id="ft-text")
                 with gr.Row():
                     lossy = gr.Checkbox(False, label="Lossy decode (replace non-UTF-8 bytes with �)")
                     drop = gr.Checkbox(True, label="Drop URL / page-number / header lines")
@@ -227,12 +227,12 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
             with gr.Column():
                 cleaned = gr.Textbox(label="Cleaned text (used for training; you can edit it)", lines=10)
                 steps_md = gr.Markdown()
-        stats_md = gr.Markdown()
+        stats_md = gr.Markdown(elem_id="ft-stats")
         prompt = gr.Textbox(label="Prompt (a phrase from your text)")
         with gr.Accordion("Training settings (defaults fit a free CPU Space)", open=False):
             with gr.Row():
                 trainable = gr.Radio(list(TRAINABLE), value="Top 2 blocks (fast)", label="Which weights to train")
-                steps = gr.Slider(1, 300, 40, step=1, label="Steps")
+                steps = gr.Slider(1, 300, 40, step=1, label="Steps", elem_id="ft-steps")
                 context = gr.Slider(16, 512, 128, step=16, label="Context (tokens)")
             with gr.Row():
                 batch = gr.Slider(1, 16, 4, step=1, label="Batch size")
@@ -243,9 +243,9 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
             go = gr.Button("Fine-tune", variant="primary")
             stop = gr.Button("Stop")
             dl = gr.Button("Download fine-tuned weights")
-        status = gr.Markdown()
-        plot = gr.Plot(label="Loss")
-        compare = gr.HTML()
+        status = gr.Markdown(elem_id="ft-status")
+        plot = gr.Plot(label="Loss", elem_id="ft-plot")
+        compare = gr.HTML(elem_id="ft-compare")
         metrics = gr.Markdown()
         shifts = gr.Dataframe(headers=["token", "count", "mean log-prob gain", "p before", "p after"],
                               label="Tokens whose probability rose most", interactive=False)

@@ -247,8 +247,8 @@ def build(models, default_model: str = "gpt2"):
             reference = gr.Textbox(default_reference(model0.info.name), lines=8, show_label=False)
         go = gr.Button("Run configurations", variant="primary")
         out_html = gr.HTML()
-        metrics = gr.Dataframe(label="Measured per configuration", interactive=False)
-        ppl_plot = gr.Plot(label="Perplexity per configuration")
+        metrics = gr.Dataframe(label="Measured per configuration", interactive=False, elem_id="prune-metrics")
+        ppl_plot = gr.Plot(label="Perplexity per configuration", elem_id="prune-ppl")
         with gr.Row():
             lens_df = gr.Dataframe(label="Logit lens (full model)", interactive=False)
             lens_plot = gr.Plot(label="Logit lens")

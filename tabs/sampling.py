@@ -200,10 +200,10 @@ def build(models, default_model: str = "gpt2"):
             fast = gr.Checkbox(False, label="Fast mode (bf16 weights)", scale=1)
         banner_md = gr.Markdown(banner(model0))
         card_md = gr.Markdown(model_card(model0))
-        prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt (start)", lines=2)
+        prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt (start)", lines=2, elem_id="sampling-prompt")
         with gr.Row():
             num_samples = gr.Slider(1, MAX_SAMPLES, 3, step=1, label="Number of samples")
-            max_new = gr.Slider(1, MAX_NEW_TOKENS, 100, step=1, label="Max new tokens")
+            max_new = gr.Slider(1, MAX_NEW_TOKENS, 100, step=1, label="Max new tokens", elem_id="sampling-max-new")
             seed = gr.Number(1337, label="Seed", precision=0)
         with gr.Row():
             temperature = gr.Slider(0, 15, 0.8, step=0.05, label="Temperature (0 = greedy)")
@@ -212,12 +212,14 @@ def build(models, default_model: str = "gpt2"):
         with gr.Row():
             go = gr.Button("Generate", variant="primary")
             stop = gr.Button("Stop")
-        out_html = gr.HTML(label="Samples")
+        out_html = gr.HTML(label="Samples", elem_id="sampling-out")
         with gr.Accordion("Raw output (JSON)", open=False):
             out_json = gr.JSON(label="samples")
-        dist_plot = gr.Plot(label="Next-token distribution")
+        # drawn once at start-up so the page opens with the distribution for the default prompt
+        fig0, explain0 = on_dist(models, default_model, False, DEFAULT_PROMPT, 0.8, 200, 1.0)
+        dist_plot = gr.Plot(fig0, label="Next-token distribution", elem_id="sampling-dist")
         with gr.Accordion("Explain", open=True):
-            explain_md = gr.Markdown()
+            explain_md = gr.Markdown(explain0)
 
         knobs = [model_dd, fast, prompt, temperature, top_k, top_p]
         ev = go.click(partial(on_sample, models), [model_dd, fast, prompt, num_samples, max_new, temperature, top_k, top_p, seed],

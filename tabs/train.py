@@ -92,7 +92,14 @@ def explain(results: dict, cfgs: dict, samples: dict, tok_kind: str) -> str:
     lines.append("")
     masked = [k for k in results if cfgs[k].causal]
     unmasked = [k for k in results if not cfgs[k].causal]
-    if masked and unmasked:
+    if masked and unmasked and results[unmasked[0]]["train_loss"] > 0.7 * results[masked[0]]["train_loss"]:
+        a, b = results[masked[0]], results[unmasked[0]]
+        lines.append(
+            f"* After {b['steps']} steps the unmasked run {unmasked[0]} ({b['train_loss']:.3f}) has not yet pulled away "
+            f"from run {masked[0]} ({a['train_loss']:.3f}): it has not discovered that position *t* can simply read "
+            "the next token through attention. Train for more steps (a few hundred) and its loss will collapse "
+            "towards zero while its generated text stays broken.")
+    elif masked and unmasked:
         a, b = results[masked[0]], results[unmasked[0]]
         lines.append(
             f"* **Without the causal mask** run {unmasked[0]} reaches a loss of **{b['train_loss']:.3f}** "
@@ -222,10 +229,10 @@ def build(sessions: SessionStore):
             attn_p = gr.Slider(0, 0.5, 0.0, step=0.05, label="Attention dropout")
             resid_p = gr.Slider(0, 0.5, 0.0, step=0.05, label="Residual dropout")
         with gr.Row():
-            steps = gr.Slider(10, 3000, 500, step=10, label="Steps")
+            steps = gr.Slider(10, 3000, 500, step=10, label="Steps", elem_id="tr-steps")
             batch = gr.Slider(1, 64, 12, step=1, label="Batch size")
             lr = gr.Number(2e-3, label="Learning rate")
-            sample_len = gr.Slider(50, 1000, 500, step=50, label="Sample length")
+            sample_len = gr.Slider(50, 1000, 500, step=50, label="Sample length", elem_id="tr-sample-len")
             seed = gr.Number(1337, label="Seed", precision=0)
         with gr.Row():
             with gr.Column():
@@ -241,9 +248,9 @@ def build(sessions: SessionStore):
         with gr.Row():
             go = gr.Button("Train both", variant="primary")
             stop = gr.Button("Stop")
-        status = gr.Markdown()
-        plot = gr.Plot(label="Curves")
-        samples = gr.HTML()
+        status = gr.Markdown(elem_id="tr-status")
+        plot = gr.Plot(label="Curves", elem_id="tr-plot")
+        samples = gr.HTML(elem_id="tr-samples")
         with gr.Accordion("Explain", open=True):
             explain_md = gr.Markdown()
         go.click(partial(on_train, sessions),

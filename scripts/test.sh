@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh machine (Python packages, and Debian's Chromium for the
+# real-browser tests), then run the whole suite. README's test command and .ci/run both call this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >/dev/null
+fi
+python3 -m pip install -q -r requirements-dev.txt
+python3 -m pytest -q tests "$@"
