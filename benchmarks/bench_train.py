@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 import tinygpt  # noqa: E402
 from tinygpt.data import make_tokenizer, read_text  # noqa: E402
-from tinygpt.train import evaluate, get_batch, lr_at, make_optimizer, split_tokens  # noqa: E402
+from tinygpt.train import evaluate, get_batch, lr_at, split_tokens  # noqa: E402
 
 SHAPE = dict(n_layer=4, n_head=4, n_embd=128)
 CONTEXT, BATCH = 64, 12

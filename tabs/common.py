@@ -103,3 +103,24 @@ def parse_float(value, name: str, lo: float | None = None, hi: float | None = No
 
 
 DTYPES = {False: torch.float32, True: torch.bfloat16}
+
+
+def get_model(models, name, fast=False):
+    """(model, tokenizer) from the shared cache; a bad name or missing files become one plain sentence."""
+    try:
+        return models.get(name, DTYPES[bool(fast)])
+    except Exception as e:  # unknown name, missing files, ...
+        raise as_gr_error(e)
+
+
+def model_picker(models, default_model: str, with_fast: bool = False):
+    """The model dropdown, fallback banner and model card every model tab starts with.
+
+    Returns (dropdown, fast checkbox or None, banner markdown, card markdown, the default model)."""
+    model0, _ = models.get(default_model)
+    with gr.Row():
+        dd = gr.Dropdown(MODEL_CHOICES, value=model0.info.name, label="Model", scale=2, allow_custom_value=True)
+        fast = gr.Checkbox(False, label="Fast mode (bf16 weights)", scale=1) if with_fast else None
+    banner_md = gr.Markdown(banner(model0))
+    card_md = gr.Markdown(model_card(model0))
+    return dd, fast, banner_md, card_md, model0

@@ -13,8 +13,7 @@ import torch
 from tinygpt.embeddings import (POOLS, contextual_similarity, cosine_matrix, mean_off_diagonal, nearest_neighbours,
                                 norm_ranks, pca_2d, vocab_norms, word_vectors)
 
-from .common import MODEL_CHOICES, UserError, as_gr_error, banner, clamp_int, model_card, new_figure
-from .sampling import get_model
+from .common import UserError, as_gr_error, banner, clamp_int, get_model, model_card, model_picker, new_figure
 
 DEFAULT_COMMON = "dog, city, book, love, science"
 DEFAULT_RARE = "xqzt, blorpt, thraldor, uvuvwevwe, zzzzz"
@@ -314,10 +313,7 @@ def build(models, default_model: str = "gpt2"):
         gr.Markdown("Look inside the token embedding table **`wte`** (one row of d_model numbers per token):"
                     " common vs rare words, the whole vocabulary, nearest neighbours, and how context changes a"
                     " word's vector layer by layer.")
-        model0, _ = models.get(default_model)
-        model_dd = gr.Dropdown(MODEL_CHOICES, value=model0.info.name, label="Model", allow_custom_value=True)
-        banner_md = gr.Markdown(banner(model0))
-        card_md = gr.Markdown(model_card(model0))
+        model_dd, _, banner_md, card_md, model0 = model_picker(models, default_model)
         with gr.Row():
             common = gr.Textbox(DEFAULT_COMMON, label="Common words (comma-separated)")
             rare = gr.Textbox(DEFAULT_RARE, label="Rare or made-up words (comma-separated)")

@@ -20,7 +20,7 @@ from tinygpt.finetune import probability_shifts, trainable_copy
 from tinygpt.textprep import MAX_CHARS, TextError, check_length, clean_text, decode_upload, describe, first_phrase
 from tinygpt.train import evaluate, trainable_parameters
 
-from .common import MODEL_CHOICES, UserError, as_gr_error, banner, clamp_int, new_figure, parse_float
+from .common import UserError, as_gr_error, clamp_int, get_model, model_picker, new_figure, parse_float
 from .sessions import SessionStore, run_jobs, session_tmpdir
 
 SAMPLE_T, SAMPLE_TOP_K = 0.8, 50  # fixed for before/after so only the weights differ
@@ -64,7 +64,7 @@ def on_prepare(models, model_name, file, text, lossy, drop_boilerplate):
     """Clean + describe: (cleaned text, steps markdown, stats markdown, a prompt taken from the text)."""
     try:
         cleaned, steps = prepare_text(file, text, lossy, drop_boilerplate)
-        model, tok = models.get(model_name)
+        model, tok = get_model(models, model_name)
         ids = tok.encode(cleaned)
         st = describe(cleaned, ids)
         ctx = min(128, model.config.block_size)
@@ -132,7 +132,7 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
     """Stream (status, loss plot, before/after HTML, metrics markdown, probability-shift table)."""
     try:
         cleaned, _ = prepare_text(file, text, lossy, drop_boilerplate, prefer_text=True)
-        base, tok = models.get(model_name)
+        base, tok = get_model(models, model_name)
         steps, context, batch_size, lr, seed, max_new_tokens, notes = check_settings(
             steps, context, batch_size, lr, seed, max_new_tokens, base.config.block_size)
         spec = TRAINABLE.get(trainable, trainable)
@@ -212,10 +212,7 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
         gr.Markdown("Fine-tune a model on **your own text** (an article or essay of 5,000–15,000 characters), then"
                     " compare the same prompt and seed before and after. The shared model is never changed: you"
                     " train a private copy that lives in your session only.")
-        model0, _ = models.get(default_model)
-        with gr.Row():
-            model_dd = gr.Dropdown(MODEL_CHOICES, value=model0.info.name, label="Model", allow_custom_value=True)
-        gr.Markdown(banner(model0))
+        model_dd, _, _, _, model0 = model_picker(models, default_model)
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="Upload a .txt file", file_types=[".txt"], type="filepath")

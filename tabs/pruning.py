@@ -11,8 +11,8 @@ import pandas as pd
 from tinygpt.pruning import (CONFIGS, REFERENCE_TEXTS, default_reference, logit_lens, named_layers,
                              run_configuration)
 
-from .common import MODEL_CHOICES, UserError, as_gr_error, banner, clamp_int, model_card, new_figure
-from .sampling import check_inputs, get_model, samples_html
+from .common import UserError, as_gr_error, banner, clamp_int, get_model, model_card, model_picker, new_figure
+from .sampling import check_inputs, samples_html
 
 MAX_NEW_TOKENS = 200
 MAX_REFERENCE_CHARS = 4000  # ~1,000 GPT-2 tokens: a few seconds per configuration on GPT-2 on a CPU
@@ -230,10 +230,7 @@ def build(models, default_model: str = "gpt2"):
         gr.Markdown("Run only some of the transformer blocks and compare with the full model on the **same prompt,"
                     " seed and sampling settings**. The shared model is never modified: blocks are skipped at run"
                     " time.")
-        model0, _ = models.get(default_model)
-        model_dd = gr.Dropdown(MODEL_CHOICES, value=model0.info.name, label="Model", allow_custom_value=True)
-        banner_md = gr.Markdown(banner(model0))
-        card_md = gr.Markdown(model_card(model0))
+        model_dd, _, banner_md, card_md, model0 = model_picker(models, default_model)
         with gr.Row():
             configs = gr.CheckboxGroup(list(CONFIGS), value=DEFAULT_CONFIGS, label="Configurations", scale=3)
             custom = gr.Textbox("0,1", label="Custom blocks (e.g. 0,1,5)", scale=1)

@@ -12,7 +12,7 @@ import torch
 import tinygpt
 from tinygpt.analysis import distribution_summary, prompt_logits
 
-from .common import (DTYPES, MODEL_CHOICES, UserError, as_gr_error, banner, clamp_int, model_card, new_figure,
+from .common import (UserError, as_gr_error, banner, clamp_int, get_model, model_card, model_picker, new_figure,
                      parse_float)
 
 MAX_SAMPLES = 6  # side-by-side columns that stay legible on a projector
@@ -143,13 +143,6 @@ def explain(model, tok, prompt, temperature, top_k, top_p) -> str:
     ])
 
 
-def get_model(models, name, fast):
-    try:
-        return models.get(name, DTYPES[bool(fast)])
-    except Exception as e:  # unknown name, missing files, ...
-        raise as_gr_error(e)
-
-
 def on_model(models, name, fast):
     model, _ = get_model(models, name, fast)
     return banner(model), model_card(model)
@@ -193,13 +186,7 @@ def build(models, default_model: str = "gpt2"):
     with gr.Tab("Sampling", id="sampling"):
         gr.Markdown("Generate text and watch how **temperature**, **top-k** and **top-p** reshape the next-token"
                     " distribution. Same seed + same settings = same text.")
-        model0, _ = models.get(default_model)
-        with gr.Row():
-            model_dd = gr.Dropdown(MODEL_CHOICES, value=model0.info.name, label="Model", scale=2,
-                                   allow_custom_value=True)
-            fast = gr.Checkbox(False, label="Fast mode (bf16 weights)", scale=1)
-        banner_md = gr.Markdown(banner(model0))
-        card_md = gr.Markdown(model_card(model0))
+        model_dd, fast, banner_md, card_md, model0 = model_picker(models, default_model, with_fast=True)
         prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt (start)", lines=2, elem_id="sampling-prompt")
         with gr.Row():
             num_samples = gr.Slider(1, MAX_SAMPLES, 3, step=1, label="Number of samples")

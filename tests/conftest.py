@@ -12,7 +12,41 @@ if ROOT not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from tinygpt import GPT, GPTConfig, gpt2_tokenizer, save_checkpoint  # noqa: E402
+import hashlib  # noqa: E402
+
+from tinygpt import GPT, GPTConfig, ModelCache, gpt2_tokenizer, save_checkpoint  # noqa: E402
+
+
+def state_checksum(model) -> str:
+    """sha256 over every tensor's bytes, in key order: equal iff the weights are byte-identical."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class ChecksummedCache(ModelCache):
+    """The app's model cache, remembering each model's checksum when it was first loaded."""
+
+    def __init__(self):
+        super().__init__(hub_timeout=2.0)
+        self.first = {}
+
+    def get(self, name, dtype=torch.float32):
+        model, tok = super().get(name, dtype)
+        self.first.setdefault((name, dtype), state_checksum(model))
+        return model, tok
+
+
+@pytest.fixture(scope="session")
+def models():
+    """One shared cache for every test, as in the app. After the whole session (bad-input matrix, pruning,
+    fine-tuning, embeddings, ...) every cached base model must be byte-identical to when it was loaded."""
+    cache = ChecksummedCache()
+    yield cache
+    for key, (model, _) in cache._models.items():
+        assert state_checksum(model) == cache.first[key], f"cached base model {key} was modified"
 
 
 @pytest.fixture(scope="session")

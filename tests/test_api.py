@@ -5,10 +5,8 @@ import os
 import socket
 
 import pytest
-import torch
 from gradio_client import Client, handle_file
 
-from tinygpt import ModelCache
 
 GENERIC = "has not enabled verbose error reporting"  # what a client sees for an unhandled exception
 ESSAY = ("The lighthouse keeper wrote every evening about the weather, the ships and the gulls. "
@@ -16,10 +14,10 @@ ESSAY = ("The lighthouse keeper wrote every evening about the weather, the ships
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_dir):
+def app_url(models, tiny_dir):
     from app import build_demo, launch_kwargs
 
-    demo = build_demo(ModelCache(), default_model=tiny_dir)
+    demo = build_demo(models, default_model=tiny_dir)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -133,13 +131,12 @@ def test_bad_input_matrix(client, tiny_dir, files, api, case, make, expect):
     assert js["samples"][0].startswith("Hello")
 
 
-def test_nan_reaches_no_handler_unexplained(tiny_dir):
+def test_nan_reaches_no_handler_unexplained(models, tiny_dir):
     """NaN cannot travel through the JSON API, but the handlers still reject it in plain words."""
     import gradio as gr
     from tabs import calculator, finetune, sampling
     from tabs.sessions import SessionStore
 
-    models = ModelCache()
     with pytest.raises(gr.Error, match="number"):
         list(sampling.on_sample(models, tiny_dir, False, "hi", 1, 5, float("nan"), 0, 1.0, 1))
     with pytest.raises(gr.Error, match="n_embd"):

@@ -6,12 +6,6 @@ import gradio as gr
 import pytest
 
 from tabs import sampling
-from tinygpt import ModelCache
-
-
-@pytest.fixture(scope="module")
-def models():
-    return ModelCache(hub_timeout=2.0)
 
 
 def last(gen):

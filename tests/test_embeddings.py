@@ -1,7 +1,6 @@
 """Embedding explorer: norms, cosines, neighbours and contextual similarities equal direct computations, the
 tab's handlers answer with tables/figures and clear errors, the shared model is untouched, and
 `python -m tinygpt embed --json` prints ids, pieces, norms and the cosine matrix."""
-import hashlib
 import json
 import os
 import subprocess
@@ -13,24 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from tabs import embeddings as tab
-from tinygpt import ModelCache, load_model
+from conftest import state_checksum
+from tinygpt import load_model
 from tinygpt.embeddings import (contextual_similarity, cosine_matrix, nearest_neighbours, pca_2d, vocab_norms,
                                 word_vectors)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def models():
-    return ModelCache(hub_timeout=2.0)
-
-
-def checksum(model) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def run_cli(*args):
@@ -109,7 +96,7 @@ def test_contextual_similarity_matches_hidden_states(models, tiny_dir, tok):
 
 def test_handlers_give_tables_figures_and_leave_model_untouched(models, tiny_dir, tok):
     model, _ = models.get(tiny_dir)
-    before = checksum(model)
+    before = state_checksum(model)
     out = tab.on_embeddings(models, tiny_dir, tab.DEFAULT_COMMON, tab.DEFAULT_RARE, "mean", False)
     _, card, words, tokens, heat, vocab, summary, explain = out
     assert list(words["word"]) == ["dog", "city", "book", "love", "science",
@@ -128,7 +115,7 @@ def test_handlers_give_tables_figures_and_leave_model_untouched(models, tiny_dir
     assert len(nn) == 7 and list(nn.columns) == ["rank", "piece", "id", "cosine"]
     fig, md = tab.on_contextual(models, tiny_dir, "channel", tab.DEFAULT_SENTENCES)
     assert fig.axes and "block 3" in md and "Static vs contextual" in md
-    assert checksum(model) == before
+    assert state_checksum(model) == before
     assert not any(p.requires_grad for p in model.parameters())
 
 

@@ -5,7 +5,6 @@ import torch
 
 from tabs import finetune
 from tabs.sessions import SessionStore
-from tinygpt import ModelCache
 
 ESSAY = ("The river bends twice before it reaches the old mill. Every spring the water rises and the miller "
          "opens the sluice gates so the wheel can turn. ") * 40
@@ -14,11 +13,6 @@ ESSAY = ("The river bends twice before it reaches the old mill. Every spring the
 class Req:  # stands in for gr.Request: only the session hash matters
     def __init__(self, h):
         self.session_hash = h
-
-
-@pytest.fixture(scope="module")
-def models():
-    return ModelCache()
 
 
 def drain(gen):

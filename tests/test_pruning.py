@@ -1,7 +1,6 @@
 """Layer pruning: named configurations, layer selection equals running the blocks by hand, perplexity is
 exp(mean loss), invalid layer lists give clear messages, the tab's handler measures every configuration
 without touching the shared model, and `python -m tinygpt sample --layers` prunes the same way."""
-import hashlib
 import json
 import math
 import os
@@ -14,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from tabs import pruning as tab
-from tinygpt import ModelCache, generate, load_model
+from conftest import state_checksum
+from tinygpt import generate, load_model
 from tinygpt.analysis import ngram_stats
 from tinygpt.pruning import (AUSTEN, SHAKESPEARE, default_reference, logit_lens, named_layers, parse_layer_list,
                              perplexity, run_configuration)
@@ -22,19 +22,6 @@ from tinygpt.train import evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT_REF = "It is a truth universally acknowledged, that a single man in possession of a good fortune."
-
-
-@pytest.fixture(scope="module")
-def models():
-    return ModelCache(hub_timeout=2.0)
-
-
-def checksum(model) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def by_hand(model, idx, layers):
@@ -141,7 +128,7 @@ def test_logit_lens(models, tiny_dir, tok):
 
 def test_prune_handler_measures_and_leaves_model_untouched(models, tiny_dir, tok):
     model, _ = models.get(tiny_dir)
-    before = checksum(model)
+    before = state_checksum(model)
     outs = list(tab.on_prune(models, tiny_dir, ["even", "first half", "custom"], "3,1", "Hello world", 6, 0.8,
                              200, 7, SHORT_REF))
     assert len(outs) == 1 + 4  # a first frame, then one per configuration (full added as the baseline)
@@ -155,7 +142,7 @@ def test_prune_handler_measures_and_leaves_model_untouched(models, tiny_dir, tok
     assert "×" in explain and "Logit lens" in explain
     assert [c["layers"] for c in js["configurations"]][1] == [0, 2]
     assert "The full model was added as the baseline." in js["notes"]
-    assert checksum(model) == before  # pruning never edits the cached base model
+    assert state_checksum(model) == before  # pruning never edits the cached base model
     assert not any(p.requires_grad for p in model.parameters())
 
 

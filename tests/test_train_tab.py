@@ -5,7 +5,7 @@ import torch
 
 from tabs import train as train_tab
 from tabs.sessions import SessionStore
-from tinygpt import GPTConfig, GPT
+from tinygpt import GPTConfig
 
 
 def drain(gen):

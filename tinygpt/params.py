@@ -11,7 +11,7 @@ from .config import GPTConfig
 def parameter_breakdown(config: GPTConfig) -> dict:
     """Per-tensor counts, with the formula behind each, as rows {name, formula, count}."""
     c = config
-    d, V, L, hs = c.n_embd, c.vocab_size, c.n_layer, c.head_dim
+    d, V, hs = c.n_embd, c.vocab_size, c.head_dim
     kv = c.kv_heads * hs  # width of K (and of V)
     ff = c.ffn_dim
     b = 1 if c.bias else 0
