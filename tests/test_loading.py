@@ -31,3 +31,21 @@ def test_unknown_name_is_a_plain_error():
 def test_bf16_loading(hf_dir):
     m, _ = load_model(hf_dir, dtype=torch.bfloat16)
     assert m.transformer.wte.weight.dtype == torch.bfloat16
+
+
+def test_gpt2_comes_from_the_hub_cache(hf_dir, tmp_path):
+    """A populated Hugging Face cache (as a download leaves it) is used without any network."""
+    import shutil
+
+    snap = tmp_path / "models--openai-community--gpt2" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(f"{hf_dir}/{f}", snap / f)
+    (tmp_path / "models--openai-community--gpt2" / "refs").mkdir()
+    (tmp_path / "models--openai-community--gpt2" / "refs" / "main").write_text("a" * 40)
+    m, _ = load_model("gpt2", hub_cache_dir=str(tmp_path), allow_fallback=False)
+    ref, _ = load_model(hf_dir)
+    assert m.info.name == "gpt2" and m.info.fallback is False
+    x = torch.randint(0, 50257, (1, 8))
+    with torch.no_grad():
+        assert torch.equal(m(x), ref(x))

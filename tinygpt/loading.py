@@ -36,7 +36,7 @@ def embedded_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / EMBEDDED_NAME
 
 
-def _hub_snapshot(repo: str, timeout: float) -> str:
+def _hub_snapshot(repo: str, timeout: float, cache_dir=None) -> str:
     """Directory with config.json + model.safetensors from the HF cache, downloading if needed.
 
     The first small file is fetched under `timeout` seconds in a worker thread (a dead network can
@@ -45,7 +45,7 @@ def _hub_snapshot(repo: str, timeout: float) -> str:
     from huggingface_hub import hf_hub_download
 
     try:  # already cached: no network at all
-        paths = [hf_hub_download(repo, f, local_files_only=True) for f in HUB_FILES]
+        paths = [hf_hub_download(repo, f, local_files_only=True, cache_dir=cache_dir) for f in HUB_FILES]
         return os.path.dirname(paths[0])
     except Exception:
         pass
@@ -53,7 +53,7 @@ def _hub_snapshot(repo: str, timeout: float) -> str:
 
     def fetch_config():
         try:
-            result["path"] = hf_hub_download(repo, "config.json", etag_timeout=timeout)
+            result["path"] = hf_hub_download(repo, "config.json", etag_timeout=timeout, cache_dir=cache_dir)
         except Exception as e:  # offline, DNS failure, HTTP error, ...
             result["error"] = e
 
@@ -63,16 +63,17 @@ def _hub_snapshot(repo: str, timeout: float) -> str:
     if "path" not in result:
         err = result.get("error")
         raise ConnectionError(f"the Hugging Face Hub could not be reached ({type(err).__name__ if err else 'timed out'})")
-    weights = hf_hub_download(repo, "model.safetensors")
+    weights = hf_hub_download(repo, "model.safetensors", cache_dir=cache_dir)
     return os.path.dirname(weights)
 
 
 def load_model(name_or_path: str = "gpt2", dtype: torch.dtype = torch.float32, hub_timeout: float = 5.0,
-               allow_fallback: bool = True):
+               allow_fallback: bool = True, hub_cache_dir=None):
     """Return (model, tokenizer). The model is in eval mode; `model.info` is a ModelInfo.
 
     name_or_path: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" (Hub), "tiny-shakespeare" (embedded),
     or a directory with config.json + model.safetensors (transformers' save_pretrained or ours).
+    hub_cache_dir: the Hugging Face cache to use (None = the standard one, HF_HUB_CACHE).
     """
     name = str(name_or_path).strip()
     key = name.lower().removeprefix("openai-community/")
@@ -85,7 +86,7 @@ def load_model(name_or_path: str = "gpt2", dtype: torch.dtype = torch.float32, h
         path = name
     elif key in HUB_MODELS:
         try:
-            path, loaded_name = _hub_snapshot(HUB_MODELS[key], hub_timeout), key
+            path, loaded_name = _hub_snapshot(HUB_MODELS[key], hub_timeout, hub_cache_dir), key
         except Exception as e:
             if not allow_fallback:
                 raise
