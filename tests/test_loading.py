@@ -49,3 +49,23 @@ def test_gpt2_comes_from_the_hub_cache(hf_dir, tmp_path):
     x = torch.randint(0, 50257, (1, 8))
     with torch.no_grad():
         assert torch.equal(m(x), ref(x))
+
+
+def test_pickle_checkpoints_are_never_loaded(tmp_path, hf_dir):
+    """Only safetensors are read: a directory with just a pickled pytorch_model.bin is refused, unopened."""
+    import shutil
+
+    shutil.copy(f"{hf_dir}/config.json", tmp_path / "config.json")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not even opened")
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        load_model(str(tmp_path))
+
+
+def test_analytics_off_by_default(monkeypatch):
+    import importlib
+    import os
+
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+    import app
+    importlib.reload(app)
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
