@@ -242,7 +242,9 @@ def build(models, default_model: str = "gpt2"):
             seed = gr.Number(1337, label="Seed", precision=0)
         with gr.Accordion("Reference passage for perplexity (editable)", open=False):
             reference = gr.Textbox(default_reference(model0.info.name), lines=8, show_label=False)
-        go = gr.Button("Run configurations", variant="primary")
+        with gr.Row():
+            go = gr.Button("Run configurations", variant="primary", scale=3)
+            stop = gr.Button("Stop", scale=1)
         out_html = gr.HTML()
         metrics = gr.Dataframe(label="Measured per configuration", interactive=False, elem_id="prune-metrics")
         ppl_plot = gr.Plot(label="Perplexity per configuration", elem_id="prune-ppl")
@@ -254,9 +256,10 @@ def build(models, default_model: str = "gpt2"):
         with gr.Accordion("Raw output (JSON)", open=False):
             out_json = gr.JSON()
 
-        go.click(partial(on_prune, models), [model_dd, configs, custom, prompt, max_new, temperature, top_k, seed,
-                                             reference],
-                 [banner_md, out_html, metrics, ppl_plot, lens_df, lens_plot, explain_md, out_json], api_name="prune",
-                 concurrency_id="model")
+        ev = go.click(partial(on_prune, models),
+                      [model_dd, configs, custom, prompt, max_new, temperature, top_k, seed, reference],
+                      [banner_md, out_html, metrics, ppl_plot, lens_df, lens_plot, explain_md, out_json],
+                      api_name="prune", concurrency_id="model")
+        stop.click(None, cancels=[ev])  # configurations already shown stay on screen
         model_dd.change(partial(on_model, models), [model_dd, prompt, reference],
                         [banner_md, card_md, prompt, reference], api_visibility="private")
