@@ -1,5 +1,6 @@
 """The shared training loop: it learns, it stops when asked, and checkpoints round-trip (char and GPT-2)."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -122,3 +123,10 @@ def test_cli_train_json_and_sample(tmp_path):
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["samples"][0].startswith("the")
+    r = subprocess.run([sys.executable, "-m", "tinygpt", "eval", "--model", str(out), "--text", str(f), "--context",
+                        "16", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    held_out = torch.tensor(tok.encode(TEXT))[int(len(TEXT) * 0.9):]
+    assert ev["tokens"] == ((len(held_out) - 1) // 16) * 16  # every full window of the last 10%
+    assert abs(ev["perplexity"] - math.exp(ev["loss"])) < 1e-6 * ev["perplexity"]

@@ -226,6 +226,26 @@ def cmd_embed(a) -> int:
     return 0
 
 
+# ---- eval ---------------------------------------------------------------------------------------------
+def cmd_eval(a) -> int:
+    import torch
+    from .data import encode_text, read_text
+    from .loading import load_model
+    from .train import evaluate, split_tokens
+
+    model, tok = load_model(a.model, hub_timeout=a.hub_timeout)
+    _, held_out = split_tokens(encode_text(tok, read_text(a.text)), a.val_fraction)
+    torch.set_grad_enabled(False)
+    res = evaluate(model, held_out, min(a.context, model.config.block_size))
+    res.update(model=model.info.name, fallback=model.info.fallback, context=min(a.context, model.config.block_size))
+    if a.json:
+        print(json.dumps(res))
+    else:
+        print(f"held-out loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.1f}, "
+              f"accuracy {res['accuracy']:.3f} on {res['tokens']:,} tokens (windows of {res['context']})")
+    return 0
+
+
 # ---- parser -----------------------------------------------------------------------------------------
 def build_parser() -> Parser:
     p = Parser(prog="python -m tinygpt", description="TinyGPT Lab command line")
@@ -295,6 +315,15 @@ def build_parser() -> Parser:
     t.add_argument("--no-layernorm", action="store_true")
     t.add_argument("--no-attn-scale", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser("eval", help="held-out loss of a model on the last part of a text (windows of --context)")
+    v.add_argument("--model", default="gpt2")
+    v.add_argument("--text", required=True)
+    v.add_argument("--context", type=int, default=128)
+    v.add_argument("--val-fraction", type=float, default=0.1)
+    v.add_argument("--hub-timeout", type=float, default=5.0)
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_eval)
 
     f = sub.add_parser("finetune", help="fine-tune a model on a text file")
     common_train(f)
