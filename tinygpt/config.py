@@ -121,6 +121,9 @@ class GPTConfig:
             n_inner=d.get("n_inner"),
             layer_norm_epsilon=d.get("layer_norm_epsilon", 1e-5),
             tie_weights=d.get("tie_word_embeddings", True),
+            # training-time dropout as the checkpoint specifies (GPT-2's own config says 0.1 each)
+            embd_pdrop=d.get("embd_pdrop", 0.0), attn_pdrop=d.get("attn_pdrop", 0.0),
+            resid_pdrop=d.get("resid_pdrop", 0.0),
             **{k: v for k, v in extra.items() if k in known},
         )
 
