@@ -212,7 +212,8 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         if last_only:
             x = x[:, -1:, :]  # (B, 1, C): generation only needs the next-token logits
-        logits = self.lm_head(x)  # (B, T, vocab)
+        # as one 2-D matmul: a strided 3-D input would make some dtypes copy the (vocab, C) weight per row
+        logits = self.lm_head(x.reshape(-1, x.size(-1))).view(B, x.size(1), -1)  # (B, T, vocab)
         out = (logits,)
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
