@@ -25,6 +25,9 @@ from .sessions import SessionStore, run_jobs, session_tmpdir
 
 SAMPLE_T, SAMPLE_TOP_K = 0.8, 50  # fixed for before/after so only the weights differ
 TRAINABLE = {"Top 2 blocks (fast)": "top:2", "Top 4 blocks": "top:4", "All weights (slow)": "all"}
+# Defaults sized for a free CPU Space (2 vCPU): measured by benchmarks/bench_finetune.py, which imports them.
+DEFAULTS = dict(trainable="Top 2 blocks (fast)", steps=40, context=128, batch_size=4, lr=1e-3, seed=1337,
+                max_new_tokens=60)
 
 
 def read_upload(path) -> bytes:
@@ -228,14 +231,14 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
         prompt = gr.Textbox(label="Prompt (a phrase from your text)")
         with gr.Accordion("Training settings (defaults fit a free CPU Space)", open=False):
             with gr.Row():
-                trainable = gr.Radio(list(TRAINABLE), value="Top 2 blocks (fast)", label="Which weights to train")
-                steps = gr.Slider(1, 300, 40, step=1, label="Steps", elem_id="ft-steps")
-                context = gr.Slider(16, 512, 128, step=16, label="Context (tokens)")
+                trainable = gr.Radio(list(TRAINABLE), value=DEFAULTS["trainable"], label="Which weights to train")
+                steps = gr.Slider(1, 300, DEFAULTS["steps"], step=1, label="Steps", elem_id="ft-steps")
+                context = gr.Slider(16, 512, DEFAULTS["context"], step=16, label="Context (tokens)")
             with gr.Row():
-                batch = gr.Slider(1, 16, 4, step=1, label="Batch size")
-                lr = gr.Number(3e-4, label="Learning rate")
-                seed = gr.Number(1337, label="Seed", precision=0)
-                max_new = gr.Slider(10, 200, 60, step=10, label="Sample length (tokens)")
+                batch = gr.Slider(1, 16, DEFAULTS["batch_size"], step=1, label="Batch size")
+                lr = gr.Number(DEFAULTS["lr"], label="Learning rate")
+                seed = gr.Number(DEFAULTS["seed"], label="Seed", precision=0)
+                max_new = gr.Slider(10, 200, DEFAULTS["max_new_tokens"], step=10, label="Sample length (tokens)")
         with gr.Row():
             go = gr.Button("Fine-tune", variant="primary")
             stop = gr.Button("Stop")
