@@ -33,3 +33,21 @@ def test_embedded_model_is_small_and_safetensors():
     size = os.path.getsize(os.path.join(d, "model.safetensors"))
     assert size <= 16_000_000  # 16 MB (decimal): the stricter reading
     assert not [f for f in os.listdir(d) if f.endswith((".bin", ".pt", ".pkl", ".pth"))]  # nothing to unpickle
+
+
+def test_embedded_model_writes_play_shaped_text():
+    """The shipped model loads by name, uses GPT-2's tokenizer, has >= 4 blocks, and writes a play: speaker
+    names in capitals on their own line, followed by verse."""
+    import re as _re
+
+    import torch
+
+    from tinygpt import generate, load_model
+
+    model, tok = load_model("tiny-shakespeare")
+    assert model.config.n_layer >= 4 and tok.encode("Hello world") == [15496, 995]
+    x = torch.tensor([tok.encode("ROMEO:\n")] * 2)
+    out = generate(model, x, 150, temperature=0.8, top_k=50, generator=torch.Generator().manual_seed(0))
+    text = "\n".join(tok.decode(r.tolist()) for r in out)
+    speakers = _re.findall(r"^[A-Z][A-Za-z]+(?: [A-Z][A-Za-z]+)?:$", text, _re.M)
+    assert len(speakers) >= 4, text
