@@ -340,7 +340,7 @@ def build(models, default_model: str = "gpt2"):
             ctx_word = gr.Textbox(DEFAULT_WORD, label="Word", scale=1)
             ctx_sent = gr.Textbox(DEFAULT_SENTENCES, label="Sentences (one per line)", lines=3, scale=3)
         ctx_go = gr.Button("Compare contexts")
-        ctx_plot = gr.Plot(label="Cosine between contexts, per layer")
+        ctx_plot = gr.Plot(label="Cosine between contexts, per layer", elem_id="emb-context")
         ctx_md = gr.Markdown()
 
         go.click(partial(on_embeddings, models), [model_dd, common, rare, pool, space],

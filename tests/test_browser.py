@@ -110,6 +110,10 @@ def test_sampling_tab(page):
     samples = page.locator("#sampling-out .tg-sample").all_inner_texts()
     assert len(samples) == 3 and all("ROMEO:" in s for s in samples)
     assert all(len(s) > len("Sample 1\nROMEO:") + 5 for s in samples)
+    # the distribution for the new prompt replaces the start-up one once the model is free again
+    page.wait_for_function("!document.querySelector('#sampling-dist').innerText.includes('processing')",
+                           timeout=60_000)
+    assert plot_image(page, "sampling-dist")
     shot(page, "01_sampling")
 
 
@@ -128,6 +132,8 @@ def test_embeddings_tab(page):
     page.get_by_role("button", name="Compare", exact=True).click()
     assert plot_image(page, "emb-heat") and plot_image(page, "emb-vocab")
     page.wait_for_function("document.querySelector('#emb-words').innerText.includes('xqzt')", timeout=60_000)
+    page.get_by_role("button", name="Compare contexts").click()
+    assert plot_image(page, "emb-context")
     shot(page, "03_embeddings")
 
 
