@@ -58,19 +58,23 @@ def main():
     results, lock = [], threading.Lock()
     max_rank = {"sample": 0, "finetune": 0}
 
+    def wait(job, kind):
+        """Poll until done, recording the largest queue position this user was shown."""
+        while not job.done():
+            st = job.status()
+            if st.rank is not None:
+                with lock:
+                    max_rank[kind] = max(max_rank[kind], st.rank + 1)
+            time.sleep(0.2)
+        return job.result(timeout=a.timeout)
+
     def sampler(i):
         prompt = f"User {i} asks:"
         c = Client(url, verbose=False)
         t = time.perf_counter()
         try:
             job = c.submit("tiny-shakespeare", False, prompt, 1, a.tokens, 0.8, 50, 1.0, i, api_name="/sample")
-            while not job.done():
-                st = job.status()
-                if st.rank is not None:
-                    with lock:
-                        max_rank["sample"] = max(max_rank["sample"], st.rank + 1)
-                time.sleep(0.2)
-            html, js = job.result(timeout=a.timeout)
+            html, js = wait(job, "sample")
             ok = js["samples"][0].startswith(prompt) and all(f"User {j} " not in js["samples"][0]
                                                              for j in range(a.clients) if j != i)
             rec = ("sample", ok, time.perf_counter() - t, "" if ok else "wrong text")
@@ -86,13 +90,7 @@ def main():
         try:
             job = c.submit("tiny-shakespeare", None, text, False, True, f"Finetune user {i}", i, "Top 2 blocks (fast)",
                            10, 64, 4, 1e-3, 20, api_name="/finetune")
-            while not job.done():
-                st = job.status()
-                if st.rank is not None:
-                    with lock:
-                        max_rank["finetune"] = max(max_rank["finetune"], st.rank + 1)
-                time.sleep(0.2)
-            status, plot, compare, metrics, rows = job.result(timeout=a.timeout)
+            status, plot, compare, metrics, rows = wait(job, "finetune")
             ok = "Done" in status and f"Finetune user {i}" in compare
             rec = ("finetune", ok, time.perf_counter() - t, "" if ok else status[:120])
         except Exception as e:  # noqa: BLE001

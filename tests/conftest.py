@@ -17,6 +17,14 @@ import hashlib  # noqa: E402
 from tinygpt import GPT, GPTConfig, ModelCache, gpt2_tokenizer, save_checkpoint  # noqa: E402
 
 
+def drain(gen):
+    """Run a streaming (generator) handler to the end and return its last output."""
+    out = None
+    for out in gen:
+        pass
+    return out
+
+
 def state_checksum(model) -> str:
     """sha256 over every tensor's bytes, in key order: equal iff the weights are byte-identical."""
     h = hashlib.sha256()

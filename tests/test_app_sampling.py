@@ -6,13 +6,7 @@ import gradio as gr
 import pytest
 
 from tabs import sampling
-
-
-def last(gen):
-    out = None
-    for out in gen:
-        pass
-    return out
+from conftest import drain
 
 
 def test_sample_handler_streams_and_is_seeded(models, tiny_dir):
@@ -23,22 +17,22 @@ def test_sample_handler_streams_and_is_seeded(models, tiny_dir):
     assert len(js["samples"]) == 2 and all(s.startswith("Hello there") for s in js["samples"])
     assert js["fallback"] is False
     assert "Sample 2" in html
-    assert last(sampling.on_sample(*args))[1]["samples"] == js["samples"]
+    assert drain(sampling.on_sample(*args))[1]["samples"] == js["samples"]
 
 
 def test_sample_handler_caps_and_errors(models, tiny_dir):
-    js = last(sampling.on_sample(models, tiny_dir, False, "x", 99, 2, 1.0, 0, 1.0, 1))[1]
+    js = drain(sampling.on_sample(models, tiny_dir, False, "x", 99, 2, 1.0, 0, 1.0, 1))[1]
     assert len(js["samples"]) == sampling.MAX_SAMPLES
     assert any("capped" in n for n in js["notes"])
     for bad in ("", "   \n"):
         with pytest.raises(gr.Error, match="prompt"):
-            last(sampling.on_sample(models, tiny_dir, False, bad, 1, 5, 1.0, 0, 1.0, 1))
+            drain(sampling.on_sample(models, tiny_dir, False, bad, 1, 5, 1.0, 0, 1.0, 1))
     with pytest.raises(gr.Error, match="Temperature"):
-        last(sampling.on_sample(models, tiny_dir, False, "hi", 1, 5, -1, 0, 1.0, 1))
+        drain(sampling.on_sample(models, tiny_dir, False, "hi", 1, 5, -1, 0, 1.0, 1))
     with pytest.raises(gr.Error, match="number"):
-        last(sampling.on_sample(models, tiny_dir, False, "hi", 1, 5, float("nan"), 0, 1.0, 1))
+        drain(sampling.on_sample(models, tiny_dir, False, "hi", 1, 5, float("nan"), 0, 1.0, 1))
     with pytest.raises(gr.Error, match="Unknown model"):
-        last(sampling.on_sample(models, "nope", False, "hi", 1, 5, 1.0, 0, 1.0, 1))
+        drain(sampling.on_sample(models, "nope", False, "hi", 1, 5, 1.0, 0, 1.0, 1))
 
 
 def test_distribution_and_explain(models, tiny_dir):

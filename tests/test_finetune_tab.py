@@ -5,6 +5,7 @@ import torch
 
 from tabs import finetune
 from tabs.sessions import SessionStore
+from conftest import drain
 
 ESSAY = ("The river bends twice before it reaches the old mill. Every spring the water rises and the miller "
          "opens the sluice gates so the wheel can turn. ") * 40
@@ -13,13 +14,6 @@ ESSAY = ("The river bends twice before it reaches the old mill. Every spring the
 class Req:  # stands in for gr.Request: only the session hash matters
     def __init__(self, h):
         self.session_hash = h
-
-
-def drain(gen):
-    out = None
-    for out in gen:
-        pass
-    return out
 
 
 def test_prepare_describes_text(models, tiny_dir):

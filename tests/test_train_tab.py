@@ -6,13 +6,7 @@ import torch
 from tabs import train as train_tab
 from tabs.sessions import SessionStore
 from tinygpt import GPTConfig
-
-
-def drain(gen):
-    out = None
-    for out in gen:
-        pass
-    return out
+from conftest import drain
 
 
 def test_mask_vs_no_mask_on_random_text(tmp_path):
