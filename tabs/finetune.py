@@ -189,7 +189,8 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
                f"Same prompt, same seed (T={SAMPLE_T}, top-k={SAMPLE_TOP_K}): any difference in the two samples "
                f"comes from the new weights. The table lists the tokens of your text whose probability rose most "
                f"(mean gain in log-probability; +0.69 nats = twice as likely).")
-    rows = [[r["token"], r["count"], round(r["mean_logprob_gain"], 3), round(r["p_before"], 4), round(r["p_after"], 4)]
+    sig = lambda p: float(f"{p:.3g}")  # noqa: E731 - 3 significant digits: small probabilities stay visible
+    rows = [[r["token"], r["count"], round(r["mean_logprob_gain"], 3), sig(r["p_before"]), sig(r["p_after"])]
             for r in shifts]
     yield (f"Done in {secs:.0f} s. {note}", loss_figure(history), before_after_html(prompt, before, after), metrics,
            rows)
