@@ -34,6 +34,8 @@ def main():
     ap.add_argument("--new", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt-len", type=int, default=0,
+                    help="use a seeded random prompt of this many tokens instead of the nanoGPT exercise prompt")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -47,6 +49,8 @@ def main():
     ours, tok = tinygpt.load_model(d)
     ours_bf16, _ = tinygpt.load_model(d, dtype=torch.bfloat16)
     ids = tok.encode("one ring to rule them all,")
+    if a.prompt_len:
+        ids = torch.randint(0, 50257, (a.prompt_len,), generator=torch.Generator().manual_seed(0)).tolist()
     x = torch.tensor([ids] * a.samples)
 
     def run_hf():
@@ -66,7 +70,7 @@ def main():
     t_bf16 = timed(run_ours(ours_bf16), a.repeats)
     t_nocache = timed(run_ours(use_cache=False), 1)
     res = {
-        "setup": f"GPT-2-124M-sized random model, {a.samples} samples x {a.new} tokens, top-k 50, "
+        "setup": f"GPT-2-124M-sized random model, prompt {len(ids)} tokens, {a.samples} samples x {a.new} tokens, top-k 50, "
                  f"{a.threads} threads, best of {a.repeats}",
         "seconds": {"transformers_fp32": t_hf, "tinygpt_fp32": t_ours, "tinygpt_bf16": t_bf16,
                     "nocache_fp32": t_nocache},
