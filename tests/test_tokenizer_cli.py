@@ -69,3 +69,13 @@ def test_cli_bad_values_one_line(args, tiny_dir):
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error:")
+
+
+def test_cli_sample_gpt2_offline_falls_back_with_one_line():
+    r = run_cli("sample", "--model", "gpt2", "--start", "one ring to rule them all,", "--num-samples", "2",
+                "--max-new-tokens", "12", "--seed", "1337", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["fallback"] is True and d["model"] == "tiny-shakespeare"
+    assert all(s.startswith("one ring to rule them all,") for s in d["samples"])
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("Offline:")

@@ -5,6 +5,7 @@ instead, and `model.info.fallback` / `model.info.notice` say so (the UI shows th
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ def _hub_snapshot(repo: str, timeout: float, cache_dir=None) -> str:
     except Exception:
         pass
     result: dict = {}
+    # huggingface_hub logs every retry of an unreachable host as a warning; the caller reports the outcome in
+    # one sentence instead (a banner in the UI, one stderr line on the command line)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
     def fetch_config():
         try:
