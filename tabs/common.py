@@ -113,6 +113,12 @@ def get_model(models, name, fast=False):
         raise as_gr_error(e)
 
 
+def on_model_change(models, name, fast=False):
+    """(banner, model card) for the picked model: what every model tab shows when the dropdown changes."""
+    model, _ = get_model(models, name, fast)
+    return banner(model), model_card(model)
+
+
 def model_picker(models, default_model: str, with_fast: bool = False):
     """The model dropdown, fallback banner and model card every model tab starts with.
 

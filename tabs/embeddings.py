@@ -13,7 +13,8 @@ import torch
 from tinygpt.embeddings import (POOLS, contextual_similarity, cosine_matrix, mean_off_diagonal, nearest_neighbours,
                                 norm_ranks, pca_2d, vocab_norms, word_vectors)
 
-from .common import UserError, as_gr_error, banner, clamp_int, get_model, model_card, model_picker, new_figure
+from .common import (UserError, as_gr_error, banner, clamp_int, get_model, model_card, model_picker, new_figure,
+                     on_model_change)
 
 DEFAULT_COMMON = "dog, city, book, love, science"
 DEFAULT_RARE = "xqzt, blorpt, thraldor, uvuvwevwe, zzzzz"
@@ -262,11 +263,6 @@ def contextual_md(res) -> str:
 
 
 # ---- handlers ------------------------------------------------------------------------------------
-def on_model(models, name):
-    model, _ = get_model(models, name, False)
-    return banner(model), model_card(model)
-
-
 def on_embeddings(models, name, common, rare, pool, space):
     """(banner, card, words table, tokens table, heatmaps, vocabulary views, summary, explanation)."""
     try:
@@ -352,4 +348,4 @@ def build(models, default_model: str = "gpt2"):
                        api_visibility="private", concurrency_id="model")
         ctx_go.click(partial(on_contextual, models), [model_dd, ctx_word, ctx_sent], [ctx_plot, ctx_md],
                      api_name="embeddings_contextual", concurrency_id="model")
-        model_dd.change(partial(on_model, models), [model_dd], [banner_md, card_md], api_visibility="private")
+        model_dd.change(partial(on_model_change, models), [model_dd], [banner_md, card_md], api_visibility="private")

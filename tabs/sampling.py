@@ -12,7 +12,7 @@ import torch
 import tinygpt
 from tinygpt.analysis import distribution_summary, kv_cache_latency, prompt_logits
 
-from .common import (UserError, as_gr_error, banner, clamp_int, get_model, model_card, model_picker, new_figure,
+from .common import (UserError, as_gr_error, clamp_int, get_model, model_picker, new_figure, on_model_change,
                      parse_float)
 
 MAX_SAMPLES = 6  # side-by-side columns that stay legible on a projector
@@ -73,13 +73,13 @@ def samples_html(texts, prompt, status="", titles=None) -> str:
 
 
 @lru_cache(maxsize=64)
-def _cached_logits(model_key, model, prompt_ids):
+def _cached_logits(model, prompt_ids):
     return prompt_logits(model, prompt_ids)
 
 
 def distribution(model, tok, prompt, temperature, top_k, top_p, k: int = 20):
     ids = tuple(tok.encode(prompt)[-model.config.block_size:]) or (tok.eot_token or 0,)
-    logits = _cached_logits(id(model), model, ids)
+    logits = _cached_logits(model, ids)  # modules hash by identity: one entry per (model, prompt)
     summ = distribution_summary(logits, temperature, top_k, top_p, k)
     summ["pieces"] = [tok.piece(i) for i in summ["ids"]]
     return summ
@@ -141,11 +141,6 @@ def explain(model, tok, prompt, temperature, top_k, top_p) -> str:
         " LayerNorm and the LM head give one logit per vocabulary entry; the knobs above turn those into one draw,"
         " the new token is appended and the loop repeats (the KV cache keeps earlier keys/values).",
     ])
-
-
-def on_model(models, name, fast):
-    model, _ = get_model(models, name, fast)
-    return banner(model), model_card(model)
 
 
 def on_dist(models, name, fast, prompt, temperature, top_k, top_p):
@@ -254,8 +249,8 @@ def build(models, default_model: str = "gpt2"):
         go.click(partial(on_dist, models), knobs, [dist_plot, explain_md], api_name="sample_distribution",
                  concurrency_id="model")
         stop.click(None, cancels=[ev])
-        model_dd.change(partial(on_model, models), [model_dd, fast], [banner_md, card_md], api_visibility="private")
-        fast.change(partial(on_model, models), [model_dd, fast], [banner_md, card_md], api_visibility="private")
+        model_dd.change(partial(on_model_change, models), [model_dd, fast], [banner_md, card_md], api_visibility="private")
+        fast.change(partial(on_model_change, models), [model_dd, fast], [banner_md, card_md], api_visibility="private")
         for c in (temperature, top_p):
             c.release(partial(on_dist, models), knobs, [dist_plot, explain_md], api_visibility="private", concurrency_id="model")
         for c in (prompt, top_k):

@@ -40,6 +40,7 @@ def distribution_summary(logits: torch.Tensor, temperature: float, top_k: Option
     after = F.softmax(filter_logits(logits, temperature, top_k, top_p), -1)
     top = torch.topk(before, min(k, before.numel())).indices
     kept = after > 0
+    h_before, h_after = entropy(before), entropy(after)
     # mass of the raw distribution on the kept tokens: how much of what the model believed survives the filter
     return {
         "ids": top.tolist(),
@@ -47,10 +48,10 @@ def distribution_summary(logits: torch.Tensor, temperature: float, top_k: Option
         "after": after[top].tolist(),
         "kept": int(kept.sum()),
         "kept_mass": float(before[kept].sum()),
-        "entropy_before": entropy(before),
-        "entropy_after": entropy(after),
-        "choices_before": math.exp(entropy(before)),
-        "choices_after": math.exp(entropy(after)),
+        "entropy_before": h_before,
+        "entropy_after": h_after,
+        "choices_before": math.exp(h_before),
+        "choices_after": math.exp(h_after),
         "top1_after": float(after.max()),
         "mass_top_k_after": float(after[top].sum()),
         "vocab": int(logits.numel()),

@@ -45,9 +45,6 @@ class KVCache:
         self.pos = 0
         self.max_len = max_len
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.k + self.v)
-
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):

@@ -31,7 +31,6 @@ class TrainConfig:
     eval_interval: int = 100  # evaluate every this many steps (and at the last step)
     eval_batches: int = 8  # fixed validation batches per evaluation
     seed: int = 1337  # batch sampling and dropout
-    autocast_bf16: bool = False  # bf16 matmuls on CPU (faster on AVX-512 BF16 machines)
     trainable: str = "all"  # "all", or "top:N" = only the last N blocks + ln_f (fine-tuning on a CPU)
     keep_best: bool = False  # end with the weights of the best evaluation (early stopping, as nanoGPT saves)
 
@@ -166,8 +165,7 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = get_batch(train_data, cfg.batch_size, cfg.context, gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
-            _, loss = model(x, y)
+        _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
