@@ -11,17 +11,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics unles
 import gradio as gr  # noqa: E402
 
 from tabs import calculator, embeddings, finetune, pruning, sampling, train  # noqa: E402
+from tabs.common import SAMPLE_CSS  # noqa: E402
 from tabs.sessions import SessionStore  # noqa: E402
 from tinygpt import ModelCache  # noqa: E402
 
-CSS = """
-.tg-samples {display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 12px;}
-.tg-sample {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px;
-            white-space: pre-wrap; font-family: var(--font-mono); font-size: 15px; line-height: 1.45;}
-.tg-sample-h {font-weight: 600; font-family: var(--font); margin-bottom: 6px; opacity: .8;}
-.tg-prompt {opacity: .55;}
-.tg-status {opacity: .75; margin-bottom: 6px;}
-"""
+CSS = SAMPLE_CSS
 
 
 def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",

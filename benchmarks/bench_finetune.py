@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+
 def run(models, name, text):
     from tabs import finetune
     from tabs.finetune import DEFAULTS

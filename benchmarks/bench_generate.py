@@ -40,6 +40,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from transformers import GPT2Config, GPT2LMHeadModel
+
     import tinygpt
 
     torch.manual_seed(0)
@@ -70,7 +71,8 @@ def main():
     t_bf16 = timed(run_ours(ours_bf16), a.repeats)
     t_nocache = timed(run_ours(use_cache=False), 1)
     res = {
-        "setup": f"GPT-2-124M-sized random model, prompt {len(ids)} tokens, {a.samples} samples x {a.new} tokens, top-k 50, "
+        "setup": f"GPT-2-124M-sized random model, prompt {len(ids)} tokens, {a.samples} samples x {a.new} tokens, "
+                 "top-k 50, "
                  f"{a.threads} threads, best of {a.repeats}",
         "seconds": {"transformers_fp32": t_hf, "tinygpt_fp32": t_ours, "tinygpt_bf16": t_bf16,
                     "nocache_fp32": t_nocache},

@@ -10,10 +10,9 @@ import gradio as gr
 import pandas as pd
 
 from tinygpt import GPTConfig, count_parameters, parameter_breakdown
-from tinygpt.compute import (A100_TFLOPS, DEFAULT_MFU, DEFAULT_TOKENS, estimate, gqa_compare_heads,
-                             kv_cache_bytes)
+from tinygpt.compute import A100_TFLOPS, DEFAULT_MFU, DEFAULT_TOKENS, estimate, gqa_compare_heads, kv_cache_bytes
 
-from .common import UserError, as_gr_error, human, human_bytes, human_flops, new_figure, parse_float
+from .common import UserError, human, human_bytes, human_flops, new_figure, parse_float, user_errors
 
 PRESET_CHOICES = [
     ("GPT-2 small (124M)", "gpt2"), ("GPT-2 medium (350M)", "gpt2-medium"), ("GPT-2 large (774M)", "gpt2-large"),
@@ -232,22 +231,18 @@ def json_safe(value):
 
 
 # ---- handlers ------------------------------------------------------------------------------------------
+@user_errors
 def on_preset(name):
     """Fill the form with a preset's fields."""
-    try:
-        return preset_values(name)
-    except ValueError as e:
-        raise as_gr_error(e)
+    return preset_values(name)
 
 
+@user_errors
 def on_params(n_layer, n_embd, n_head, n_kv_head, block_size, vocab_size, bias, tied, ffn_mult,
               dtype, optimizer, batch_size, seq_len, tokens, tflops, mfu):
     """(summary markdown, breakdown rows, memory table, KV table, report dict); nothing is allocated."""
-    try:
-        cfg, r = calculate(n_layer, n_embd, n_head, n_kv_head, block_size, vocab_size, bias, tied, ffn_mult,
-                           dtype, optimizer, batch_size, seq_len, tokens, tflops, mfu)
-    except ValueError as e:  # UserError and GPTConfig/estimate messages: one plain sentence
-        raise as_gr_error(e)
+    cfg, r = calculate(n_layer, n_embd, n_head, n_kv_head, block_size, vocab_size, bias, tied, ffn_mult,
+                       dtype, optimizer, batch_size, seq_len, tokens, tflops, mfu)
     md = config_markdown(cfg, r) + "\n\n" + exercise_answers()
     return md, breakdown_rows(cfg, r), memory_frame(r), kv_frame(cfg, r), json_safe(r)
 

@@ -10,11 +10,29 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from tinygpt.embeddings import (POOLS, contextual_similarity, cosine_matrix, mean_off_diagonal, nearest_neighbours,
-                                norm_ranks, pca_2d, vocab_norms, word_vectors)
+from tinygpt.interpret.embeddings import (
+    POOLS,
+    contextual_similarity,
+    cosine_matrix,
+    mean_off_diagonal,
+    nearest_neighbours,
+    norm_ranks,
+    pca_2d,
+    vocab_norms,
+    word_vectors,
+)
 
-from .common import (UserError, as_gr_error, banner, clamp_int, get_model, model_card, model_picker, new_figure,
-                     on_model_change)
+from .common import (
+    UserError,
+    banner,
+    clamp_int,
+    get_model,
+    model_card,
+    model_picker,
+    new_figure,
+    on_model_change,
+    user_errors,
+)
 
 DEFAULT_COMMON = "dog, city, book, love, science"
 DEFAULT_RARE = "xqzt, blorpt, thraldor, uvuvwevwe, zzzzz"
@@ -141,7 +159,7 @@ def vocab_figure(model, tok, a):
     xy = p["xy"].numpy()
     ax2.scatter(xy[:, 0], xy[:, 1], s=3, color="#ced4da", rasterized=True, label=f"{len(xy):,} sampled tokens")
     cxy = p["chosen_xy"].numpy()
-    for (i, piece, g), (x, y) in zip(chosen, cxy):
+    for (_, piece, g), (x, y) in zip(chosen, cxy):
         ax2.scatter([x], [y], s=28, color=colours[g], zorder=3)
         ax2.annotate(repr(piece)[1:-1], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ex = p["explained"]
@@ -263,44 +281,38 @@ def contextual_md(res) -> str:
 
 
 # ---- handlers ------------------------------------------------------------------------------------
+@user_errors
 def on_embeddings(models, name, common, rare, pool, space):
     """(banner, card, words table, tokens table, heatmaps, vocabulary views, summary, explanation)."""
-    try:
-        common_w, rare_w = parse_words(common, "common"), parse_words(rare, "rare")
-        pool = check_pool(pool)
-        model, tok = get_model(models, name, False)
-        a = analyse(model, tok, common_w, rare_w, pool, bool(space))
-        return (banner(model), model_card(model), words_frame(a), tokens_frame(model, a), heatmap_figure(a),
-                vocab_figure(model, tok, a), summary_md(a), explain(model, a))
-    except (UserError, ValueError) as e:
-        raise as_gr_error(e)
+    common_w, rare_w = parse_words(common, "common"), parse_words(rare, "rare")
+    pool = check_pool(pool)
+    model, tok = get_model(models, name, False)
+    a = analyse(model, tok, common_w, rare_w, pool, bool(space))
+    return (banner(model), model_card(model), words_frame(a), tokens_frame(model, a), heatmap_figure(a),
+            vocab_figure(model, tok, a), summary_md(a), explain(model, a))
 
 
+@user_errors
 def on_neighbours(models, name, word, k, pool, space):
     """Nearest tokens to a word by cosine in wte, as a table."""
-    try:
-        if not str(word or "").strip():
-            raise UserError("Type a word or token to find its neighbours.")
-        k = clamp_int(k, 1, 50, "Number of neighbours", [])
-        model, tok = get_model(models, name, False)
-        res = nearest_neighbours(model, tok, str(word).strip(), k, check_pool(pool), bool(space))
-        rows = [[n + 1, repr(x["piece"]), x["id"], round(x["cosine"], 4)] for n, x in enumerate(res["neighbours"])]
-        return pd.DataFrame(rows, columns=["rank", "piece", "id", "cosine"])
-    except (UserError, ValueError) as e:
-        raise as_gr_error(e)
+    if not str(word or "").strip():
+        raise UserError("Type a word or token to find its neighbours.")
+    k = clamp_int(k, 1, 50, "Number of neighbours", [])
+    model, tok = get_model(models, name, False)
+    res = nearest_neighbours(model, tok, str(word).strip(), k, check_pool(pool), bool(space))
+    rows = [[n + 1, repr(x["piece"]), x["id"], round(x["cosine"], 4)] for n, x in enumerate(res["neighbours"])]
+    return pd.DataFrame(rows, columns=["rank", "piece", "id", "cosine"])
 
 
+@user_errors
 def on_contextual(models, name, word, sentences):
     """Per-layer cosine between one word's hidden states in several sentences: (figure, markdown)."""
-    try:
-        lines = [s for s in str(sentences or "").splitlines() if s.strip()]
-        if len(lines) > MAX_SENTENCES:
-            raise UserError(f"At most {MAX_SENTENCES} sentences, please.")
-        model, tok = get_model(models, name, False)
-        res = contextual_similarity(model, tok, lines, str(word or ""))
-        return contextual_figure(res), contextual_md(res)
-    except (UserError, ValueError) as e:
-        raise as_gr_error(e)
+    lines = [s for s in str(sentences or "").splitlines() if s.strip()]
+    if len(lines) > MAX_SENTENCES:
+        raise UserError(f"At most {MAX_SENTENCES} sentences, please.")
+    model, tok = get_model(models, name, False)
+    res = contextual_similarity(model, tok, lines, str(word or ""))
+    return contextual_figure(res), contextual_md(res)
 
 
 def build(models, default_model: str = "gpt2"):

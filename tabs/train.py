@@ -5,23 +5,29 @@ Also the place for the LayerNorm and 1/sqrt(d_k) ablations: each run has its own
 """
 from __future__ import annotations
 
-import html
 import math
 import threading
 import time
+from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
 import torch
 
 import tinygpt
-from tinygpt.corpora import CORPORA, load_corpus, python_docs
-from tinygpt.data import make_tokenizer
-from tinygpt.textprep import TextError, clean_text, decode_upload
-from tinygpt.train import split_tokens
+from tinygpt.data import (
+    CORPORA,
+    TextError,
+    clean_text,
+    decode_upload,
+    load_corpus,
+    make_tokenizer,
+    python_docs,
+    read_upload,
+    split_tokens,
+)
 
-from .common import UserError, as_gr_error, clamp_int, new_figure, parse_float
-from .finetune import read_upload
+from .common import UserError, clamp_int, new_figure, parse_float, sample_cards, stop_session, user_errors
 from .sessions import SessionStore, run_jobs
 
 UPLOAD = "Upload a .txt file"
@@ -77,15 +83,13 @@ def curves_figure(hist: dict, labels: dict):
 
 
 def samples_html(prompt, samples: dict, labels: dict) -> str:
-    cols = "".join(f"<div class='tg-sample'><div class='tg-sample-h'>{k}: {html.escape(labels[k])}</div>"
-                   f"<span class='tg-prompt'>{html.escape(prompt)}</span>{html.escape(v or '…')}</div>"
-                   for k, v in samples.items())
-    return f"<div class='tg-samples'>{cols}</div>"
+    return sample_cards(prompt, list(samples.values()), [f"{k}: {labels[k]}" for k in samples])
 
 
 def explain(results: dict, cfgs: dict, samples: dict, tok_kind: str) -> str:
     lines = ["### What happened (numbers from these two runs)", "",
-             "| run | setting | final train loss | final val loss | val accuracy | steps |", "|---|---|---|---|---|---|"]
+             "| run | setting | final train loss | final val loss | val accuracy | steps |",
+             "|---|---|---|---|---|---|"]
     for k, r in results.items():
         lines.append(f"| {k} | {describe_run(cfgs[k])} | {r['train_loss']:.3f} | {r['val_loss']:.3f} | "
                      f"{r['val_accuracy']:.1%} | {r['steps']} |")
@@ -95,9 +99,9 @@ def explain(results: dict, cfgs: dict, samples: dict, tok_kind: str) -> str:
     if masked and unmasked and results[unmasked[0]]["train_loss"] > 0.7 * results[masked[0]]["train_loss"]:
         a, b = results[masked[0]], results[unmasked[0]]
         lines.append(
-            f"* After {b['steps']} steps the unmasked run {unmasked[0]} ({b['train_loss']:.3f}) has not yet pulled away "
-            f"from run {masked[0]} ({a['train_loss']:.3f}): it has not discovered that position *t* can simply read "
-            "the next token through attention. Train for more steps (a few hundred) and its loss will collapse "
+            f"* After {b['steps']} steps the unmasked run {unmasked[0]} ({b['train_loss']:.3f}) has not yet pulled "
+            f"away from run {masked[0]} ({a['train_loss']:.3f}): it has not discovered that position *t* can simply "
+            "read the next token through attention. Train for more steps (a few hundred) and its loss will collapse "
             "towards zero while its generated text stays broken.")
     elif masked and unmasked:
         a, b = results[masked[0]], results[unmasked[0]]
@@ -109,7 +113,8 @@ def explain(results: dict, cfgs: dict, samples: dict, tok_kind: str) -> str:
         lines.append(
             "* At generation time there is no future to copy: the last position only sees the past, a situation the "
             f"unmasked model never trained for, so its sample is broken (look at run {unmasked[0]}'s text), while "
-            f"the masked model, trained exactly as it is used, writes plausible {'characters' if tok_kind == 'char' else 'tokens'}.")
+            "the masked model, trained exactly as it is used, writes plausible "
+            f"{'characters' if tok_kind == 'char' else 'tokens'}.")
     for k, r in results.items():
         c = cfgs[k]
         if not c.layernorm:
@@ -117,50 +122,66 @@ def explain(results: dict, cfgs: dict, samples: dict, tok_kind: str) -> str:
                          "and the gradients with them; training is less stable and needs a lower learning rate "
                          f"(final val loss {r['val_loss']:.3f}).")
         if not c.attn_scale:
-            lines.append(f"* Run {k} has **no 1/√d_k scaling**: the dot products q·k have a standard deviation of about "
-                         f"√d_k = {math.sqrt(c.head_dim):.1f} times larger, so the softmax saturates towards one-hot "
-                         f"attention with vanishing gradients (final val loss {r['val_loss']:.3f}).")
+            lines.append(f"* Run {k} has **no 1/√d_k scaling**: the dot products q·k have a standard deviation of "
+                         f"about √d_k = {math.sqrt(c.head_dim):.1f} times larger, so the softmax saturates towards "
+                         f"one-hot attention with vanishing gradients (final val loss {r['val_loss']:.3f}).")
     if any(not math.isfinite(r["train_loss"]) for r in results.values()):
         lines.append("* A loss of NaN/inf means training diverged: lower the learning rate.")
     return "\n".join(lines)
 
 
-def check_knobs(n_layer, n_head, n_embd, context, steps, batch, lr, drops, sample_len, seed):
-    notes = []
-    L = clamp_int(n_layer, 1, 12, "Layers", notes)
-    H = clamp_int(n_head, 1, 16, "Heads", notes)
-    D = clamp_int(n_embd, 8, 512, "d_model", notes)
-    if D % H:
-        raise UserError(f"d_model ({D}) must be divisible by the number of heads ({H}).")
-    T = clamp_int(context, 8, 512, "Context", notes)
-    S = clamp_int(steps, 1, 5000, "Steps", notes)
-    B = clamp_int(batch, 1, 128, "Batch size", notes)
-    lr = parse_float(lr, "Learning rate", 1e-7, 1.0)
-    drops = tuple(parse_float(d, "Dropout", 0.0, 0.9) for d in drops)
-    n = clamp_int(sample_len, 1, 2000, "Sample length", notes)
-    seed = clamp_int(seed, 0, 2**31 - 1, "Seed", notes)
-    return L, H, D, T, S, B, lr, drops, n, seed, notes
+@dataclass
+class Settings:
+    """The checked form: model shape, training length, dropouts (embedding, attention, residual)."""
+
+    n_layer: int
+    n_head: int
+    n_embd: int
+    context: int
+    steps: int
+    batch_size: int
+    lr: float
+    drops: tuple
+    sample_len: int
+    seed: int
 
 
+def check_settings(n_layer, n_head, n_embd, context, steps, batch, lr, drops, sample_len, seed):
+    """(Settings, notes about capped values). Raises UserError."""
+    notes: list = []
+    st = Settings(n_layer=clamp_int(n_layer, 1, 12, "Layers", notes),
+                  n_head=clamp_int(n_head, 1, 16, "Heads", notes),
+                  n_embd=clamp_int(n_embd, 8, 512, "d_model", notes),
+                  context=clamp_int(context, 8, 512, "Context", notes),
+                  steps=clamp_int(steps, 1, 5000, "Steps", notes),
+                  batch_size=clamp_int(batch, 1, 128, "Batch size", notes),
+                  lr=parse_float(lr, "Learning rate", 1e-7, 1.0),
+                  drops=tuple(parse_float(d, "Dropout", 0.0, 0.9) for d in drops),
+                  sample_len=clamp_int(sample_len, 1, 2000, "Sample length", notes),
+                  seed=clamp_int(seed, 0, 2**31 - 1, "Seed", notes))
+    if st.n_embd % st.n_head:
+        raise UserError(f"d_model ({st.n_embd}) must be divisible by the number of heads ({st.n_head}).")
+    return st, notes
+
+
+@user_errors
 def on_train(sessions: SessionStore, corpus, file, tokenizer, n_layer, n_head, n_embd, context, embd_pdrop,
              attn_pdrop, resid_pdrop, steps, batch, lr, a_causal, a_ln, a_scale, b_causal, b_ln, b_scale, sample_len,
              seed, request: gr.Request = None, progress=gr.Progress()):
     """Stream (status, curves, samples HTML, explanation) while two runs train side by side."""
-    try:
-        L, H, D, T, S, B, lr, drops, n_sample, seed, notes = check_knobs(
-            n_layer, n_head, n_embd, context, steps, batch, lr, (embd_pdrop, attn_pdrop, resid_pdrop), sample_len, seed)
-        text, corpus_note = get_corpus(corpus, file)
-        tok_kind = "char" if str(tokenizer).lower().startswith("char") else "gpt2"
-        tok = make_tokenizer(tok_kind, text)
-        data = torch.tensor(tok.encode(text), dtype=torch.long)
-        if len(data) < 20 * (T + 2):
-            raise UserError(f"The corpus is too short: {len(data):,} tokens; it needs at least {20 * (T + 2):,} for a "
-                            f"context of {T} (training windows plus a 10% validation part).")
-        train_data, val_data = split_tokens(data, 0.1)
-        cfgs = {"A": run_config(tok.vocab_size, T, L, H, D, drops, a_causal, a_ln, a_scale),
-                "B": run_config(tok.vocab_size, T, L, H, D, drops, b_causal, b_ln, b_scale)}
-    except (TextError, UserError, ValueError) as e:
-        raise as_gr_error(e)
+    st, notes = check_settings(n_layer, n_head, n_embd, context, steps, batch, lr,
+                               (embd_pdrop, attn_pdrop, resid_pdrop), sample_len, seed)
+    L, T, S, seed = st.n_layer, st.context, st.steps, st.seed
+    text, corpus_note = get_corpus(corpus, file)
+    tok_kind = "char" if str(tokenizer).lower().startswith("char") else "gpt2"
+    tok = make_tokenizer(tok_kind, text)
+    data = torch.tensor(tok.encode(text), dtype=torch.long)
+    if len(data) < 20 * (T + 2):
+        raise UserError(f"The corpus is too short: {len(data):,} tokens; it needs at least {20 * (T + 2):,} for a "
+                        f"context of {T} (training windows plus a 10% validation part).")
+    train_data, val_data = split_tokens(data, 0.1)
+    cfgs = {"A": run_config(tok.vocab_size, T, L, st.n_head, st.n_embd, st.drops, a_causal, a_ln, a_scale),
+            "B": run_config(tok.vocab_size, T, L, st.n_head, st.n_embd, st.drops, b_causal, b_ln, b_scale)}
     labels = {k: describe_run(c) for k, c in cfgs.items()}
     entry = sessions.get(request)
     stop = entry["stop"] = threading.Event()
@@ -168,7 +189,7 @@ def on_train(sessions: SessionStore, corpus, file, tokenizer, n_layer, n_head, n
     for k, c in cfgs.items():
         torch.manual_seed(seed)  # same initial weights for both runs: only the switch differs
         models[k] = tinygpt.GPT(c)
-    tcfg = tinygpt.TrainConfig(steps=S, batch_size=B, context=T, lr=lr, warmup=min(100, max(1, S // 10)),
+    tcfg = tinygpt.TrainConfig(steps=S, batch_size=st.batch_size, context=T, lr=st.lr, warmup=min(100, max(1, S // 10)),
                                eval_interval=max(1, S // 20), eval_batches=4, seed=seed)
     jobs = {k: partial(lambda m, cb, should_stop: tinygpt.train(m, train_data, val_data, tcfg, cb, should_stop),
                        models[k]) for k in models}
@@ -196,18 +217,15 @@ def on_train(sessions: SessionStore, corpus, file, tokenizer, n_layer, n_head, n
     samples = {}
     x = torch.tensor([tok.encode(prompt)], dtype=torch.long)
     for k, m in models.items():
-        out = tinygpt.generate(m, x, n_sample, 0.8, None, None, torch.Generator().manual_seed(seed))
+        out = tinygpt.generate(m, x, st.sample_len, 0.8, None, None, torch.Generator().manual_seed(seed))
         samples[k] = tok.decode(out[0, x.size(1):].tolist())
     secs = time.perf_counter() - t0
     stopped = " (stopped early)" if any(r["stopped"] for r in results.values()) else ""
     entry["trained"] = {k: (m, tok) for k, m in models.items()}
+    entry["train_results"] = {k: {key: r[key] for key in ("steps", "train_loss", "val_loss", "val_accuracy")}
+                              for k, r in results.items()}
     yield (f"Done{stopped} in {secs:.0f} s. {note}", curves_figure(hist, labels), samples_html(prompt, samples, labels),
            explain(results, cfgs, samples, tok_kind))
-
-
-def on_stop(sessions: SessionStore, request: gr.Request = None):
-    sessions.get(request)["stop"].set()
-    return "Stopping after the current step…"
 
 
 def build(sessions: SessionStore):
@@ -257,4 +275,4 @@ def build(sessions: SessionStore):
                  [corpus, upload, tokenizer, n_layer, n_head, n_embd, context, embd_p, attn_p, resid_p, steps, batch,
                   lr, a_causal, a_ln, a_scale, b_causal, b_ln, b_scale, sample_len, seed],
                  [status, plot, samples, explain_md], api_name="train", concurrency_id="train", concurrency_limit=1)
-        stop.click(partial(on_stop, sessions), None, status, api_visibility="private", queue=False)
+        stop.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)

@@ -4,9 +4,9 @@ import urllib.request
 
 import gradio as gr
 import pytest
+from conftest import drain
 
 from tabs import sampling
-from conftest import drain
 
 
 def test_sample_handler_streams_and_is_seeded(models, tiny_dir):
@@ -69,7 +69,7 @@ def test_build_demo_and_serve_offline(models, tiny_dir):
 
 
 def test_kv_cache_experiment(models, tiny_dir):
-    from tinygpt.analysis import kv_cache_latency
+    from tinygpt.efficiency import kv_cache_latency
 
     model, tok = models.get(tiny_dir)
     r = kv_cache_latency(model, tok.encode("Hello"), 70)  # crosses the tiny model's 64-token context

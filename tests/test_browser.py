@@ -6,25 +6,19 @@ loudly: scripts/test.sh installs both.
 """
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+from conftest import ROOT, free_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ART = os.path.join(ROOT, "test-artifacts")
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ESSAY = ("The lighthouse keeper wrote every evening about the weather, the ships and the gulls. "
          "Some nights the fog was so thick that the lamp seemed to float in the air. ") * 30
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,13 @@
 """The calculator's numbers are proven: counts equal built models, memory equals torch's real allocation, FLOPs
 agree with FlopCounterMode, and the CLI and the tab show the same dict without allocating any weights."""
 import json
-import os
 import random
-import subprocess
-import sys
 
 import gradio as gr
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_cli
 from torch.utils.flop_counter import FlopCounterMode
 
 from tabs import calculator
@@ -17,14 +15,6 @@ from tabs.common import human, human_bytes
 from tinygpt import GPT, PRESETS, GPTConfig, count_parameters, estimate, kv_cache_bytes, training_memory
 from tinygpt.cli import main as cli_main
 from tinygpt.compute import activation_bytes, flops_per_token, parameter_tensors
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_cli(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "tinygpt", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=300)
 
 
 def meta_model(cfg):

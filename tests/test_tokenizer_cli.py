@@ -1,20 +1,10 @@
 """GPT-2 BPE ids are exact; the command line prints nanoGPT-style samples and one-line errors."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
 
 from tinygpt import CharTokenizer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_cli(*args, cwd=None):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "tinygpt", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=300)
 
 
 def test_gpt2_ids(tok):

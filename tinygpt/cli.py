@@ -1,5 +1,7 @@
-"""Command line: `python -m tinygpt sample|params|train|finetune|embed ...` (nanoGPT's habits).
+"""Command line: `python -m tinygpt sample|params|train|finetune|eval|embed ...` (nanoGPT's habits).
 
+Each subcommand is one `cmd_*` function: check the arguments, load a model through `load()` (which prints the
+offline-fallback notice), call into tinygpt, and print text or, with --json, one JSON object.
 Every failure is one line on stderr and a non-zero exit code, never a traceback.
 """
 from __future__ import annotations
@@ -20,19 +22,29 @@ class Parser(argparse.ArgumentParser):
         raise CliError(message)
 
 
-def _torch_dtype(name: str):
+def torch_dtype(name: str):
     import torch
     return getattr(torch, DTYPES[name])
 
 
-def parse_layers(text):
-    """"0,2,4" -> [0, 2, 4]; None/"" -> None (all blocks)."""
-    if text is None or not str(text).strip():
-        return None
-    try:
-        return [int(t) for t in str(text).replace(" ", "").split(",") if t != ""]
-    except ValueError:
-        raise ValueError(f"Layers must be whole numbers separated by commas, like 0,2,4 (got {text!r}).") from None
+def load(a, dtype: str = "fp32"):
+    """(model, tokenizer) for --model; the offline-fallback notice goes to stderr as one line."""
+    from .loading import load_model
+
+    model, tok = load_model(a.model, dtype=torch_dtype(dtype), hub_timeout=a.hub_timeout)
+    if model.info.fallback:
+        print(model.info.notice, file=sys.stderr)
+    return model, tok
+
+
+def emit(a, report: dict, lines) -> int:
+    """Print the report as JSON (--json) or the human-readable lines."""
+    if a.json:
+        print(json.dumps(report))
+    else:
+        for line in lines(report) if callable(lines) else lines:
+            print(line)
+    return 0
 
 
 def read_start(start: str) -> str:
@@ -45,35 +57,23 @@ def read_start(start: str) -> str:
 # ---- sample -------------------------------------------------------------------------------------
 def cmd_sample(a) -> int:
     import torch
-    from .loading import load_model
-    from .sampling import check_sampling_args, generate
+
+    from .sampling import check_sampling_args, encode_prompt, generate
 
     top_p = None if a.top_p == 1.0 else a.top_p
     check_sampling_args(a.temperature, a.top_k, a.top_p)
     if a.num_samples < 1 or a.max_new_tokens < 0:
         raise ValueError("--num-samples must be >= 1 and --max-new-tokens >= 0.")
-    layers = parse_layers(a.layers)
     start = read_start(a.start)
     torch.manual_seed(a.seed)
-    model, tok = load_model(a.model, dtype=_torch_dtype(a.dtype), hub_timeout=a.hub_timeout)
-    model.check_layers(layers)
-    ids = tok.encode(start)
-    if not ids:
-        ids = [tok.eot_token if tok.eot_token is not None else 0]
-    x = torch.tensor([ids] * a.num_samples, dtype=torch.long)
+    model, tok = load(a, a.dtype)
+    layers = None if a.layers is None else model.check_layers(a.layers)
+    x = torch.tensor([encode_prompt(tok, start)] * a.num_samples, dtype=torch.long)
     gen = torch.Generator().manual_seed(a.seed)
     out = generate(model, x, a.max_new_tokens, a.temperature, a.top_k, top_p, gen, layers=layers)
     samples = [tok.decode(row.tolist()) for row in out]
-    if model.info.fallback:
-        print(model.info.notice, file=sys.stderr)
-    if a.json:
-        print(json.dumps({"samples": samples, "model": model.info.name, "fallback": model.info.fallback,
-                          "layers": layers}))
-    else:
-        for s in samples:
-            print(s)
-            print("---------------")
-    return 0
+    report = {"samples": samples, "model": model.info.name, "fallback": model.info.fallback, "layers": layers}
+    return emit(a, report, [line for s in samples for line in (s, "---------------")])
 
 
 # ---- params ---------------------------------------------------------------------------------------
@@ -105,30 +105,30 @@ def params_config(a):
     return cfg.replace(**changes)  # replace() re-runs validate(): bad shapes raise a plain ValueError
 
 
+def params_lines(report: dict):
+    for k, v in report["params"].items():
+        yield f"{k:>14}: {v:,}"
+    i = report["inputs"]
+    yield f"memory ({i['dtype']}, {i['optimizer']}, batch {i['batch_size']}, seq {i['seq_len']}):"
+    for k, v in report["memory_bytes"].items():
+        yield f"{k:>18}: {v:,} B ({v / 2 ** 30:.2f} GiB)"
+    f = report["flops"]
+    yield f"FLOPs per token: train {f['per_token_train']:,}, inference {f['per_token_inference']:,}"
+    yield f"training FLOPs for {i['tokens']:,} tokens: {f['train_total']:.3e}"
+    yield f"GPU-hours at {i['tflops']:g} TFLOPS x {i['mfu']:.0%} utilisation: {report['gpu_hours']:,.0f}"
+
+
 def cmd_params(a) -> int:
     from .compute import estimate
 
-    cfg = params_config(a)
-    report = estimate(cfg, batch_size=a.batch_size, seq_len=a.seq_len, dtype=a.dtype, optimizer=a.optimizer,
-                      tokens=a.tokens, tflops=a.tflops, mfu=a.mfu)
-    if a.json:
-        print(json.dumps(report))
-        return 0
-    for k, v in report["params"].items():
-        print(f"{k:>14}: {v:,}")
-    i = report["inputs"]
-    print(f"memory ({i['dtype']}, {i['optimizer']}, batch {i['batch_size']}, seq {i['seq_len']}):")
-    for k, v in report["memory_bytes"].items():
-        print(f"{k:>18}: {v:,} B ({v / 2 ** 30:.2f} GiB)")
-    f = report["flops"]
-    print(f"FLOPs per token: train {f['per_token_train']:,}, inference {f['per_token_inference']:,}")
-    print(f"training FLOPs for {i['tokens']:,} tokens: {f['train_total']:.3e}")
-    print(f"GPU-hours at {i['tflops']:g} TFLOPS x {i['mfu']:.0%} utilisation: {report['gpu_hours']:,.0f}")
-    return 0
+    report = estimate(params_config(a), batch_size=a.batch_size, seq_len=a.seq_len, dtype=a.dtype,
+                      optimizer=a.optimizer, tokens=a.tokens, tflops=a.tflops, mfu=a.mfu)
+    return emit(a, report, params_lines)
 
 
-# ---- train / finetune -----------------------------------------------------------------------------
-def _progress(ev):
+# ---- train / finetune / eval ------------------------------------------------------------------------
+def print_progress(ev):
+    """The training callback of the command line: one stderr line per evaluation."""
     if ev["val_loss"] is None:
         return
     print(f"step {ev['step']}/{ev['steps_total']}: train {ev['train_loss']:.4f} val {ev['val_loss']:.4f} "
@@ -136,38 +136,34 @@ def _progress(ev):
           flush=True)
 
 
-def _finish(a, model, tok, result) -> int:
+def finish_training(a, model, tok, result, extra: dict | None = None) -> int:
     from .checkpoint import save_checkpoint
 
-    save_checkpoint(model, tok, a.out, dtype=_torch_dtype(a.save_dtype))
+    save_checkpoint(model, tok, a.out, dtype=torch_dtype(a.save_dtype))
     keys = ("steps", "train_loss", "val_loss", "val_accuracy", "tokens_per_s", "seconds")
-    summary = {k: result[k] for k in keys}
-    if a.json:
-        print(json.dumps(summary))
-    else:
-        print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
-        print(f"saved to {a.out}")
-    return 0
+    summary = {**{k: result[k] for k in keys}, **(extra or {})}
+    return emit(a, summary, lambda s: [", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                 for k, v in s.items()), f"saved to {a.out}"])
 
 
-def _train_config(a, context):
+def train_config(a, context, **extra):
     from .train import TrainConfig
     return TrainConfig(steps=a.steps, batch_size=a.batch_size, context=context, lr=a.lr, warmup=a.warmup,
                        eval_interval=a.eval_interval, seed=a.seed, weight_decay=a.weight_decay,
-                       trainable=getattr(a, "trainable", "all"), keep_best=a.keep_best)
+                       keep_best=a.keep_best, **extra)
 
 
 def cmd_train(a) -> int:
     import torch
+
     from .config import GPTConfig
-    from .data import encode_text, make_tokenizer, read_text
+    from .data import encode_text, make_tokenizer, read_text, split_tokens
     from .model import GPT
-    from .train import split_tokens, train
+    from .train import train
 
     text = read_text(a.text)
     tok = make_tokenizer(a.tokenizer, text)
-    data = encode_text(tok, text)
-    train_data, val_data = split_tokens(data, a.val_fraction)
+    train_data, val_data = split_tokens(encode_text(tok, text), a.val_fraction)
     d = a.dropout
     cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=a.block_size, n_layer=a.n_layer, n_head=a.n_head,
                     n_embd=a.n_embd, embd_pdrop=d if a.embd_pdrop is None else a.embd_pdrop,
@@ -178,80 +174,105 @@ def cmd_train(a) -> int:
     model = GPT(cfg)
     print(f"{model.num_params():,} parameters; {len(train_data):,} train / {len(val_data):,} val tokens",
           file=sys.stderr)
-    result = train(model, train_data, val_data, _train_config(a, a.block_size), callback=_progress)
-    return _finish(a, model, tok, result)
+    result = train(model, train_data, val_data, train_config(a, a.block_size), callback=print_progress)
+    return finish_training(a, model, tok, result)
 
 
 def cmd_finetune(a) -> int:
     from .data import encode_text, read_text
-    from .loading import load_model
-    from .train import split_tokens, train
+    from .finetune import finetune_config, holdout_split, trainable_copy
+    from .train import train
 
-    model, tok = load_model(a.model, hub_timeout=a.hub_timeout)
-    if model.info.fallback:
-        print(model.info.notice, file=sys.stderr)
-    data = encode_text(tok, read_text(a.text))
-    train_data, val_data = split_tokens(data, a.val_fraction)
-    context = min(a.block_size, model.config.block_size)
-    result = train(model, train_data, val_data, _train_config(a, context), callback=_progress)
-    return _finish(a, model, tok, result)
+    base, tok = load(a)
+    context = min(a.block_size, base.config.block_size)
+    train_data, val_data = holdout_split(encode_text(tok, read_text(a.text)), context, a.val_fraction)
+    cfg = finetune_config(steps=a.steps, context=context, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                          trainable=a.trainable, keep_best=a.keep_best, weight_decay=a.weight_decay,
+                          **({"warmup": a.warmup} if a.warmup is not None else {}),
+                          **({"eval_interval": a.eval_interval} if a.eval_interval is not None else {}))
+    model = trainable_copy(base, cfg.trainable)  # the loaded model stays as it was (it may be shared)
+    result = train(model, train_data, val_data, cfg, callback=print_progress)
+    return finish_training(a, model, tok, result, {"best_step": result["best_step"]})
+
+
+def cmd_eval(a) -> int:
+    import torch
+
+    from .data import encode_text, read_text, split_tokens
+    from .evaluate import evaluate
+
+    model, tok = load(a)
+    _, held_out = split_tokens(encode_text(tok, read_text(a.text)), a.val_fraction)
+    context = min(a.context, model.config.block_size)
+    torch.set_grad_enabled(False)
+    res = {**evaluate(model, held_out, context), "model": model.info.name, "fallback": model.info.fallback,
+           "context": context}
+    return emit(a, res, [f"held-out loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.1f}, "
+                         f"accuracy {res['accuracy']:.3f} on {res['tokens']:,} tokens (windows of {context})"])
 
 
 # ---- embed ------------------------------------------------------------------------------------------
 def cmd_embed(a) -> int:
     import torch
-    from .embeddings import cosine_matrix, word_vectors
-    from .loading import load_model
+
+    from .interpret.embeddings import cosine_matrix, word_vectors
 
     words = [w.strip() for w in str(a.words).split(",") if w.strip()]
     if not words:
         raise ValueError("--words needs at least one word, e.g. --words dog,city,xqzt")
-    model, tok = load_model(a.model, hub_timeout=a.hub_timeout)
-    if model.info.fallback:
-        print(model.info.notice, file=sys.stderr)
+    model, tok = load(a)
     rows = word_vectors(model, tok, words, pool=a.pool, space=a.space)
     cos = cosine_matrix(torch.stack([r["vector"] for r in rows]))  # (N, N)
     report = {"model": model.info.name, "fallback": model.info.fallback, "pool": a.pool, "space": a.space,
               "words": [{k: r[k] for k in ("word", "ids", "pieces", "norm")} for r in rows],
               "cosine": [[round(v, 6) for v in row] for row in cos.tolist()]}
-    if a.json:
-        print(json.dumps(report))
-    else:
-        width = max(len(w) for w in words)
-        for r in rows:
-            print(f"{r['word']:>{width}}  norm {r['norm']:.4f}  ids {r['ids']}  pieces {r['pieces']}")
-        print(f"cosine ({a.pool} of each word's tokens):")
-        for w, row in zip(words, cos.tolist()):
-            print(f"{w:>{width}}  " + " ".join(f"{v:+.3f}" for v in row))
-    return 0
-
-
-# ---- eval ---------------------------------------------------------------------------------------------
-def cmd_eval(a) -> int:
-    import torch
-    from .data import encode_text, read_text
-    from .loading import load_model
-    from .train import evaluate, split_tokens
-
-    model, tok = load_model(a.model, hub_timeout=a.hub_timeout)
-    _, held_out = split_tokens(encode_text(tok, read_text(a.text)), a.val_fraction)
-    torch.set_grad_enabled(False)
-    res = evaluate(model, held_out, min(a.context, model.config.block_size))
-    res.update(model=model.info.name, fallback=model.info.fallback, context=min(a.context, model.config.block_size))
-    if a.json:
-        print(json.dumps(res))
-    else:
-        print(f"held-out loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.1f}, "
-              f"accuracy {res['accuracy']:.3f} on {res['tokens']:,} tokens (windows of {res['context']})")
-    return 0
+    width = max(len(w) for w in words)
+    lines = [f"{r['word']:>{width}}  norm {r['norm']:.4f}  ids {r['ids']}  pieces {r['pieces']}" for r in rows]
+    lines += [f"cosine ({a.pool} of each word's tokens):"]
+    lines += [f"{w:>{width}}  " + " ".join(f"{v:+.3f}" for v in row) for w, row in zip(words, cos.tolist())]
+    return emit(a, report, lines)
 
 
 # ---- parser -----------------------------------------------------------------------------------------
+def model_options(default_model: str = "gpt2") -> Parser:
+    """The options every model command shares: --model, --hub-timeout, --json."""
+    p = Parser(add_help=False)
+    p.add_argument("--model", default=default_model,
+                   help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny-shakespeare, or a checkpoint directory")
+    p.add_argument("--hub-timeout", type=float, default=5.0, help="seconds to wait for the Hub before falling back")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def training_options(steps: int = 1000, lr: float = 1e-3, block_size: int = 128, batch_size: int = 16,
+                     warmup=50, eval_interval=100, keep_best: bool = False) -> Parser:
+    """The options train and finetune share."""
+    t = Parser(add_help=False)
+    t.add_argument("--text", required=True, help="UTF-8 text file to train on")
+    t.add_argument("--block-size", type=int, default=block_size, help="context length")
+    t.add_argument("--batch-size", type=int, default=batch_size)
+    t.add_argument("--steps", type=int, default=steps)
+    t.add_argument("--lr", type=float, default=lr)
+    t.add_argument("--warmup", type=int, default=warmup)
+    t.add_argument("--weight-decay", type=float, default=0.1)
+    t.add_argument("--eval-interval", type=int, default=eval_interval)
+    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--seed", type=int, default=1337)
+    t.add_argument("--save-dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    t.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=keep_best,
+                   help="end with the best-validation weights")
+    t.add_argument("--out", required=True, help="checkpoint directory to write")
+    return t
+
+
 def build_parser() -> Parser:
+    from .finetune import DEFAULTS as FT
+
     p = Parser(prog="python -m tinygpt", description="TinyGPT Lab command line")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    model = model_options()
 
-    s = sub.add_parser("sample", help="generate text (like nanoGPT's sample.py)")
+    s = sub.add_parser("sample", parents=[model], help="generate text (like nanoGPT's sample.py)")
     s.add_argument("--start", default="\n", help='prompt, or FILE:path to read it from a file')
     s.add_argument("--num-samples", type=int, default=10)
     s.add_argument("--max-new-tokens", type=int, default=500)
@@ -259,11 +280,8 @@ def build_parser() -> Parser:
     s.add_argument("--top-k", type=int, default=200)
     s.add_argument("--top-p", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=1337)
-    s.add_argument("--model", default="gpt2")
     s.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     s.add_argument("--layers", default=None, help="blocks to run, e.g. 0,2,4 (pruning)")
-    s.add_argument("--hub-timeout", type=float, default=5.0)
-    s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_sample)
 
     q = sub.add_parser("params", help="parameters, memory, FLOPs and KV cache of a configuration")
@@ -284,24 +302,7 @@ def build_parser() -> Parser:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_params)
 
-    def common_train(t):
-        t.add_argument("--text", required=True, help="UTF-8 text file to train on")
-        t.add_argument("--block-size", type=int, default=128, help="context length")
-        t.add_argument("--batch-size", type=int, default=16)
-        t.add_argument("--steps", type=int, default=1000)
-        t.add_argument("--lr", type=float, default=1e-3)
-        t.add_argument("--warmup", type=int, default=50)
-        t.add_argument("--weight-decay", type=float, default=0.1)
-        t.add_argument("--eval-interval", type=int, default=100)
-        t.add_argument("--val-fraction", type=float, default=0.1)
-        t.add_argument("--seed", type=int, default=1337)
-        t.add_argument("--save-dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
-        t.add_argument("--keep-best", action="store_true", help="end with the best-validation weights")
-        t.add_argument("--out", required=True, help="checkpoint directory to write")
-        t.add_argument("--json", action="store_true")
-
-    t = sub.add_parser("train", help="train a GPT from scratch")
-    common_train(t)
+    t = sub.add_parser("train", parents=[training_options()], help="train a GPT from scratch")
     t.add_argument("--tokenizer", choices=["char", "gpt2"], default="char")
     t.add_argument("--n-layer", type=int, default=4)
     t.add_argument("--n-head", type=int, default=4)
@@ -314,32 +315,27 @@ def build_parser() -> Parser:
     t.add_argument("--no-causal-mask", action="store_true")
     t.add_argument("--no-layernorm", action="store_true")
     t.add_argument("--no-attn-scale", action="store_true")
+    t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
 
-    v = sub.add_parser("eval", help="held-out loss of a model on the last part of a text (windows of --context)")
-    v.add_argument("--model", default="gpt2")
+    # the Fine-tune tab's defaults (tinygpt.finetune.DEFAULTS): warm-up and evaluations scale with --steps
+    f = sub.add_parser("finetune", parents=[model, training_options(
+        FT["steps"], FT["lr"], FT["context"], FT["batch_size"], None, None, FT["keep_best"])],
+        help="fine-tune a model on a text file (the loaded model is copied, never changed)")
+    f.add_argument("--trainable", default=FT["trainable"], help='"all" or "top:N" (last N blocks)')
+    f.set_defaults(func=cmd_finetune)
+
+    v = sub.add_parser("eval", parents=[model], help="held-out loss of a model on the last part of a text")
     v.add_argument("--text", required=True)
     v.add_argument("--context", type=int, default=128)
     v.add_argument("--val-fraction", type=float, default=0.1)
-    v.add_argument("--hub-timeout", type=float, default=5.0)
-    v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_eval)
 
-    f = sub.add_parser("finetune", help="fine-tune a model on a text file")
-    common_train(f)
-    f.add_argument("--model", default="gpt2")
-    f.add_argument("--trainable", default="all", help='"all" or "top:N" (last N blocks)')
-    f.add_argument("--hub-timeout", type=float, default=5.0)
-    f.set_defaults(func=cmd_finetune, lr=1e-4)
-
-    e = sub.add_parser("embed", help="token ids, embedding norms and cosine similarities of words")
-    e.add_argument("--model", default="gpt2")
+    e = sub.add_parser("embed", parents=[model], help="token ids, embedding norms and cosine similarities of words")
     e.add_argument("--words", required=True, help="comma-separated, e.g. dog,city,xqzt")
     e.add_argument("--pool", choices=["first", "mean"], default="mean",
                    help="a multi-token word is its first token's embedding or the mean of its tokens'")
     e.add_argument("--space", action="store_true", help="encode ' word' (as mid-sentence) instead of 'word'")
-    e.add_argument("--hub-timeout", type=float, default=5.0)
-    e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_embed)
     return p
 

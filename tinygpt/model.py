@@ -3,14 +3,15 @@
     idx (B, T) -> wte + wpe -> drop -> h[0..n_layer-1] -> ln_f -> lm_head -> logits (B, T, vocab)
     each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
 
-Extras for teaching: `layers=[...]` runs a chosen subset/order of blocks (pruning), `return_hidden`
-exposes the residual stream after every block (logit lens, contextual embeddings), the config can turn
-off the causal mask / LayerNorm / 1/sqrt(d_k) scaling, and a `KVCache` makes generation incremental.
+`forward` always returns `(logits, loss)` (loss is None without targets), as nanoGPT. Extras for teaching:
+`layers=[...]` runs a chosen subset/order of blocks (pruning); `hidden_states` gives the residual stream after
+every block (logit lens, contextual embeddings) and `attention_weights` the softmax weights of every head; the
+config can turn off the causal mask / LayerNorm / 1/sqrt(d_k) scaling; a `KVCache` makes generation incremental.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -59,7 +60,8 @@ class CausalSelfAttention(nn.Module):
         self.causal = config.causal
         self.scale = 1.0 / math.sqrt(self.hs) if config.attn_scale else 1.0
 
-    def forward(self, x, cache: Optional[KVCache] = None, layer_slot: int = 0, return_attn: bool = False):
+    def forward(self, x, cache: Optional[KVCache] = None, layer_slot: int = 0, attn: Optional[list] = None):
+        """x (B, T, C) -> (B, T, C). attn: if a list, the softmax weights (B, nh, T, past+T) are appended."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split([C, self.n_kv_head * self.hs, self.n_kv_head * self.hs], dim=2)
         q = q.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -84,22 +86,21 @@ class CausalSelfAttention(nn.Module):
                 is_causal = True
             else:
                 mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-        if return_attn:  # explicit path: the attention weights themselves, (B, nh, T, past+T)
+        if attn is not None:  # explicit path: the attention weights themselves, (B, nh, T, past+T)
             att = (q @ k.transpose(-2, -1)) * self.scale
             if is_causal:
                 mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             if mask is not None:
                 att = att.masked_fill(~mask, float("-inf"))
             att = F.softmax(att, dim=-1)
+            attn.append(att)
             y = att @ v
         else:
-            att = None
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
                 dropout_p=self.attn_dropout if self.training else 0.0)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side
-        y = self.resid_dropout(self.c_proj(y))
-        return (y, att) if return_attn else y
+        return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
@@ -124,8 +125,8 @@ class Block(nn.Module):
         self.ln_2 = norm()
         self.mlp = MLP(config)
 
-    def forward(self, x, cache: Optional[KVCache] = None, layer_slot: int = 0):
-        x = x + self.attn(self.ln_1(x), cache, layer_slot)  # communicate across positions
+    def forward(self, x, cache: Optional[KVCache] = None, layer_slot: int = 0, attn: Optional[list] = None):
+        x = x + self.attn(self.ln_1(x), cache, layer_slot, attn)  # communicate across positions
         x = x + self.mlp(self.ln_2(x))  # compute per position
         return x
 
@@ -166,17 +167,9 @@ class GPT(nn.Module):
         """Trainable parameters, the tied matrix counted once (what GPT-2's 124M counts)."""
         return sum(p.numel() for p in self.parameters())
 
-    def check_layers(self, layers: Optional[Sequence[int]]) -> list[int]:
-        n = self.config.n_layer
-        if layers is None:
-            return list(range(n))
-        layers = list(layers)
-        if not layers:
-            raise ValueError("Choose at least one block to run.")
-        bad = [i for i in layers if not isinstance(i, int) or not 0 <= i < n]
-        if bad:
-            raise ValueError(f"Block numbers must be between 0 and {n - 1}; got {bad}.")
-        return layers
+    def check_layers(self, layers) -> list[int]:
+        """The blocks to run: None = all, else a list of block indices (or "0,2,4"), checked."""
+        return parse_layers(layers, self.config.n_layer)
 
     def new_cache(self, batch: int, max_len: int, n_blocks: Optional[int] = None) -> KVCache:
         c = self.config
@@ -184,13 +177,12 @@ class GPT(nn.Module):
         return KVCache(n_blocks or c.n_layer, batch, c.kv_heads, max_len, c.head_dim, p.dtype, p.device)
 
     # ---- forward ---------------------------------------------------------------------------
-    def forward(self, idx, targets=None, layers: Optional[Sequence[int]] = None,
-                cache: Optional[KVCache] = None, return_hidden: bool = False, last_only: bool = False):
-        """idx (B, T) token ids -> logits (B, T, vocab), or (logits, loss) when targets (B, T) are given.
+    def _run(self, idx, layers=None, cache: Optional[KVCache] = None, hidden: Optional[list] = None,
+             attn: Optional[list] = None):
+        """Embeddings and the chosen blocks: idx (B, T) -> residual stream (B, T, C) before ln_f.
 
-        layers: block indices to run, in order (None = all). cache: a KVCache; positions continue from
-        cache.pos and the cache advances by T. return_hidden: also return the residual stream after the
-        embeddings and after each run block, a list of (B, T, C). last_only: logits for the last position only.
+        hidden: if a list, receives the stream after the embeddings and after each block run.
+        attn: if a list, receives each run block's attention weights (B, nh, T, past+T).
         """
         B, T = idx.size()
         layers = self.check_layers(layers)
@@ -199,23 +191,70 @@ class GPT(nn.Module):
             raise ValueError(f"Sequence of {past + T} tokens is longer than the context ({self.config.block_size}).")
         pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        hidden = [x] if return_hidden else None
+        if hidden is not None:
+            hidden.append(x)
         for slot, i in enumerate(layers):
-            x = self.transformer.h[i](x, cache, slot)
-            if return_hidden:
+            x = self.transformer.h[i](x, cache, slot, attn)
+            if hidden is not None:
                 hidden.append(x)
         if cache is not None:
             cache.pos += T
+        return x
+
+    def logits(self, x):
+        """Residual stream (..., C) -> logits (..., vocab): the final LayerNorm, then the LM head."""
         x = self.transformer.ln_f(x)
-        if last_only:
-            x = x[:, -1:, :]  # (B, 1, C): generation only needs the next-token logits
         # as one 2-D matmul: a strided 3-D input would make some dtypes copy the (vocab, C) weight per row
-        logits = self.lm_head(x.reshape(-1, x.size(-1))).view(B, x.size(1), -1)  # (B, T, vocab)
-        out = (logits,)
+        return self.lm_head(x.reshape(-1, x.size(-1))).view(*x.shape[:-1], -1)
+
+    def forward(self, idx, targets=None, layers=None, cache: Optional[KVCache] = None, last_only: bool = False):
+        """idx (B, T) token ids -> (logits (B, T, vocab), loss), as nanoGPT; loss is None without targets.
+
+        layers: block indices to run, in order (None = all). cache: a KVCache; positions continue from
+        cache.pos and the cache advances by T. last_only: logits for the last position only, (B, 1, vocab).
+        """
+        x = self._run(idx, layers, cache)
+        if last_only:
+            x = x[:, -1:, :]  # generation only needs the next-token logits
+        logits = self.logits(x)  # (B, T, vocab)
+        loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                                    ignore_index=-1)
-            out = (logits, loss)
-        if return_hidden:
-            out = out + (hidden,)
-        return out[0] if len(out) == 1 else out
+        return logits, loss
+
+    def hidden_states(self, idx, layers=None) -> list:
+        """The residual stream after the embeddings and after each run block: len(layers) + 1 of (B, T, C).
+
+        What the logit lens and contextual embeddings read."""
+        hidden: list = []
+        self._run(idx, layers, hidden=hidden)
+        return hidden
+
+    def attention_weights(self, idx, layers=None) -> list:
+        """The softmax attention weights of each run block, exactly as the forward pass uses them:
+        one (B, n_head, T, T) per block (rows sum to 1; zero above the diagonal when causal)."""
+        attn: list = []
+        self._run(idx, layers, attn=attn)
+        return attn
+
+
+def parse_layers(spec, n_layer: int) -> list[int]:
+    """Which blocks to run. None -> all; a list of ints or text like "0, 2,4" -> that list, checked against
+    n_layer. Repeats and any order are allowed (the blocks run in the order given).
+    Raises ValueError with a plain sentence for an empty list, non-numbers or out-of-range blocks."""
+    if spec is None:
+        return list(range(n_layer))
+    if isinstance(spec, str):
+        parts = [t for t in spec.replace(" ", "").split(",") if t != ""]
+        try:
+            spec = [int(t) for t in parts]
+        except ValueError:
+            raise ValueError(f"Layers must be whole numbers separated by commas, like 0,2,4 (got {spec!r}).") from None
+    layers = list(spec)
+    if not layers:
+        raise ValueError(f"Choose at least one block to run, e.g. 0,2,4 (blocks are numbered 0 to {n_layer - 1}).")
+    bad = [i for i in layers if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_layer]
+    if bad:
+        raise ValueError(f"Block numbers must be between 0 and {n_layer - 1} for this model; got {bad}.")
+    return layers
