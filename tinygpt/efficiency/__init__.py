@@ -1,0 +1,4 @@
+"""Efficiency: attention kernels, KV cache, GQA, profiling, fast inference paths."""
+from .flash import attention_memory_prediction, flash_attention, flash_attention_trace, standard_attention
+
+__all__ = ["attention_memory_prediction", "flash_attention", "flash_attention_trace", "standard_attention"]
