@@ -67,6 +67,7 @@ def _flash_forward(q, k, v, causal: bool, block_q: int, block_k: int, scale: flo
     """The FA-2 forward loop. If `steps` is a list (B = H = 1 only), append one dict per tile and per block end."""
     B, H, Tq, _ = q.shape  # (B, H, Tq, hs)
     Tk = k.shape[2]
+    # line 2: the output O, written one block of rows at a time.
     out = torch.empty(B, H, Tq, v.shape[-1], dtype=q.dtype, device=q.device)  # (B, H, Tq, hs)
     # Algorithm 1 line 1: Tr = ceil(Tq / Br) query blocks, Tc = ceil(Tk / Bc) key/value blocks; the last block
     # of each may be shorter, so any T works.
@@ -110,10 +111,10 @@ def _flash_forward(q, k, v, causal: bool, block_q: int, block_k: int, scale: flo
             if steps is not None:
                 steps.append(_tile_step(r0, r1, c0, c1, False, masked, m, l, m_new, l_new, alpha, S_shown))
             m, l = m_new, l_new
-        # line 12: O_i = diag(l_i)^-1 O_i, the only division, once per query block.
+        # line 12: O_i = diag(l_i)^-1 O_i, the only division, once per query block; line 14: write O_i out.
         out[:, :, r0:r1] = (O / l.unsqueeze(-1)).to(q.dtype)
-        # line 13: L_i = m_i + log(l_i), the logsumexp the backward pass needs (lines 13-15 write it to HBM);
-        # the forward output does not need it, so only the trace reports it.
+        # line 13: L_i = m_i + log(l_i), the logsumexp the backward pass needs (line 15 writes it to HBM); the
+        # forward output does not need it, so only the trace reports it.
         if steps is not None:
             steps.append({"kind": "finalise", "rows": [r0, r1], "m": m[0, 0].tolist(),
                           "l": l[0, 0].tolist(), "logsumexp": (m + torch.log(l))[0, 0].tolist(),
