@@ -11,6 +11,16 @@ from torch.utils._pytree import tree_leaves
 from tinygpt.efficiency import attention_memory_prediction, flash_attention, flash_attention_trace, standard_attention
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiled loop runs thousands of tiny ops: on a busy 2-core machine each one waiting at a thread-pool barrier
+    makes this file 10x slower, so it runs on one thread (and restores the setting for the other test files)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def qkv(B, H, Tq, hs, Tk=None, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     Tk = Tq if Tk is None else Tk
