@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Optional
 
 GPT2_VOCAB = 50257  # 50,000 BPE merges + 256 byte tokens + <|endoftext|>
+POS_ENCODINGS = ("learned", "sinusoidal", "rope", "none")
+MLPS = ("gelu", "gated")
+NORMS = ("layernorm", "rmsnorm")
 
 
 @dataclass
@@ -27,8 +30,18 @@ class GPTConfig:
     resid_pdrop: float = 0.0  # dropout on each block's output before it joins the shortcut (residual)
     layer_norm_epsilon: float = 1e-5  # LayerNorm's epsilon, as in GPT-2
     causal: bool = True  # causal mask: position t only sees positions <= t (off = the "no mask" experiment)
-    layernorm: bool = True  # LayerNorms on (off = ablation: the residual stream is left unnormalised)
+    layernorm: bool = True  # normalisation layers on (off = ablation: the residual stream is left unnormalised)
     attn_scale: bool = True  # divide attention scores by sqrt(head size) (off = ablation)
+    # ---- architecture options beyond GPT-2 (the defaults are GPT-2's) ----
+    pos_encoding: str = "learned"  # "learned" (GPT-2's wpe), "sinusoidal" (fixed table), "rope" (rotary), "none"
+    rope_base: float = 10000.0  # RoPE's base: pair i turns by position * base^(-2i/head_dim)
+    head_size: Optional[int] = None  # width of each head; None = n_embd // n_head (set it to decouple, as GPT-3 XL)
+    mlp: str = "gelu"  # "gelu" (GPT-2: c_fc, GELU, c_proj) or "gated" (LLaMA's SwiGLU: c_fc and c_gate, SiLU, c_proj)
+    norm: str = "layernorm"  # "layernorm" (weight + bias) or "rmsnorm" (weight only, LLaMA)
+    qkv_bias: Optional[bool] = None  # biases on q, k, v only (Qwen2: True with bias False); None = same as bias
+    n_experts: int = 0  # Mixture-of-Experts: expert MLPs per block with a router (0 = the dense MLP)
+    moe_top_k: int = 1  # experts each token is sent to (1 = Switch Transformer routing)
+    moe_aux_weight: float = 0.01  # weight of the load-balancing loss added to the training loss
 
     def __post_init__(self):
         self.validate()
@@ -36,7 +49,17 @@ class GPTConfig:
     # ---- derived sizes -------------------------------------------------------------------
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        """Width of one attention head (q, k and v alike)."""
+        return self.n_embd // self.n_head if self.head_size is None else self.head_size
+
+    @property
+    def attn_dim(self) -> int:
+        """Width of all query heads side by side: n_head * head_dim (= n_embd in GPT-2)."""
+        return self.n_head * self.head_dim
+
+    @property
+    def has_qkv_bias(self) -> bool:
+        return self.bias if self.qkv_bias is None else self.qkv_bias
 
     @property
     def kv_heads(self) -> int:
@@ -56,14 +79,30 @@ class GPTConfig:
             raise ValueError(f"n_kv_head must be a positive whole number (got {self.n_kv_head!r}).")
         if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner < 1):
             raise ValueError(f"n_inner must be a positive whole number (got {self.n_inner!r}).")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}).")
+        if self.head_size is not None and (not isinstance(self.head_size, int) or self.head_size < 1):
+            raise ValueError(f"head_size must be a positive whole number (got {self.head_size!r}).")
+        if self.head_size is None and self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}), or set the head "
+                             f"size explicitly.")
         if self.n_head % self.kv_heads:
             raise ValueError(f"n_head ({self.n_head}) must be divisible by n_kv_head ({self.kv_heads}).")
         for name in ("embd_pdrop", "attn_pdrop", "resid_pdrop"):
             p = getattr(self, name)
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{name} must be in [0, 1) (got {p!r}).")
+        for name, allowed in (("pos_encoding", POS_ENCODINGS), ("mlp", MLPS), ("norm", NORMS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r}).")
+        if self.pos_encoding == "rope" and self.head_dim % 2:
+            raise ValueError(f"RoPE turns pairs of numbers, so the head size must be even (got {self.head_dim}).")
+        if not self.rope_base > 1:
+            raise ValueError(f"rope_base must be larger than 1 (got {self.rope_base!r}).")
+        if not isinstance(self.n_experts, int) or self.n_experts < 0 or self.n_experts == 1:
+            raise ValueError(f"n_experts must be 0 (dense) or at least 2 (got {self.n_experts!r}).")
+        if self.n_experts and not 1 <= self.moe_top_k <= self.n_experts:
+            raise ValueError(f"moe_top_k must be between 1 and n_experts ({self.n_experts}) (got {self.moe_top_k!r}).")
+        if not self.moe_aux_weight >= 0:
+            raise ValueError(f"moe_aux_weight must be >= 0 (got {self.moe_aux_weight!r}).")
 
     # ---- presets -------------------------------------------------------------------------
     @classmethod
@@ -102,7 +141,11 @@ class GPTConfig:
             "bos_token_id": 50256,
             "eos_token_id": 50256,
             "tinygpt": {"bias": self.bias, "n_kv_head": self.n_kv_head, "causal": self.causal,
-                        "layernorm": self.layernorm, "attn_scale": self.attn_scale},
+                        "layernorm": self.layernorm, "attn_scale": self.attn_scale,
+                        # architecture options: a checkpoint using any non-GPT-2 value loads only in tinygpt
+                        "pos_encoding": self.pos_encoding, "rope_base": self.rope_base, "head_size": self.head_size,
+                        "mlp": self.mlp, "norm": self.norm, "qkv_bias": self.qkv_bias, "n_experts": self.n_experts,
+                        "moe_top_k": self.moe_top_k, "moe_aux_weight": self.moe_aux_weight},
         }
 
     @classmethod

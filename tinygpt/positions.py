@@ -21,11 +21,16 @@ def sinusoidal_encoding(n_positions: int, dim: int) -> torch.Tensor:
         raise ValueError(f"The number of positions must be a whole number of at least 1, got {n_positions}.")
     if not isinstance(dim, int) or dim < 1:
         raise ValueError(f"The encoding size must be a whole number of at least 1, got {dim}.")
+    return sinusoidal_rows(torch.arange(n_positions), dim)
+
+
+def sinusoidal_rows(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """The rows of the sinusoidal table at integer positions (T,): (T, dim) float32."""
     # float64 angles: p * freq for large p would lose digits in float32 before the sin/cos.
-    p = torch.arange(n_positions, dtype=torch.float64).unsqueeze(1)  # (P, 1)
-    two_i = (torch.arange(dim) // 2 * 2).to(torch.float64)  # (dim,) 0, 0, 2, 2, 4, 4, ...
-    angle = p / 10000.0 ** (two_i / dim)  # (P, dim)
-    pe = torch.where(torch.arange(dim) % 2 == 0, torch.sin(angle), torch.cos(angle))
+    p = positions.to(torch.float64).unsqueeze(1)  # (T, 1)
+    two_i = (torch.arange(dim, device=positions.device) // 2 * 2).to(torch.float64)  # (dim,) 0, 0, 2, 2, 4, ...
+    angle = p / 10000.0 ** (two_i / dim)  # (T, dim)
+    pe = torch.where(torch.arange(dim, device=positions.device) % 2 == 0, torch.sin(angle), torch.cos(angle))
     return pe.to(torch.float32)
 
 
