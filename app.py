@@ -26,13 +26,18 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
     with gr.Blocks(title="TinyGPT Lab") as demo:
         gr.Markdown("# 🔬 TinyGPT Lab\nOpen up a GPT and see how it works: every number on these tabs is computed"
                     " live from the model.")
-        with gr.Tabs():
-            sampling.build(models, default_model)
-            calculator.build()
-            embeddings.build(models, default_model)
-            pruning.build(models, default_model)
-            finetune.build(models, sessions, default_model)
-            train.build(sessions)
+        # Tabs are grouped as a lecture is, so the top bar stays short enough to read on a projector.
+        with gr.Tabs(elem_id="groups"):
+            with gr.Tab("Generate", id="generate"), gr.Tabs():
+                sampling.build(models, default_model)
+                pruning.build(models, default_model)
+            with gr.Tab("Inside the model", id="inside"), gr.Tabs():
+                embeddings.build(models, default_model)
+            with gr.Tab("Train", id="training"), gr.Tabs():
+                train.build(sessions)
+                finetune.build(models, sessions, default_model)
+            with gr.Tab("Compute & efficiency", id="compute"), gr.Tabs():
+                calculator.build()
 
         def end_session(request: gr.Request):
             sessions.drop(request)  # free this user's fine-tuned / trained models

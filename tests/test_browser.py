@@ -86,8 +86,15 @@ def plot_image(pg, elem_id):
     return pg.locator(f"#{elem_id} img").first.get_attribute("src")
 
 
+GROUPS = {"Sampling": "Generate", "Layer pruning": "Generate", "Embeddings": "Inside the model",
+          "Train from scratch": "Train", "Fine-tune": "Train", "Parameters & compute": "Compute & efficiency"}
+
+
 def open_tab(pg, name):
-    pg.get_by_role("tab", name=name).click()
+    """Open a tab inside its group (the top bar holds the groups)."""
+    pg.get_by_role("tab", name=GROUPS[name], exact=True).click()
+    pg.wait_for_timeout(300)
+    pg.get_by_role("tab", name=name, exact=True).click()
     pg.wait_for_timeout(500)
 
 
