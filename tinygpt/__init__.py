@@ -15,6 +15,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .compute import activation_bytes, estimate, flops_per_token, gpu_hours, kv_cache_bytes, training_memory
 from .config import PRESETS, GPTConfig
 from .evaluate import TokenScores, evaluate, ngram_stats, perplexity, token_logprobs
+from .interpret.attention import attention_maps
 from .interpret.embeddings import (
                                    contextual_similarity,
                                    cosine_matrix,
@@ -27,6 +28,7 @@ from .interpret.pruning import logit_lens, named_layers, run_configuration
 from .loading import EMBEDDED_NAME, HUB_MODELS, ModelCache, ModelInfo, load_model
 from .model import GPT, KVCache, parse_layers
 from .params import approx_parameters, count_parameters, parameter_breakdown
+from .positions import apply_rope, sinusoidal_encoding
 from .sampling import (
                                    distribution_summary,
                                    encode_prompt,
@@ -54,4 +56,5 @@ __all__ = [
     "evaluate", "perplexity", "token_logprobs", "TokenScores", "ngram_stats",
     "word_vectors", "cosine_matrix", "nearest_neighbours", "vocab_norms", "pca_2d", "contextual_similarity",
     "named_layers", "run_configuration", "logit_lens",
+    "attention_maps", "sinusoidal_encoding", "apply_rope",
 ]
