@@ -10,7 +10,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics unles
 
 import gradio as gr  # noqa: E402
 
-from tabs import calculator, embeddings, finetune, pruning, sampling, train  # noqa: E402
+from tabs import attention, calculator, embeddings, finetune, positions, pruning, sampling, train  # noqa: E402
 from tabs.common import SAMPLE_CSS  # noqa: E402
 from tabs.sessions import SessionStore  # noqa: E402
 from tinygpt import ModelCache  # noqa: E402
@@ -33,6 +33,8 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
                 pruning.build(models, default_model)
             with gr.Tab("Inside the model", id="inside"), gr.Tabs():
                 embeddings.build(models, default_model)
+                attention.build(models, default_model)
+                positions.build(models, default_model)
             with gr.Tab("Train", id="training"), gr.Tabs():
                 train.build(sessions)
                 finetune.build(models, sessions, default_model)

@@ -50,16 +50,31 @@ def get_corpus(choice, file, lossy=False) -> tuple[str, str]:
         return text, f"{e} Using the offline Python-docs corpus instead ({len(text):,} characters)."
 
 
-def run_config(vocab, block, n_layer, n_head, n_embd, drops, causal, layernorm, attn_scale):
+def run_config(vocab, block, n_layer, n_head, n_embd, drops, causal, layernorm, attn_scale, pos_encoding="learned"):
     return tinygpt.GPTConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                              embd_pdrop=drops[0], attn_pdrop=drops[1], resid_pdrop=drops[2], causal=bool(causal),
-                             layernorm=bool(layernorm), attn_scale=bool(attn_scale))
+                             layernorm=bool(layernorm), attn_scale=bool(attn_scale), pos_encoding=pos_encoding)
+
+
+POS_LABELS = {"learned": "learned positions", "sinusoidal": "sinusoidal positions", "rope": "RoPE",
+              "none": "no positional encoding"}
+
+
+def check_pos(value) -> str:
+    """A run's position encoding (default learned, as GPT-2)."""
+    v = "learned" if value in (None, "") else str(value).strip().lower()
+    if v not in POS_LABELS:
+        raise UserError(f"Position encoding must be one of {', '.join(POS_LABELS)} (got {value!r}).")
+    return v
 
 
 def describe_run(cfg) -> str:
     off = [n for n, v in (("causal mask", cfg.causal), ("LayerNorm", cfg.layernorm),
                           ("1/√d_k scaling", cfg.attn_scale)) if not v]
-    return "full model" if not off else "no " + ", no ".join(off)
+    text = "full model" if not off else "no " + ", no ".join(off)
+    if cfg.pos_encoding != "learned":  # GPT-2's learned wpe is the default and goes unmentioned
+        text = POS_LABELS[cfg.pos_encoding] if not off else f"{text}, {POS_LABELS[cfg.pos_encoding]}"
+    return text
 
 
 def curves_figure(hist: dict, labels: dict):
@@ -125,6 +140,22 @@ def explain(results: dict, cfgs: dict, samples: dict, tok_kind: str) -> str:
             lines.append(f"* Run {k} has **no 1/√d_k scaling**: the dot products q·k have a standard deviation of "
                          f"about √d_k = {math.sqrt(c.head_dim):.1f} times larger, so the softmax saturates towards "
                          f"one-hot attention with vanishing gradients (final val loss {r['val_loss']:.3f}).")
+    pos = {k: cfgs[k].pos_encoding for k in results}
+    if len(set(pos.values())) > 1 and all(cfgs[k].causal for k in results):
+        (ka, ra), (kb, rb) = sorted(results.items(), key=lambda kv: kv[1]["val_loss"])
+        lines.append(
+            f"* **Position encodings:** run {ka} ({POS_LABELS[pos[ka]]}) ends at a validation loss of"
+            f" **{ra['val_loss']:.3f}**, run {kb} ({POS_LABELS[pos[kb]]}) at **{rb['val_loss']:.3f}** (a difference"
+            f" of {rb['val_loss'] - ra['val_loss']:.3f} nats/token).")
+        if "none" in pos.values():
+            lines.append(
+                "* A model with **no positional encoding** still learns something about order: the causal mask"
+                " lets position t attend to exactly t + 1 tokens, so attention can count. Bag-of-words it is not, but"
+                " it has to work harder for the same information.")
+        if "rope" in pos.values():
+            lines.append(
+                "* **RoPE** adds no parameters: it turns q and k by the position, so every attention score depends"
+                " only on the distance between the two tokens, in every layer.")
     if any(not math.isfinite(r["train_loss"]) for r in results.values()):
         lines.append("* A loss of NaN/inf means training diverged: lower the learning rate.")
     return "\n".join(lines)
@@ -167,7 +198,7 @@ def check_settings(n_layer, n_head, n_embd, context, steps, batch, lr, drops, sa
 @user_errors
 def on_train(sessions: SessionStore, corpus, file, tokenizer, n_layer, n_head, n_embd, context, embd_pdrop,
              attn_pdrop, resid_pdrop, steps, batch, lr, a_causal, a_ln, a_scale, b_causal, b_ln, b_scale, sample_len,
-             seed, request: gr.Request = None, progress=gr.Progress()):
+             seed, a_pos="learned", b_pos="learned", request: gr.Request = None, progress=gr.Progress()):
     """Stream (status, curves, samples HTML, explanation) while two runs train side by side."""
     st, notes = check_settings(n_layer, n_head, n_embd, context, steps, batch, lr,
                                (embd_pdrop, attn_pdrop, resid_pdrop), sample_len, seed)
@@ -180,8 +211,12 @@ def on_train(sessions: SessionStore, corpus, file, tokenizer, n_layer, n_head, n
         raise UserError(f"The corpus is too short: {len(data):,} tokens; it needs at least {20 * (T + 2):,} for a "
                         f"context of {T} (training windows plus a 10% validation part).")
     train_data, val_data = split_tokens(data, 0.1)
-    cfgs = {"A": run_config(tok.vocab_size, T, L, st.n_head, st.n_embd, st.drops, a_causal, a_ln, a_scale),
-            "B": run_config(tok.vocab_size, T, L, st.n_head, st.n_embd, st.drops, b_causal, b_ln, b_scale)}
+    a_pos, b_pos = check_pos(a_pos), check_pos(b_pos)
+    if "rope" in (a_pos, b_pos) and (st.n_embd // st.n_head) % 2:
+        raise UserError(f"RoPE turns pairs of numbers, so the head size d_model / heads must be even (got "
+                        f"{st.n_embd // st.n_head}).")
+    cfgs = {"A": run_config(tok.vocab_size, T, L, st.n_head, st.n_embd, st.drops, a_causal, a_ln, a_scale, a_pos),
+            "B": run_config(tok.vocab_size, T, L, st.n_head, st.n_embd, st.drops, b_causal, b_ln, b_scale, b_pos)}
     labels = {k: describe_run(c) for k, c in cfgs.items()}
     entry = sessions.get(request)
     stop = entry["stop"] = threading.Event()
@@ -232,7 +267,8 @@ def build(sessions: SessionStore):
     with gr.Tab("Train from scratch", id="train"):
         gr.Markdown("Train two tiny GPTs **side by side** on the same data from the same initial weights. By default"
                     " run A has the causal mask and run B does not: watch B's loss collapse towards zero and its"
-                    " text fall apart. Switch off LayerNorm or the 1/√d_k scaling to see why they matter.")
+                    " text fall apart. Switch off LayerNorm or the 1/√d_k scaling to see why they matter, or give both"
+                    " runs the causal mask and a different position encoding each (learned vs RoPE vs none).")
         with gr.Row():
             corpus = gr.Radio([*CORPORA, UPLOAD], value=list(CORPORA)[0], label="Corpus")
             upload = gr.File(label="Your .txt (for 'Upload')", file_types=[".txt"], type="filepath")
@@ -258,11 +294,13 @@ def build(sessions: SessionStore):
                 a_causal = gr.Checkbox(True, label="causal mask")
                 a_ln = gr.Checkbox(True, label="LayerNorm")
                 a_scale = gr.Checkbox(True, label="1/√d_k scaling")
+                a_pos = gr.Dropdown(list(POS_LABELS), value="learned", label="position encoding", elem_id="tr-a-pos")
             with gr.Column():
                 gr.Markdown("**Run B**")
                 b_causal = gr.Checkbox(False, label="causal mask")
                 b_ln = gr.Checkbox(True, label="LayerNorm")
                 b_scale = gr.Checkbox(True, label="1/√d_k scaling")
+                b_pos = gr.Dropdown(list(POS_LABELS), value="learned", label="position encoding", elem_id="tr-b-pos")
         with gr.Row():
             go = gr.Button("Train both", variant="primary")
             stop = gr.Button("Stop")
@@ -273,6 +311,6 @@ def build(sessions: SessionStore):
             explain_md = gr.Markdown()
         go.click(partial(on_train, sessions),
                  [corpus, upload, tokenizer, n_layer, n_head, n_embd, context, embd_p, attn_p, resid_p, steps, batch,
-                  lr, a_causal, a_ln, a_scale, b_causal, b_ln, b_scale, sample_len, seed],
+                  lr, a_causal, a_ln, a_scale, b_causal, b_ln, b_scale, sample_len, seed, a_pos, b_pos],
                  [status, plot, samples, explain_md], api_name="train", concurrency_id="train", concurrency_limit=1)
         stop.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)
