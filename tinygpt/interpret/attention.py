@@ -49,7 +49,8 @@ def attention_maps(model, idx, layers=None) -> list[torch.Tensor]:
     to 1; above the diagonal they are 0 when the model is causal). For a GPT-2 checkpoint these equal
     transformers' `output_attentions` with eager attention.
     """
-    return model.attention_weights(as_ids(model, idx), layers)
+    x = as_ids(model, idx)  # checks the model first: one plain sentence for anything without attention
+    return model.attention_weights(x, layers)
 
 
 @torch.no_grad()
