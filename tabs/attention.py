@@ -27,6 +27,7 @@ from PIL import Image
 from tinygpt.interpret.attention import (
     as_ids,
     attention_maps,
+    check_model,
     future_weight,
     head_patterns,
     query_key,
@@ -113,6 +114,7 @@ def token_label(piece: str) -> str:
 
 def prompt_ids(model, tok, prompt) -> tuple[list[int], list[str]]:
     """(ids, notes): the prompt checked and tokenized, cropped to the context and to the memory budget."""
+    check_model(model)
     notes: list = []
     prompt = check_prompt(prompt, notes)
     ids = tok.encode(prompt)

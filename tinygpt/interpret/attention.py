@@ -22,11 +22,16 @@ PATTERN_THRESHOLD = 0.5  # a head "is" a pattern when more than half of its weig
 BROAD_RATIO = 0.8  # entropy above 80% of the uniform row's: the head averages over what it sees
 
 
+def check_model(model) -> None:
+    """One plain sentence for anything that has no attention weights to show."""
+    if not hasattr(model, "attention_weights") or not hasattr(model, "config"):
+        raise ValueError("This model has no attention weights to show (it is not a tinygpt GPT).")
+
+
 def as_ids(model, idx) -> torch.Tensor:
     """Token ids as a (B, T) long tensor: a list of ints or a (T,) tensor becomes one row. Checked against the
     model's context length (one plain sentence when it does not fit)."""
-    if not hasattr(model, "attention_weights") or not hasattr(model, "config"):
-        raise ValueError("This model has no attention weights to show (it is not a tinygpt GPT).")
+    check_model(model)
     x = torch.as_tensor(idx)
     if x.ndim == 1:
         x = x.unsqueeze(0)
@@ -228,5 +233,5 @@ def scale_summary(res: dict) -> dict:
             "sqrt_head_dim": math.sqrt(res["head_dim"])}
 
 
-__all__ = ["PATTERNS", "as_ids", "attention_maps", "future_weight", "head_patterns", "name_pattern",
+__all__ = ["PATTERNS", "as_ids", "attention_maps", "check_model", "future_weight", "head_patterns", "name_pattern",
            "pattern_scores", "query_key", "raw_scores", "scale_removed", "scale_summary", "softmax_weights"]
