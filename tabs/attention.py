@@ -69,7 +69,8 @@ HEAT_CSS = """
 .tg-code td {vertical-align: top; padding: 1px 8px; border-bottom: 1px solid var(--border-color-primary);}
 .tg-code td.ln {opacity: .5; text-align: right;}
 .tg-code td.src {font-family: var(--font-mono); white-space: pre; font-size: 12px;}
-.tg-code td.cm {color: #2b8a3e; min-width: 300px;}
+.tg-code td.cm {color: #2b8a3e; min-width: 380px; width: 42%;}
+.tg-code-wrap {overflow-x: auto;}
 """
 
 # Hover a cell of the large heatmap: the weights travel once as uint16 (weight * 65535, base64) in data-w, the
@@ -446,7 +447,9 @@ def code_html() -> str:
     for r in commented_source():
         rows.append(f"<tr><td class='ln'>{r['lineno']}</td><td class='src'>{html.escape(r['code'])}</td>"
                     f"<td class='cm'>{html.escape(r['comment'] or '')}</td></tr>")
-    return f"<table class='tg-code'>{''.join(rows)}</table>"
+    return (f"<div class='tg-heat-cap'>The source of <code>tinygpt.model.CausalSelfAttention</code>, read live with"
+            f" <code>inspect.getsource</code>: what you see is what runs.</div>"
+            f"<div class='tg-code-wrap'><table class='tg-code'>{''.join(rows)}</table></div>")
 
 
 def params_md(model) -> str:

@@ -191,10 +191,10 @@ def test_train_tab_position_encoding_per_run():
 def test_train_endpoint_accepts_the_old_inputs(models, tiny_dir):
     """A client written before the position-encoding inputs existed (21 values) still gets an answer: gradio_client
     fills the missing trailing inputs with the dropdowns' initial value, 'learned'."""
+    from conftest import serve
     from gradio_client import Client
 
     from app import build_demo
-    from conftest import serve
 
     demo = build_demo(models, default_model=tiny_dir)
     try:
