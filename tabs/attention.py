@@ -21,16 +21,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
-from matplotlib.colors import PowerNorm
 from PIL import Image
 
 from tinygpt.interpret.attention import (
     as_ids,
-    attention_maps,
+    attention_with_qk,
     check_model,
     future_weight,
     head_patterns,
-    query_key,
     raw_scores,
     scale_removed,
     scale_summary,
@@ -164,11 +162,11 @@ def analyse(model, tok, prompt) -> dict:
     per layer, the pattern rows, the scale-removed summary, and the grid image."""
     ids, notes = prompt_ids(model, tok, prompt)
     x = as_ids(model, ids)  # (1, T)
-    maps = [m[0].float() for m in attention_maps(model, x)]  # per layer (nh, T, T)
-    qk = query_key(model, x)  # per layer (q, k), (1, nh, T, hs) each
+    maps1, qk = attention_with_qk(model, x)  # one forward pass: per layer (1, nh, T, T), and (q, k) (1, nh, T, hs)
+    maps = [m[0].float() for m in maps1]  # per layer (nh, T, T)
     causal = model.config.causal
-    rows = head_patterns([m[None] for m in maps], causal=causal)
-    sr = scale_removed(model, x, qk=qk)
+    rows = head_patterns(maps1, causal=causal)
+    sr = scale_removed(model, x, qk=qk, maps=maps1)
     for r in rows:  # the same head without the scale, next to its other scores
         r["entropy_unscaled"] = float(sr["unscaled"]["entropy"][r["layer"], r["head"]])
         r["max_weight_unscaled"] = float(sr["unscaled"]["max_weight"][r["layer"], r["head"]])
@@ -219,44 +217,68 @@ def pick_query(query, T: int) -> int:
 
 
 # ---- drawing ----------------------------------------------------------------------------------------
-def grid_figure(a: dict, name: str):
-    """All heads at once: a layers x heads mosaic of small heatmaps (max-pooled to at most 48 x 48 cells)."""
+def _rgba(w: np.ndarray) -> np.ndarray:
+    """Weights in [0, 1] (NaN = background) -> RGBA uint8 with the tab's colour map (colour = weight ** GAMMA)."""
+    rgba = (CMAP(np.clip(np.nan_to_num(w, nan=0.0), 0, 1) ** GAMMA) * 255).astype(np.uint8)
+    rgba[np.isnan(w)] = (255, 255, 255, 0)
+    return rgba
+
+
+def _png_b64(rgba: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def grid_html(a: dict, name: str) -> str:
+    """All heads at once: a layers x heads mosaic of small heatmaps (max-pooled to at most 48 x 48 cells, so a
+    diagonal line stays visible), drawn as one image; hover a tile for that head's pattern scores."""
     maps, T = a["maps"], a["T"]
     L, H = len(maps), maps[0].shape[0]
-    s = max(8, min(T, 48, 1400 // max(L, H)))
+    s = min(T, 48)
     stack = torch.stack(maps).reshape(L * H, 1, T, T)
-    small = F.adaptive_max_pool2d(stack, s).reshape(L, H, s, s) if s < T else stack.reshape(L, H, T, T)
-    gap = max(1, s // 12)
-    mosaic = np.full((L * (s + gap) - gap, H * (s + gap) - gap), np.nan, dtype=np.float32)
+    small = (F.adaptive_max_pool2d(stack, s) if s < T else stack).reshape(L, H, s, s).numpy()
+    g = max(1, s // 12)
+    mosaic = np.full((L * (s + g), H * (s + g)), np.nan, dtype=np.float32)
     for li in range(L):
         for h in range(H):
-            mosaic[li * (s + gap):li * (s + gap) + s, h * (s + gap):h * (s + gap) + s] = small[li, h].numpy()
-    cell = min(0.62, 11.0 / H, 13.0 / L)
-    fig = new_figure(max(6.5, H * cell + 1.4), max(3.5, L * cell + 1.2))
-    ax = fig.add_subplot(111)
-    im = ax.imshow(mosaic, cmap=CMAP, norm=PowerNorm(GAMMA, 0, 1), interpolation="nearest")
-    ax.set_xticks([h * (s + gap) + s / 2 for h in range(H)], [str(h) for h in range(H)], fontsize=8)
-    ax.set_yticks([li * (s + gap) + s / 2 for li in range(L)], [str(li) for li in range(L)], fontsize=8)
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.tick_params(length=0)
-    for sp in ax.spines.values():
-        sp.set_visible(False)
-    pooled = f"\neach map max-pooled to {s}x{s}" if s < T else ""
-    ax.set_title(f"{name}: every layer and head, {T} tokens{pooled}", fontsize=10)
-    fig.colorbar(im, ax=ax, shrink=0.6, label="attention weight (√ scale)")
-    return fig
+            mosaic[li * (s + g):li * (s + g) + s, h * (s + g):h * (s + g) + s] = small[li, h]
+    td = max(14.0, min(64.0, 720.0 / H))  # screen size of one tile
+    left, top = 46, 34
+    W, Hh = left + H * td + 10, top + L * td + 8
+    rows = {(r["layer"], r["head"]): r for r in a["rows"]}
+    parts = [f'<svg viewBox="0 0 {W:.0f} {Hh:.0f}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" '
+             f'style="width:100%;max-width:{W:.0f}px">',
+             f'<image x="{left}" y="{top}" width="{H * td:.1f}" height="{L * td:.1f}" preserveAspectRatio="none" '
+             f'style="image-rendering:pixelated" href="data:image/png;base64,{_png_b64(_rgba(mosaic))}"/>',
+             f'<text x="{left + H * td / 2:.0f}" y="11" font-size="12" text-anchor="middle">head</text>',
+             f'<text x="10" y="{top + L * td / 2:.0f}" font-size="12" text-anchor="middle" '
+             f'transform="rotate(-90 10 {top + L * td / 2:.0f})">layer</text>']
+    fs = 11 if td >= 22 else 8
+    for h in range(H):
+        parts.append(f'<text x="{left + (h + 0.45) * td:.1f}" y="{top - 6}" font-size="{fs}" '
+                     f'text-anchor="middle">{h}</text>')
+    for li in range(L):
+        parts.append(f'<text x="{left - 6}" y="{top + (li + 0.45) * td:.1f}" font-size="{fs}" text-anchor="end" '
+                     f'dominant-baseline="middle">{li}</text>')
+        for h in range(H):
+            r = rows[(li, h)]
+            tip = (f"layer {li}, head {h}: {r['pattern']} · previous {r['previous']:.2f} · first {r['first']:.2f}"
+                   f" · self {r['self']:.2f} · entropy {r['entropy']:.2f} nats")
+            parts.append(f'<rect x="{left + h * td:.1f}" y="{top + li * td:.1f}" width="{td:.1f}" height="{td:.1f}" '
+                         f'fill="transparent"><title>{html.escape(tip)}</title></rect>')
+    pooled = f" (each map max-pooled to {s}×{s})" if s < T else ""
+    return (f'<div class="tg-heat-cap"><b>{html.escape(name)}: every layer and head, {T} tokens{pooled}</b> · '
+            f'rows: layers, columns: heads; in each tile the queries go down and the keys across, darker = more'
+            f' weight · hover a tile for its scores</div>{"".join(parts)}</svg>')
 
 
 def _png(w: torch.Tensor, causal: bool) -> str:
     """The (T, T) weights as a PNG (one pixel per cell), masked cells light grey; base64."""
-    arr = w.clamp(0, 1).numpy() ** GAMMA
-    rgba = (CMAP(arr) * 255).astype(np.uint8)
+    rgba = _rgba(w.float().numpy())
     if causal:
-        rgba[np.triu(np.ones(arr.shape, dtype=bool), 1)] = (233, 236, 239, 255)
-    buf = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buf, format="PNG", optimize=False)
-    return base64.b64encode(buf.getvalue()).decode()
+        rgba[np.triu(np.ones(rgba.shape[:2], dtype=bool), 1)] = (233, 236, 239, 255)
+    return _png_b64(rgba)
 
 
 def heat_html(w: torch.Tensor, tokens: list, title: str, causal: bool, query: int) -> str:
@@ -370,16 +392,16 @@ def random_experiment() -> dict:
     return scale_experiment()
 
 
-def scale_figure(a: dict | None, name: str):
-    """Random q, k: max weight, entropy and softmax-gradient size vs d_k with/without the scale; and the loaded
-    model's heads with and without it (per layer)."""
+def random_figure():
+    """Random q, k: largest weight, entropy and softmax-gradient size against d_k, with and without the scale
+    (the same for every model: drawn once when the tab is built)."""
     ex = random_experiment()
     d = ex["d_values"]
-    fig = new_figure(11, 6.4)
-    axes = [fig.add_subplot(2, 2, i) for i in (1, 2, 3, 4)]
-    for ax, key, title in ((axes[0], "max_weight", "mean largest softmax weight"),
-                           (axes[1], "entropy_ratio", "entropy / ln(64)  (1 = uniform)"),
-                           (axes[2], "jacobian_norm", "softmax Jacobian norm (gradient that flows)")):
+    fig = new_figure(12, 3.4)
+    for i, (key, title) in enumerate((("max_weight", "mean largest softmax weight"),
+                                      ("entropy_ratio", f"entropy / ln({ex['n_keys']})  (1 = uniform)"),
+                                      ("jacobian_norm", "softmax Jacobian norm (the gradient)"))):
+        ax = fig.add_subplot(1, 3, i + 1)
         ax.plot(d, ex["unscaled"][key], "o-", color="#e03131", label="q·k (no scale)")
         ax.plot(d, ex["scaled"][key], "o-", color="#1c7ed6", label="q·k / √d_k")
         ax.set_xscale("log", base=2)
@@ -387,16 +409,20 @@ def scale_figure(a: dict | None, name: str):
         ax.set(title=f"random q, k: {title}", xlabel="d_k")
         ax.grid(alpha=.3)
         ax.legend(fontsize=8)
-    ax = axes[3]
-    if a is None:
-        ax.text(0.5, 0.5, "Run a prompt to measure the loaded model", ha="center", va="center")
-        ax.set_axis_off()
-    else:
-        sr = a["scale"]
-        x = list(range(len(sr["layers"])))
-        ax.plot(x, sr["scaled"]["entropy"].mean(1).tolist(), "o-", color="#1c7ed6", label="with 1/√d_k (the model)")
-        ax.plot(x, sr["unscaled"]["entropy"].mean(1).tolist(), "o-", color="#e03131", label="scale removed")
-        ax.set(title=f"{name}: mean entropy of its heads per layer", xlabel="layer", ylabel="nats")
+    return fig
+
+
+def sharpening_figure(a: dict, name: str):
+    """The loaded model's heads with and without the scale: mean entropy and largest weight per layer."""
+    sr = a["scale"]
+    x = list(range(len(sr["layers"])))
+    fig = new_figure(12, 3.2)
+    for i, (key, title, unit) in enumerate((("entropy", "mean entropy of its heads", "nats"),
+                                            ("max_weight", "mean largest weight of its heads", "weight"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.plot(x, sr["scaled"][key].mean(1).tolist(), "o-", color="#1c7ed6", label="with 1/√d_k (the model)")
+        ax.plot(x, sr["unscaled"][key].mean(1).tolist(), "o-", color="#e03131", label="scale removed")
+        ax.set(title=f"{name}: {title}, per layer", xlabel="layer", ylabel=unit)
         ax.set_xticks(x, [str(li) for li in sr["layers"]])
         ax.grid(alpha=.3)
         ax.legend(fontsize=8)
@@ -510,8 +536,8 @@ def on_attention(cache: AttentionCache, models, name, prompt, layer=0, head=0, q
     mname = info.name if info else "model"
     c = model.config
     status = " ".join([f"**{a['T']} tokens**, {c.n_layer} layers × {c.n_head} heads of {mname}."] + a["notes"])
-    return (status, grid_figure(a, mname), heat, bars, mask, scores_frame(a), patterns_md(a),
-            gr.update(choices=query_choices(a), value=q), scale_figure(a, mname), scale_md(a, mname),
+    return (status, grid_html(a, mname), heat, bars, mask, scores_frame(a), patterns_md(a),
+            gr.update(choices=query_choices(a), value=q), sharpening_figure(a, mname), scale_md(a, mname),
             graph_html(model, a["T"]))
 
 
@@ -547,7 +573,7 @@ def build(models, default_model: str = "gpt2", cache: AttentionCache | None = No
                             elem_id="att-prompt")
         go = gr.Button("Show attention", variant="primary", elem_id="att-go")
         status = gr.Markdown(elem_id="att-status")
-        grid = gr.Plot(label="Every layer (rows) and head (columns)", elem_id="att-grid")
+        grid = gr.HTML(elem_id="att-grid")
         with gr.Row():
             layer = gr.Slider(0, max(1, c0.n_layer - 1), 0, step=1, label="Layer", elem_id="att-layer")
             head = gr.Slider(0, max(1, c0.n_head - 1), 0, step=1, label="Head", elem_id="att-head")
@@ -564,8 +590,8 @@ def build(models, default_model: str = "gpt2", cache: AttentionCache | None = No
         table = gr.Dataframe(label="Per-head pattern scores", interactive=False, elem_id="att-table",
                              max_height=420)
         gr.Markdown("### Why divide by √d_k?")
-        scale_plot = gr.Plot(scale_figure(None, ""), label="√d_k: random vectors and the loaded model",
-                             elem_id="att-scale")
+        gr.Plot(random_figure(), label="Random q and k with unit-variance entries", elem_id="att-random")
+        scale_plot = gr.Plot(label="The loaded model's heads with and without 1/√d_k", elem_id="att-scale")
         with gr.Accordion("Explain", open=True):
             scale_text = gr.Markdown(scale_md(None, ""), elem_id="att-scale-md")
         with gr.Accordion("Computational graph of the loaded model", open=False):

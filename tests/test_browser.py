@@ -193,7 +193,8 @@ def test_attention_tab(page):
     page.locator("#att-prompt textarea").fill(ESSAY[:600])
     page.get_by_role("button", name="Show attention").click()
     page.wait_for_function("document.querySelector('#att-status').innerText.includes('tokens')", timeout=120_000)
-    assert plot_image(page, "att-grid") and plot_image(page, "att-scale")
+    assert page.locator("#att-grid svg image").count() == 1
+    assert plot_image(page, "att-scale") and plot_image(page, "att-random")
     hit = page.locator("#att-heat .tg-heat-hit").first
     hit.wait_for(timeout=60_000)
     box = hit.bounding_box()

@@ -4,6 +4,7 @@ without the causal mask (what position i could see) and without the 1/sqrt(d_k) 
 
     attention_maps(model, idx)   the weights exactly as the forward pass uses them, one (B, nh, T, T) per block
     query_key(model, idx)        q and k of every head, read from each block's own c_attn (after RoPE)
+    attention_with_qk(model, idx)  both from one forward pass
     softmax_weights(scores, ...) softmax of q.k^T with a chosen scale, with or without the causal mask
     pattern_scores(att)          previous / first / self weight, entropy, max weight per head
     scale_removed(model, idx)    entropy and max weight of every head with and without the 1/sqrt(d_k) scale
@@ -67,11 +68,26 @@ def query_key(model, idx, layers=None) -> list[tuple[torch.Tensor, torch.Tensor]
     (grouped-query attention) each k head is repeated for the query heads that share it. So
     softmax_weights(q @ k^T, block.attn.scale) is attention_maps(...) (tests check it to 1e-6).
     """
-    x_ids = as_ids(model, idx)
-    c = model.config
+    x = as_ids(model, idx)
     layers = model.check_layers(layers)
-    hidden = model.hidden_states(x_ids, layers)  # [embeddings, after block 1, ...]: hidden[s] enters block s
-    T = x_ids.shape[1]
+    return _qk_from_inputs(model, model.hidden_states(x, layers), layers)
+
+
+@torch.no_grad()
+def attention_with_qk(model, idx, layers=None) -> tuple[list, list]:
+    """(attention_maps(...), query_key(...)) from ONE forward pass: the pass records the weights and each block's
+    input, and q, k are recomputed from those inputs with the block's ln_1 and c_attn only."""
+    x = as_ids(model, idx)
+    layers = model.check_layers(layers)
+    hidden, maps = [], []
+    model._run(x, layers, hidden=hidden, attn=maps)  # the forward pass of attention_maps, inputs kept
+    return maps, _qk_from_inputs(model, hidden, layers)
+
+
+def _qk_from_inputs(model, hidden: list, layers: list) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """hidden[s] is the residual stream entering the s-th block run: its q and k heads, as the block makes them."""
+    c = model.config
+    T = hidden[0].shape[1]
     rope = rope_cos_sin(torch.arange(T), c.head_dim, c.rope_base) if c.pos_encoding == "rope" else None
     out = []
     for slot, i in enumerate(layers):
@@ -181,7 +197,7 @@ def future_weight(unmasked: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def scale_removed(model, idx, layers=None, qk: Optional[list] = None) -> dict:
+def scale_removed(model, idx, layers=None, qk: Optional[list] = None, maps: Optional[list] = None) -> dict:
     """How much sharper every head becomes when its scores are not divided by sqrt(d_k).
 
     For each block run and head the softmax is recomputed from the model's own q.k^T (query_key) twice: with
@@ -189,24 +205,27 @@ def scale_removed(model, idx, layers=None, qk: Optional[list] = None) -> dict:
     {layers, head_dim, factor (= 1 / the model's scale), causal,
      scaled: {entropy, max_weight, entropy_ratio} each (n_layers_run, nh) float32, unscaled: {...} likewise,
      score_std: (n_layers_run,) std of the scaled visible scores}. Means over queries 1 .. T-1 as pattern_scores.
-    qk: the output of query_key for these ids, when already computed (it is not recomputed).
+    qk, maps: the outputs of query_key / attention_maps for these ids when already computed (attention_with_qk
+    gives both from one pass); the model's own weights then stand for the scaled softmax.
     """
     layers = model.check_layers(layers)
-    qk = query_key(model, idx, layers) if qk is None else qk
+    if qk is None:
+        maps, qk = attention_with_qk(model, idx, layers)
     c = model.config
     out = {"layers": layers, "head_dim": c.head_dim, "causal": c.causal, "scaled": {}, "unscaled": {},
            "score_std": []}
     keys = ("entropy", "max_weight", "entropy_ratio")
     per = {"scaled": {k: [] for k in keys}, "unscaled": {k: [] for k in keys}}
     scale = None
-    for (q, k), i in zip(qk, layers):
+    for slot, ((q, k), i) in enumerate(zip(qk, layers)):
         scale = model.transformer.h[i].attn.scale
         s = raw_scores(q, k)  # (B, nh, T, T)
         T = s.shape[-1]
         vis = torch.ones(T, T, dtype=torch.bool).tril() if c.causal else torch.ones(T, T, dtype=torch.bool)
         out["score_std"].append(float((s * scale)[..., vis].std()) if vis.sum() > 1 else 0.0)
         for label, sc in (("scaled", scale), ("unscaled", 1.0)):
-            p = pattern_scores(softmax_weights(s, sc, c.causal), c.causal)
+            w = maps[slot].float() if label == "scaled" and maps is not None else softmax_weights(s, sc, c.causal)
+            p = pattern_scores(w, c.causal)
             for key in keys:
                 per[label][key].append(p[key].mean(0))  # (nh,) batch averaged
     for label in per:
@@ -233,5 +252,6 @@ def scale_summary(res: dict) -> dict:
             "sqrt_head_dim": math.sqrt(res["head_dim"])}
 
 
-__all__ = ["PATTERNS", "as_ids", "attention_maps", "check_model", "future_weight", "head_patterns", "name_pattern",
-           "pattern_scores", "query_key", "raw_scores", "scale_removed", "scale_summary", "softmax_weights"]
+__all__ = ["PATTERNS", "as_ids", "attention_maps", "attention_with_qk", "check_model", "future_weight",
+           "head_patterns", "name_pattern", "pattern_scores", "query_key", "raw_scores", "scale_removed",
+           "scale_summary", "softmax_weights"]
