@@ -28,7 +28,7 @@ from tinygpt.interpret.attention import (
     attention_with_qk,
     check_model,
     future_weight,
-    head_patterns,
+    pattern_rows,
     raw_scores,
     scale_removed,
     scale_summary,
@@ -165,8 +165,8 @@ def analyse(model, tok, prompt) -> dict:
     maps1, qk = attention_with_qk(model, x)  # one forward pass: per layer (1, nh, T, T), and (q, k) (1, nh, T, hs)
     maps = [m[0].float() for m in maps1]  # per layer (nh, T, T)
     causal = model.config.causal
-    rows = head_patterns(maps1, causal=causal)
-    sr = scale_removed(model, x, qk=qk, maps=maps1)
+    sr = scale_removed(model, x, qk=qk, maps=maps1)  # pattern scores with the scale (the model's) and without
+    rows = pattern_rows(sr["scaled"], sr["layers"])
     for r in rows:  # the same head without the scale, next to its other scores
         r["entropy_unscaled"] = float(sr["unscaled"]["entropy"][r["layer"], r["head"]])
         r["max_weight_unscaled"] = float(sr["unscaled"]["max_weight"][r["layer"], r["head"]])

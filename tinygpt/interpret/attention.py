@@ -178,11 +178,17 @@ def head_patterns(maps: Sequence[torch.Tensor], layers: Optional[Sequence[int]] 
     """One row per (layer, head) for a list of (B, nh, T, T) maps (batch averaged): layer, head, previous, first,
     self, max_weight, entropy, entropy_ratio (floats) and pattern (its name)."""
     layers = list(range(len(maps))) if layers is None else list(layers)
+    per = [{k: v.mean(0) if v.ndim > 1 else v for k, v in pattern_scores(att, causal).items()} for att in maps]
+    return pattern_rows({k: torch.stack([p[k] for p in per]) for k in per[0]}, layers)
+
+
+def pattern_rows(scores: dict, layers: Sequence[int]) -> list[dict]:
+    """Rows {layer, head, previous, first, self, max_weight, entropy, entropy_ratio, pattern} from pattern scores
+    stacked per layer: {name: (n_layers, nh)} (as scale_removed's "scaled" and "unscaled")."""
     rows = []
-    for layer, att in zip(layers, maps):
-        s = {k: v.mean(0) if v.ndim > 1 else v for k, v in pattern_scores(att, causal).items()}  # (nh,) each
-        for h in range(att.shape[-3]):
-            r = {"layer": int(layer), "head": h, **{k: float(v[h]) for k, v in s.items()}}
+    for li, layer in enumerate(layers):
+        for h in range(scores["entropy"].shape[1]):
+            r = {"layer": int(layer), "head": h, **{k: float(v[li, h]) for k, v in scores.items()}}
             r["pattern"] = name_pattern(r["previous"], r["first"], r["self"], r["entropy_ratio"])
             rows.append(r)
     return rows
@@ -203,7 +209,8 @@ def scale_removed(model, idx, layers=None, qk: Optional[list] = None, maps: Opti
     For each block run and head the softmax is recomputed from the model's own q.k^T (query_key) twice: with
     the block's scale (the real weights) and with scale 1 (the scores sqrt(head_dim) times larger). Returns
     {layers, head_dim, factor (= 1 / the model's scale), causal,
-     scaled: {entropy, max_weight, entropy_ratio} each (n_layers_run, nh) float32, unscaled: {...} likewise,
+     scaled: {previous, first, self, max_weight, entropy, entropy_ratio} (the names of pattern_scores) each
+     (n_layers_run, nh) float32, batch averaged; unscaled: {...} likewise,
      score_std: (n_layers_run,) std of the scaled visible scores}. Means over queries 1 .. T-1 as pattern_scores.
     qk, maps: the outputs of query_key / attention_maps for these ids when already computed (attention_with_qk
     gives both from one pass); the model's own weights then stand for the scaled softmax.
@@ -214,15 +221,16 @@ def scale_removed(model, idx, layers=None, qk: Optional[list] = None, maps: Opti
     c = model.config
     out = {"layers": layers, "head_dim": c.head_dim, "causal": c.causal, "scaled": {}, "unscaled": {},
            "score_std": []}
-    keys = ("entropy", "max_weight", "entropy_ratio")
+    keys = ("previous", "first", "self", "max_weight", "entropy", "entropy_ratio")
     per = {"scaled": {k: [] for k in keys}, "unscaled": {k: [] for k in keys}}
     scale = None
     for slot, ((q, k), i) in enumerate(zip(qk, layers)):
         scale = model.transformer.h[i].attn.scale
         s = raw_scores(q, k)  # (B, nh, T, T)
         T = s.shape[-1]
-        vis = torch.ones(T, T, dtype=torch.bool).tril() if c.causal else torch.ones(T, T, dtype=torch.bool)
-        out["score_std"].append(float((s * scale)[..., vis].std()) if vis.sum() > 1 else 0.0)
+        vis = torch.ones(T, T, dtype=torch.bool)
+        vis = vis.tril() if c.causal else vis
+        out["score_std"].append(float(s[..., vis].std()) * scale if vis.sum() > 1 else 0.0)
         for label, sc in (("scaled", scale), ("unscaled", 1.0)):
             w = maps[slot].float() if label == "scaled" and maps is not None else softmax_weights(s, sc, c.causal)
             p = pattern_scores(w, c.causal)
@@ -253,5 +261,5 @@ def scale_summary(res: dict) -> dict:
 
 
 __all__ = ["PATTERNS", "as_ids", "attention_maps", "attention_with_qk", "check_model", "future_weight",
-           "head_patterns", "name_pattern", "pattern_scores", "query_key", "raw_scores", "scale_removed",
-           "scale_summary", "softmax_weights"]
+           "head_patterns", "name_pattern", "pattern_rows", "pattern_scores", "query_key", "raw_scores",
+           "scale_removed", "scale_summary", "softmax_weights"]
