@@ -254,7 +254,10 @@ def test_train_tab_position_encodings(page):
     pick(page, "tr-a-pos", "rope")
     pick(page, "tr-b-pos", "none")
     page.get_by_role("button", name="Train both").click()
-    page.wait_for_function("document.querySelector('#tr-status').innerText.includes('Done')", timeout=300_000)
+    # an earlier run may have left "Done" on the page: wait for this run's labels and the end of its stream
+    page.wait_for_function("document.querySelector('#tr-samples').innerText.includes('A: RoPE') && "
+                           "!document.querySelector('#tr-samples').innerText.includes('waiting') && "
+                           "document.querySelector('#tr-status').innerText.includes('Done')", timeout=300_000)
     samples = page.locator("#tr-samples").inner_text()
     assert "RoPE" in samples and "no positional encoding" in samples
     shot(page, "09_train_positions")
