@@ -24,6 +24,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from tinygpt.interpret.attention import (
+    PATTERN_THRESHOLD,
     as_ids,
     attention_with_qk,
     check_model,
@@ -350,18 +351,21 @@ def scores_frame(a: dict) -> pd.DataFrame:
 
 
 def patterns_md(a: dict) -> str:
-    """The strongest head of each pattern, with its numbers."""
-    rows = a["rows"]
-    lines = ["**Strongest heads by pattern** (means over queries 1 … T−1; a sentence of a few tokens is noisy,"
-             " a paragraph gives stable numbers):", ""]
+    """The strongest head of each pattern, with its numbers, against what uniform attention would give."""
+    rows, T = a["rows"], a["T"]
+    uniform = sum(1 / (i + 1) for i in range(1, T)) / max(1, T - 1) if a["causal"] else 1 / T
+    lines = [f"**Strongest heads by pattern** (means over queries 1 … T−1; a head spreading its weight uniformly"
+             f" over what it may see would give **{uniform:.0%}** to each of these):", ""]
     for key, what, why in (
             ("previous", "previous-token", "copies information from the token just before (half of an induction"
                                            " circuit)"),
-            ("first", "first-token (attention sink)", "parks weight on token 0 when it has nothing to look for"),
+            ("first", "first-token (attention sink)", "parks its weight on token 0 when it has nothing to look for"),
             ("self", "self / diagonal", "looks at its own token")):
         r = max(rows, key=lambda r: r[key])
+        verdict = (f"it {why}" if r[key] > PATTERN_THRESHOLD else
+                   f"no head of this model is dominated by this pattern on this prompt (above {PATTERN_THRESHOLD:.0%})")
         lines.append(f"* **{what}**: layer {r['layer']}, head {r['head']} puts **{r[key]:.0%}** of its weight"
-                     f" there on average: it {why}.")
+                     f" there on average ({r[key] / max(uniform, 1e-12):.1f}× uniform): {verdict}.")
     counts = pd.Series([r["pattern"] for r in rows]).value_counts()
     lines.append("* Heads by name: " + ", ".join(f"{n} **{k}**" for k, n in counts.items()) +
                  " (a head is named after a pattern holding more than half its weight; 'broad' spreads almost"
@@ -379,11 +383,13 @@ def mask_md(model, a: dict, layer: int, head: int, query: int) -> str:
     fut = future_weight(un)  # (T,)
     T = a["T"]
     mean = float(fut[:-1].mean()) if T > 1 else 0.0
+    this = (f"query {query}, the last token, has no later tokens" if query == T - 1 else
+            f"query {query}: {float(fut[query]):.0%}")
     return (f"**The causal mask, layer {layer} head {head}.** With the mask, query *i* spreads its weight over keys"
             f" 0 … *i* only; every cell above the diagonal is exactly 0. Without it (softmax over all {T} keys), the"
-            f" queries would put on average **{mean:.0%}** of their weight on *later* tokens (query {query}:"
-            f" {float(fut[query]):.0%}). The model never trained that way, so this is what position *i* could see,"
-            " not what it does; a model trained without the mask learns to read the next token directly and its"
+            f" queries would put on average **{mean:.0%}** of their weight on *later* tokens ({this}). The model"
+            " never trained that way, so this is what position *i* could see, not what it does; a model trained"
+            " without the mask learns to read the next token directly and its"
             " loss collapses (Train from scratch, run B).")
 
 
