@@ -350,6 +350,10 @@ def test_cli_attention_json(tiny_dir, tok):
     assert torch.equal(torch.tensor(json.loads(r.stdout)["weights"], dtype=torch.float64), w[:2])
     r = run_cli("attention", "--model", tiny_dir, "--text", text)
     assert r.returncode == 0 and "previous" in r.stdout and "pattern" in r.stdout
+    long = text * 20  # more tokens than the context of 64: the first 64 are kept, and the note says so
+    r = run_cli("attention", "--model", tiny_dir, "--text", long, "--layers", "0", "--json")
+    assert r.returncode == 0 and "kept the first 64" in r.stderr
+    assert json.loads(r.stdout)["tokens"] == [tok.piece(i) for i in tok.encode(long)[:64]]
     for bad, msg in ((["--text", " "], "empty"), (["--text", "hi", "--layers", "9"], "between 0 and 3")):
         r = run_cli("attention", "--model", tiny_dir, *bad)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr

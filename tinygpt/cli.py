@@ -249,8 +249,8 @@ def cmd_attention(a) -> int:
         raise ValueError("--text gives no tokens.")
     block = model.config.block_size
     if len(ids) > block:
-        print(f"note: {len(ids)} tokens is longer than the context; kept the last {block}.", file=sys.stderr)
-        ids = ids[-block:]
+        print(f"note: {len(ids)} tokens is longer than the context; kept the first {block}.", file=sys.stderr)
+        ids = ids[:block]
     layers = model.check_layers(a.layers)
     maps = attention_maps(model, torch.tensor([ids]), layers)  # per block: (1, nh, T, T)
     report = {"tokens": [tok.piece(i) for i in ids],
