@@ -189,18 +189,27 @@ def pick(pg, elem_id, option):
 
 
 def test_attention_tab(page):
+    from playwright.sync_api import Error as PlaywrightError
+
     open_tab(page, "Attention")
     page.locator("#att-prompt textarea").fill(ESSAY[:600])
     page.get_by_role("button", name="Show attention").click()
     page.wait_for_function("document.querySelector('#att-status').innerText.includes('tokens')", timeout=120_000)
     assert page.locator("#att-grid svg image").count() == 1
     assert plot_image(page, "att-scale") and plot_image(page, "att-random")
-    hit = page.locator("#att-heat .tg-heat-hit").first
-    hit.wait_for(timeout=60_000)
-    box = hit.bounding_box()
-    hit.hover(position={"x": box["width"] * 0.2, "y": box["height"] * 0.8})  # a cell below the diagonal
-    tip = page.locator("#att-heat .tg-heat-tip")
-    tip.wait_for(state="visible", timeout=10_000)
+    page.locator("#att-heat .tg-heat-hit").first.wait_for(timeout=60_000)
+    for attempt in range(3):  # the heatmap may still be re-rendering right after the outputs arrive
+        try:
+            hit = page.locator("#att-heat .tg-heat-hit").first
+            box = hit.bounding_box()
+            hit.hover(position={"x": box["width"] * 0.2, "y": box["height"] * 0.8})  # a cell below the diagonal
+            tip = page.locator("#att-heat .tg-heat-tip")
+            tip.wait_for(state="visible", timeout=10_000)
+            break
+        except PlaywrightError:
+            if attempt == 2:
+                raise
+            page.wait_for_timeout(1000)
     assert "query" in tip.inner_text() and "key" in tip.inner_text()
     set_slider(page, "att-layer", 2)
     page.wait_for_function("document.querySelector('#att-heat').innerText.includes('Layer 2, head 0')",
@@ -208,8 +217,8 @@ def test_attention_tab(page):
     set_slider(page, "att-head", 3)
     page.wait_for_function("document.querySelector('#att-heat').innerText.includes('Layer 2, head 3')",
                            timeout=60_000)
-    pg_query = page.locator("#att-query input").first
-    pg_query.click()
+    page.locator("#att-query input").first.click()
+    page.get_by_role("listbox").first.wait_for(timeout=10_000)
     page.get_by_role("option").nth(5).click()
     page.wait_for_function("document.querySelector('#att-bars').innerText.includes('Query 5')", timeout=60_000)
     page.get_by_label("mask off: what position i could see").check()
