@@ -290,4 +290,4 @@ def test_cli_invalid_configs_exit_non_zero(args, match, capsys):
 def test_cli_invalid_config_subprocess():
     r = run_cli("params", "--n-embd", "100", "--json")
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.strip() == "error: n_embd (100) must be divisible by n_head (12)."
+    assert r.stderr.strip() == "error: n_embd (100) must be divisible by n_head (12), or set the head size explicitly."
