@@ -41,7 +41,8 @@ def test_presets_match_built_model_and_form(preset):
     assert r["params"]["total"] == sum(p.numel() for p in params)
     assert parameter_tensors(cfg) == len(params)
     # The tab's form reproduces the preset exactly (FFN multiplier included).
-    form_cfg = calculator.make_config(*calculator.preset_values(preset)[:9])
+    v = calculator.preset_values(preset)
+    form_cfg = calculator.make_config(*v[:9], *v[10:])  # the 9 original fields + the architecture options
     assert count_parameters(form_cfg) == count_parameters(cfg)
 
 

@@ -218,7 +218,7 @@ def test_hub_offline_gated_and_bad_ids_are_one_sentence(tmp_path, monkeypatch):
     with pytest.raises(ConnectionError) as e:
         fetch_hub_config("org/name", timeout=2, cache_dir=tmp_path)
     msg = str(e.value)
-    assert msg.startswith("Offline:") and "org/name" in msg and "paste or upload" in msg and "\n" not in msg
+    assert msg.startswith("Offline:") and "org/name" in msg and "config.json file instead" in msg and "\n" not in msg
 
     def gated(*a, **k):
         if k.get("local_files_only"):

@@ -147,7 +147,8 @@ def formulas(config: GPTConfig) -> dict:
     head = "" if c.tie_weights else " + d·V"
     m, k = (4 if gated else 2), (c.moe_top_k if E else 1)
     ffn_act = f"{m}·{k}·ff" if E else f"{m}ff"
-    out = {
+    return {
+        "params_per_block": f"{attn} + {ffn} + 2·{norm}",
         "params_total": f"{emb} + L·[{attn} + {ffn} + 2·{norm}] + {norm}{head}",
         "params_active": f"total − L·(E − k)·({expert})" if E else "total (dense: every parameter runs)",
         "bytes_per_param": "fp32: 4 + 4 grad; fp16/bf16: 2 + 4 master + 2 grad; AdamW m, v: 8 (+ 4 B step per "
@@ -164,7 +165,6 @@ def formulas(config: GPTConfig) -> dict:
         "flops_per_token_train": "6N + 6·L·s·A",
         "gpu_hours": "FLOPs / (TFLOPS·10¹²·MFU) / 3600",
     }
-    return out
 
 
 def gpu_hours(flops: float, tflops: float = A100_TFLOPS, mfu: float = DEFAULT_MFU) -> float:

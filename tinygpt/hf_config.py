@@ -217,15 +217,15 @@ def load_config_json(path) -> dict:
 def _hub_error(hub_id: str, err) -> str:
     names = {c.__name__ for c in type(err).__mro__} if err is not None else set()
     if "GatedRepoError" in names:
-        return (f"{hub_id} is gated on the Hugging Face Hub (accept its licence and log in), so paste or upload its"
-                " config.json instead.")
+        return (f"{hub_id} is gated on the Hugging Face Hub (accept its licence and log in), so give its config.json"
+                " file instead.")
     if "RepositoryNotFoundError" in names:
         return f"No model {hub_id} on the Hugging Face Hub (or it is private): check the id."
     if names & {"EntryNotFoundError", "RemoteEntryNotFoundError"}:
         return f"{hub_id} has no config.json on the Hugging Face Hub."
     why = type(err).__name__ if err is not None else "timed out"
-    return (f"Offline: the config.json of {hub_id} could not be fetched from the Hugging Face Hub ({why}); paste or"
-            " upload the config.json instead.")
+    return (f"Offline: the config.json of {hub_id} could not be fetched from the Hugging Face Hub ({why}); give its"
+            " config.json file instead.")
 
 
 def fetch_hub_config(hub_id: str, timeout: float = 10.0, cache_dir=None) -> dict:
