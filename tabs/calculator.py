@@ -45,7 +45,7 @@ FAMILY = ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt3"]
 PART_COLORS = {"weights": "#4c6ef5", "gradients": "#15aabf", "optimizer": "#f59f00", "activations": "#e8590c",
                "kv_cache": "#7048e8"}
 QKV_BIAS = {None: "auto", True: "on", False: "off"}  # the form's radio values for GPTConfig.qkv_bias
-ARCH_DEFAULTS = (None, "gelu", "layernorm", "learned", "auto", 0, 1)  # GPT-2: what an older API call leaves out
+ARCH_DEFAULTS = (0, "gelu", "layernorm", "learned", "auto", 0, 1)  # GPT-2: what an older API call leaves out
 
 
 def preset_label(title: str, name: str) -> str:
@@ -71,10 +71,11 @@ def whole(value, name: str) -> int:
 
 def form_values(c: GPTConfig) -> tuple:
     """The form's values for a config: n_layer, n_embd, n_head, n_kv_head, block_size, vocab_size, bias, tied,
-    FFN multiplier, sequence length (the full context), then the architecture options: head_dim (None = n_embd /
-    n_head), mlp, norm, pos_encoding, q/k/v biases ("auto" / "on" / "off"), n_experts, moe_top_k."""
+    FFN multiplier, sequence length (the full context), then the architecture options: head_dim (0 = n_embd /
+    n_head; a browser's empty number box sends 0), mlp, norm, pos_encoding, q/k/v biases ("auto" / "on" / "off"),
+    n_experts, moe_top_k."""
     return (c.n_layer, c.n_embd, c.n_head, c.kv_heads, c.block_size, c.vocab_size, c.bias, c.tie_weights,
-            c.ffn_dim / c.n_embd, c.block_size, c.head_size, c.mlp, c.norm, c.pos_encoding, QKV_BIAS[c.qkv_bias],
+            c.ffn_dim / c.n_embd, c.block_size, c.head_size or 0, c.mlp, c.norm, c.pos_encoding, QKV_BIAS[c.qkv_bias],
             c.n_experts, c.moe_top_k)
 
 
@@ -94,8 +95,9 @@ def make_config(n_layer, n_embd, n_head, n_kv_head, block_size, vocab_size, bias
         raise UserError(f"q/k/v biases must be auto, on or off (got {qkv_bias!r}).")
     d = whole(n_embd, "n_embd")
     head_size = None if head_dim in (None, "") else whole(head_dim, "head_dim")
-    if head_size is not None and head_size < 1:
-        raise UserError(f"head_dim must be a positive whole number, or empty for n_embd / n_head (got {head_dim!r}).")
+    if head_size is not None and head_size < 0:
+        raise UserError(f"head_dim must be a positive whole number, or 0 for n_embd / n_head (got {head_dim!r}).")
+    head_size = head_size or None  # 0 (or empty) = n_embd / n_head, as in GPT-2
     n_experts = 0 if n_experts in (None, "") else whole(n_experts, "n_experts")
     return GPTConfig(n_layer=whole(n_layer, "n_layer"), n_embd=d, n_head=whole(n_head, "n_head"),
                      n_kv_head=None if n_kv_head in (None, "") else whole(n_kv_head, "n_kv_head"),
@@ -409,7 +411,7 @@ def build(fetch_config=fetch_hub_config):
             tied = gr.Checkbox(v[7], label="Tied embeddings (LM head = wte)")
             ffn_mult = gr.Number(v[8], label="FFN width multiplier (ff = round(mult·d))", elem_id="calc-ffn-mult")
         with gr.Row():
-            head_dim = gr.Number(v[10], label="head_dim (empty = n_embd / n_head)", precision=0,
+            head_dim = gr.Number(v[10], label="head_dim (0 = n_embd / n_head)", precision=0,
                                  elem_id="calc-head-dim")
             mlp = gr.Radio([("GELU (2 matrices)", "gelu"), ("gated SwiGLU (3)", "gated")], value=v[11], label="MLP",
                            elem_id="calc-mlp")

@@ -562,3 +562,25 @@ def test_tab_exposes_params_and_hub_api():
     assert names["params"] == "public" and names["params_from_hub"] == "public"
     fn = next(f for f in demo.fns.values() if f.api_name == "params")
     assert len(fn.inputs) == 16 + 7  # the 16 original inputs first, the architecture options after them
+
+
+@pytest.mark.parametrize("arch,match", [
+    ((-4, "gelu", "layernorm", "learned", "auto", 0, 1), "head_dim must be a positive"),
+    ((0, "gelu", "layernorm", "rope", "auto", 0, 1), None),  # 0 = n_embd / n_head (a browser's empty box)
+    ((100, "gelu", "layernorm", "learned", "auto", 0, 1), None),  # decoupled: A = 1200 ≠ d = 768
+    ((0, "swish", "layernorm", "learned", "auto", 0, 1), "mlp must be one of"),
+    ((0, "gated", "rmsnorm", "learned", "sometimes", 0, 1), "q/k/v biases"),
+    ((0, "gated", "rmsnorm", "learned", "auto", 1, 1), "n_experts must be 0"),
+    ((0, "gated", "rmsnorm", "learned", "auto", 4, 5), "moe_top_k must be between"),
+    ((0, "gated", "rmsnorm", "learned", "auto", 4, 2.5), "whole number"),
+])
+def test_handler_architecture_inputs(arch, match):
+    v = calculator.preset_values("gpt2")
+    call = lambda: calculator.on_params(*v[:9], "fp32", "adamw", 1, 64, 1e12, 312, 0.4, *arch)  # noqa: E731
+    if match:
+        with pytest.raises(gr.Error, match=match):
+            call()
+        return
+    js = call()[-1]
+    cfg = GPTConfig(head_size=arch[0] or None, pos_encoding=arch[3])
+    assert js["params"]["total"] == sum(p.numel() for p in meta_model(cfg).parameters())

@@ -220,6 +220,14 @@ def test_hub_offline_gated_and_bad_ids_are_one_sentence(tmp_path, monkeypatch):
     msg = str(e.value)
     assert msg.startswith("Offline:") and "org/name" in msg and "config.json file instead" in msg and "\n" not in msg
 
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline_mode(*a, **k):  # what HF_HUB_OFFLINE=1 (or a dead network) raises: not an "entry not found"
+        raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline_mode)
+    with pytest.raises(ConnectionError, match="^Offline: .*LocalEntryNotFoundError"):
+        fetch_hub_config("org/name", timeout=2, cache_dir=tmp_path)
+
     def gated(*a, **k):
         if k.get("local_files_only"):
             raise FileNotFoundError("not cached")

@@ -216,6 +216,8 @@ def load_config_json(path) -> dict:
 
 def _hub_error(hub_id: str, err) -> str:
     names = {c.__name__ for c in type(err).__mro__} if err is not None else set()
+    if names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled"}:  # no network, and not in the cache
+        names = set()
     if "GatedRepoError" in names:
         return (f"{hub_id} is gated on the Hugging Face Hub (accept its licence and log in), so give its config.json"
                 " file instead.")
