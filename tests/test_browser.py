@@ -128,6 +128,35 @@ def test_calculator_tab(page):
     shot(page, "02_calculator")
 
 
+MISTRAL_CONFIG = ('{"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,'
+                  ' "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000,'
+                  ' "max_position_embeddings": 32768, "sliding_window": 4096, "tie_word_embeddings": false}')
+
+
+def test_calculator_any_model(page):
+    """A pasted config.json fills the form (Mistral-7B exactly), an unreachable Hub id answers in one sentence,
+    and the new controls work: 8 experts, top-2 on Mistral's blocks is Mixtral-8x7B, total vs active."""
+    open_tab(page, "Parameters & compute")
+    page.get_by_text("Start from a Hugging Face model").click()
+    page.locator("#calc-config-text textarea").fill(MISTRAL_CONFIG)
+    page.get_by_role("button", name="Use the pasted config.json").click()
+    page.wait_for_function("document.querySelector('#calc-summary').innerText.includes('7,241,732,096')",
+                           timeout=30_000)
+    assert "mistral" in page.locator("#calc-source").inner_text()
+    assert page.locator("#calc-n-kv-head input").input_value() == "8"
+    page.locator("#calc-hub-id textarea, #calc-hub-id input").first.fill("mistralai/Mistral-7B-v0.1")
+    page.get_by_role("button", name="Fetch config.json").click()
+    page.wait_for_selector("text=could not be fetched from the Hugging Face Hub", timeout=30_000)  # offline
+    set_number(page, "calc-n-experts", 8)
+    set_number(page, "calc-moe-top-k", 2)
+    page.get_by_role("button", name="Calculate").click()
+    page.wait_for_function("document.querySelector('#calc-summary').innerText.includes('46,702,792,704')",
+                           timeout=30_000)
+    summary = page.locator("#calc-summary").inner_text()
+    assert "total vs active" in summary and "12,879,925,248" in summary
+    shot(page, "02b_calculator_any_model")
+
+
 def test_embeddings_tab(page):
     open_tab(page, "Embeddings")
     page.get_by_role("button", name="Compare", exact=True).click()
