@@ -61,6 +61,7 @@ METHOD_LABELS = {"standard": "standard softmax(QKᵀ)V", "tiled": "tiled FlashAt
 COLORS = {"standard": "#e8590c", "tiled": "#1c7ed6", "sdpa": "#2b8a3e", "MHA": "#e8590c", "MQA": "#2b8a3e"}
 PART_COLORS = {"embedding": "#868e96", "attention": "#1c7ed6", "feed_forward": "#e8590c", "layer_norm": "#f59f00",
                "lm_head": "#7048e8", "other": "#ced4da"}
+ROUNDS = 3  # GQA timings: interleaved rounds over the variants (a busy machine then slows all of them alike)
 UPTRAIN_CHARS = 400_000  # of the corpus: ~100k GPT-2 tokens, plenty for a few dozen steps
 
 
@@ -172,7 +173,8 @@ def gqa_figure(results):
     ax2.set_ylim(bottom=0)
     for ax in (ax1, ax2):
         ax.grid(alpha=.3)
-        ax.legend(fontsize=8)
+        if results:
+            ax.legend(fontsize=8)
     return fig
 
 
@@ -228,11 +230,12 @@ def on_gqa(models, name, fast, groups, seq_lens, batch):
     b = clamp_int(batch, 1, 16, "Batch", notes)
     lens = check_lengths(parse_lengths(seq_lens), model.config.block_size)
     text = default_reference(model.info.name)
-    results = []
+    heads = variants_for(model.config, g)
     note = " ".join(notes)
-    for r in compare_kv_heads(model, tok, variants_for(model.config, g), lens, text, b):
-        results.append(r)
-        yield gqa_figure(results), gqa_rows(results), (note + "\n\n" + gqa_explain(model, results, b)).strip()
+    yield gqa_figure([]), [], (f"Measuring {', '.join(kv_label(model.config.n_head, n) for n in heads)}: "
+                               f"{ROUNDS} interleaved rounds at {len(lens)} lengths… {note}").strip()
+    results = compare_kv_heads(model, tok, heads, lens, text, b, rounds=ROUNDS)
+    yield gqa_figure(results), gqa_rows(results), (note + "\n\n" + gqa_explain(model, results, b)).strip()
 
 
 @lru_cache(maxsize=4)
@@ -339,7 +342,7 @@ def on_flash_trace(T, block_q, block_k, head_dim, causal, seed):
                 f" every query), {check['masked']} on the diagonal (masked inside). The full {T} × {T} score matrix"
                 f" never exists: at most one {bq} × {bk} tile does. {' '.join(notes)}").strip()
     fig, md = step_view(state, 0)
-    return state, gr.Slider(minimum=0, maximum=len(steps) - 1, value=0, step=1), fig, md, check_md
+    return state, gr.Slider(minimum=1, maximum=len(steps), value=1, step=1), fig, md, check_md
 
 
 def _fmt(x) -> str:
@@ -375,8 +378,8 @@ def step_view(state, i):
     ax.set_xlim(0, T)
     ax.set_ylim(T, 0)
     ax.set_aspect("equal")
-    ax.set(xlabel="key position (K/V blocks →)", ylabel="query position (Q blocks ↓)",
-           title=f"step {i + 1}/{len(steps)}: orange = now, blue = done, grey = skipped")
+    ax.set(xlabel="key position (K/V blocks →)", ylabel="query position (Q blocks ↓)")
+    ax.set_title(f"step {i + 1}/{len(steps)}\norange now · blue done · hatched skipped · dark masked", fontsize=9)
     rows = range(*st["rows"])
     if st["kind"] == "finalise":
         head = (f"**Step {i + 1}/{len(steps)} — finish Q block {st['q_block']}** (queries {st['rows'][0]}–"
@@ -406,14 +409,15 @@ def step_view(state, i):
 
 
 def on_flash_step(state, i):
+    """The step slider counts from 1, as the step titles do."""
     if not state:
         raise gr.Error("Press *Trace* first.", print_exception=False)
-    return step_view(state, i)
+    return step_view(state, int(i or 1) - 1)
 
 
 def step_by(state, i, delta):
     n = len(state["steps"]) if state else 1
-    return max(0, min(int(i or 0) + delta, n - 1))
+    return max(1, min(int(i or 1) + delta, n))
 
 
 def bench_figure(results):
@@ -668,7 +672,7 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
             fl_check = gr.Markdown(elem_id="eff-flash-check")
             with gr.Row():
                 fl_prev = gr.Button("◀ Previous")
-                fl_step = gr.Slider(0, 1, 0, step=1, label="Step", elem_id="eff-flash-step")
+                fl_step = gr.Slider(1, 2, 1, step=1, label="Step", elem_id="eff-flash-step")
                 fl_next = gr.Button("Next ▶")
             with gr.Row():
                 fl_plot = gr.Plot(label="Tiles", elem_id="eff-flash-plot", scale=1)
@@ -682,7 +686,8 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                 b_lens = gr.CheckboxGroup([f"{T:,}" for T in BENCH_LENGTHS if T in offered],
                                           value=[f"{T:,}" for T in BENCH_LENGTHS if T in offered][:1],
                                           label="Sequence lengths", elem_id="eff-bench-lens")
-                b_methods = gr.CheckboxGroup(list(METHODS), value=list(METHODS), label="Methods")
+                b_methods = gr.CheckboxGroup(list(METHODS), value=list(METHODS), label="Methods",
+                                             elem_id="eff-bench-methods")
                 b_hs = gr.Slider(8, 256, 64, step=8, label="Head size")
                 b_rep = gr.Slider(1, 5, 1, step=1, label="Timed repeats (after 1 warm-up)")
             with gr.Row():
@@ -699,7 +704,7 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                         " component's share of the time next to its share of the FLOPs (the calculator's formulas).")
             with gr.Row():
                 p_batch = gr.Slider(1, 64, 1, step=1, label="Batch")
-                p_lens = gr.Textbox(default_lengths(c0.block_size), label="Sequence lengths")
+                p_lens = gr.Textbox(default_lengths(c0.block_size), label="Sequence lengths", elem_id="eff-prof-lens")
                 p_rep = gr.Slider(1, 20, 5, step=1, label="Repeats (median; 2 warm-up runs excluded)")
                 p_go = gr.Button("Profile", variant="primary")
                 p_status = gr.Markdown()

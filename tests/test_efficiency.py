@@ -13,7 +13,7 @@ from tabs import efficiency as eff
 from tabs.sessions import SessionStore
 from tinygpt import GPT, GPTConfig, convert_kv_heads, flops_per_token, kv_cache_bytes, kv_cache_measurement
 from tinygpt.compute import FORWARD_COMPONENTS, forward_flops
-from tinygpt.efficiency import kv_cache_latency, measure_attention, profile_forward, uptrain
+from tinygpt.efficiency import compare_kv_heads, kv_cache_latency, measure_attention, profile_forward, uptrain
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,6 +57,22 @@ def test_convert_identity_gives_same_logits_and_new_tensors():
     base_ptrs = {p.data_ptr() for p in base.parameters()}
     assert not base_ptrs & {p.data_ptr() for p in same.parameters()}  # its own tensors: trainable without harm
     assert same.lm_head.weight is same.transformer.wte.weight  # tying kept
+    shared = convert_kv_heads(base, 2, share=True)  # for measuring side by side: only q/k/v are new tensors
+    new = {n for n, p in shared.named_parameters() if p.data_ptr() not in base_ptrs}
+    assert new == {f"transformer.h.{i}.attn.c_attn.{w}" for i in range(2) for w in ("weight", "bias")}
+
+
+def test_compare_kv_heads_side_by_side(tok):
+    base = tiny(vocab_size=50257)
+    before = state_checksum(base)
+    out = compare_kv_heads(base, tok, [4, 2, 1], [8, 32], "To be, or not to be, that is the question.", batch=2,
+                           rounds=2, decode_steps=2)
+    assert [r["label"] for r in out] == ["MHA", "GQA-2", "MQA"] and state_checksum(base) == before
+    for r in out:
+        assert [row["allocated_bytes"] for row in r["rows"]] == [
+            kv_cache_bytes(base.config, 2, L, "fp32", r["n_kv_head"]) for L in (8, 32)]
+        assert all(row["ms_per_token"] > 0 for row in r["rows"]) and r["perplexity"] > 1
+    assert compare_kv_heads(base, tok, [4, 1], [8], "Hello there.", should_stop=lambda: True) == []
 
 
 @pytest.mark.parametrize("n_kv", [2, 1])
@@ -233,11 +249,12 @@ def test_gqa_uptrain_tab(models, tiny_dir):
 def test_flash_tab_trace():
     state, slider, fig, md, check = eff.on_flash_trace(10, 4, 4, 8, True, 0)
     n = len(state["steps"])
-    assert "equal within 1e-5" in check and "3 skipped" in check and slider.maximum == n - 1
+    assert "equal within 1e-5" in check and "3 skipped" in check and slider.maximum == n
     assert "Step 1/" in md and fig.axes
-    kinds = [eff.on_flash_step(state, i)[1] for i in range(n)]
+    kinds = [eff.on_flash_step(state, i)[1] for i in range(1, n + 1)]
+    assert all(f"Step {i}/{n}" in k for i, k in enumerate(kinds, 1))
     assert any("skipped" in k for k in kinds) and any("finish Q block" in k for k in kinds)
-    assert eff.step_by(state, n - 1, 1) == n - 1 and eff.step_by(state, 0, -1) == 0
+    assert eff.step_by(state, n, 1) == n and eff.step_by(state, 1, -1) == 1 and eff.step_by(state, 2, 1) == 3
     state, *_ , check = eff.on_flash_trace(9999, 0, 99, 8, False, 1)  # capped, said
     assert "capped" in check and "0 skipped" in check
     with pytest.raises(gr.Error, match="number"):

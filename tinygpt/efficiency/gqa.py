@@ -72,12 +72,13 @@ def _regroup(t: torch.Tensor, A: int, old: int, new: int, hs: int) -> torch.Tens
     return torch.cat([q.clone(), regroup(k), regroup(v)], dim=0)
 
 
-def convert_kv_heads(model: GPT, n_kv_head: int) -> GPT:
+def convert_kv_heads(model: GPT, n_kv_head: int, share: bool = False) -> GPT:
     """A new model with `n_kv_head` key/value heads, each the mean of its group's heads (GQA's uptraining init).
 
-    n_kv_head == the model's own number returns an identical copy (same logits). Every tensor of the result is
-    its own (the base model is never modified, and the result can be trained). ValueError when n_kv_head does not
-    divide n_head."""
+    n_kv_head == the model's own number returns an identical copy (same logits). The base model is never modified.
+    ValueError when n_kv_head does not divide n_head. share=False (default): every tensor of the result is its own,
+    so it can be trained. share=True: all but the q/k/v projections are the base's own tensors (no copy: for
+    measuring several groupings side by side; never train such a model)."""
     c = model.config
     new = _check_kv_heads(c, n_kv_head)
     old, A, hs = c.kv_heads, c.attn_dim, c.head_dim
@@ -87,8 +88,10 @@ def convert_kv_heads(model: GPT, n_kv_head: int) -> GPT:
     state = {}
     for key, t in model.state_dict().items():
         t = t.detach()
-        state[key] = _regroup(t, A, old, new, hs) if key.endswith("attn.c_attn.weight") or \
-            key.endswith("attn.c_attn.bias") else t.clone()
+        if key.endswith("attn.c_attn.weight") or key.endswith("attn.c_attn.bias"):
+            state[key] = _regroup(t, A, old, new, hs)
+        else:
+            state[key] = t if share else t.clone()
     out.load_state_dict(state, assign=True)
     if config.tie_weights:
         out.lm_head.weight = out.transformer.wte.weight  # one matrix, two uses, as in the base
@@ -132,57 +135,103 @@ def check_lengths(seq_lens, block_size: int) -> list[int]:
     return lens
 
 
+def _allocated(cache) -> int:
+    return sum(t.nbytes for t in cache.k + cache.v)
+
+
 @torch.inference_mode()
+def _decode_times(model, L: int, batch: int, steps: int, g: torch.Generator) -> tuple[int, list[float]]:
+    """Allocate a cache for L positions, prefill L - steps random tokens, time `steps` cached decoding steps.
+    -> (bytes the cache holds, seconds per step)."""
+    cache = model.new_cache(batch, L)  # what generation allocates: (B, n_kv_head, L, hs) per layer, K and V
+    ids = torch.randint(0, model.config.vocab_size, (batch, L), generator=g)  # (B, L): timing needs no real text
+    model(ids[:, :L - steps], cache=cache, last_only=True)  # prefill: the cache now holds L - steps positions
+    times = []
+    for i in range(L - steps, L):  # one new token per step, reading every cached key and value
+        t0 = time.perf_counter()
+        model(ids[:, i:i + 1], cache=cache, last_only=True)
+        times.append(time.perf_counter() - t0)
+    return _allocated(cache), times
+
+
+def _warm_up(model, batch: int, g: torch.Generator) -> None:
+    """First calls allocate and pick kernels: keep them out of the timings."""
+    _decode_times(model, 3, batch, 2, g)
+
+
+def _check_batch(batch) -> int:
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"The batch size must be a positive whole number (got {batch!r}).")
+    return batch
+
+
 def kv_cache_measurement(model: GPT, seq_lens: Sequence[int], batch: int = 1, dtype=None,
                          decode_steps: int = DECODE_STEPS, seed: int = 0) -> dict:
     """For each length L: allocate the model's real KVCache for L positions and `batch` sequences, compare the
     bytes it holds with the calculator's formula, then prefill L - k random tokens and time k cached decoding
-    steps (k = min(decode_steps, L - 1)): the median ms per generated token at length ~L.
+    steps (k = min(decode_steps, L - 1)): the median ms per generated token at length ~L (after a warm-up).
 
     dtype: None (the model's) or "fp32"/"fp16"/"bf16" (must be the model's: the cache holds its dtype).
     -> {n_head, n_kv_head, label, batch, dtype, rows: [{seq_len, allocated_bytes, predicted_bytes,
     ms_per_token, decode_steps}]}."""
     c = model.config
     name = _dtype_name(model, dtype)
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise ValueError(f"The batch size must be a positive whole number (got {batch!r}).")
+    _check_batch(batch)
     lens = check_lengths(seq_lens, c.block_size)
     check_memory(kv_cache_bytes(c, batch, lens[-1], name), f"A KV cache for batch {batch} x {lens[-1]:,} tokens")
     g = torch.Generator().manual_seed(seed)
+    _warm_up(model, batch, g)
     rows = []
     for L in lens:
-        cache = model.new_cache(batch, L)  # what generation allocates: (B, n_kv_head, L, hs) per layer, K and V
-        allocated = sum(t.nbytes for t in cache.k + cache.v)
-        predicted = kv_cache_bytes(c, batch, L, name)  # 2 * n_layer * B * L * n_kv_head * head_dim * bytes
         k = min(decode_steps, L - 1)
-        ids = torch.randint(0, c.vocab_size, (batch, L), generator=g)  # (B, L): timing does not need real text
-        model(ids[:, :L - k], cache=cache, last_only=True)  # prefill: the cache now holds L - k positions
-        times = []
-        for i in range(L - k, L):  # one new token per step, reading every cached key and value
-            t0 = time.perf_counter()
-            model(ids[:, i:i + 1], cache=cache, last_only=True)
-            times.append(time.perf_counter() - t0)
-        rows.append({"seq_len": L, "allocated_bytes": allocated, "predicted_bytes": predicted,
+        allocated, times = _decode_times(model, L, batch, k, g)
+        rows.append({"seq_len": L, "allocated_bytes": allocated,
+                     "predicted_bytes": kv_cache_bytes(c, batch, L, name),  # 2·n_layer·B·L·n_kv·hs·bytes
                      "ms_per_token": 1000 * statistics.median(times), "decode_steps": k})
-        del cache
     return {"n_head": c.n_head, "n_kv_head": c.kv_heads, "label": kv_label(c.n_head, c.kv_heads), "batch": batch,
             "dtype": name, "rows": rows}
 
 
 def compare_kv_heads(model: GPT, tok, kv_heads: Sequence[int], seq_lens: Sequence[int], text: str, batch: int = 1,
-                     should_stop: Optional[Callable[[], bool]] = None):
-    """MHA / GQA / MQA built from `model` (convert_kv_heads, no uptraining), measured one after the other.
+                     rounds: int = 3, decode_steps: int = DECODE_STEPS, seed: int = 0,
+                     should_stop: Optional[Callable[[], bool]] = None) -> list[dict]:
+    """MHA / GQA / MQA built from `model` (convert_kv_heads, no uptraining), measured side by side.
 
-    Yields one dict per variant: kv_cache_measurement's fields plus the perplexity (and loss) of `text`, the
-    reference passage. The model's own grouping is measured on the model itself (no copy)."""
-    for n in kv_heads:
-        if should_stop is not None and should_stop():
-            return
-        m = model if n == model.config.kv_heads else convert_kv_heads(model, n)
-        r = kv_cache_measurement(m, seq_lens, batch)
+    The variants share every tensor but their q/k/v projections (no copies), and their timings are interleaved:
+    `rounds` rounds, each timing every variant at every length, so a machine that gets busier or quieter
+    mid-measurement affects all variants alike. Per variant: kv_cache_measurement's fields (ms = median over all
+    rounds' steps) plus the perplexity and loss of `text`, the reference passage. [] if should_stop() turned true.
+    """
+    c = model.config
+    name = _dtype_name(model, None)
+    _check_batch(batch)
+    lens = check_lengths(seq_lens, c.block_size)
+    heads = list(dict.fromkeys(_check_kv_heads(c, n) for n in kv_heads))
+    check_memory(len(heads) * kv_cache_bytes(c, batch, lens[-1], name),
+                 f"KV caches for batch {batch} x {lens[-1]:,} tokens")
+    variants = {n: model if n == c.kv_heads else convert_kv_heads(model, n, share=True) for n in heads}
+    g = torch.Generator().manual_seed(seed)
+    for m in variants.values():
+        _warm_up(m, batch, g)
+    times = {(n, L): [] for n in heads for L in lens}
+    allocated = {}
+    for _ in range(rounds):
+        for L in lens:
+            for n, m in variants.items():
+                if should_stop is not None and should_stop():
+                    return []
+                allocated[n, L], t = _decode_times(m, L, batch, min(decode_steps, L - 1), g)
+                times[n, L] += t
+    out = []
+    for n, m in variants.items():
+        rows = [{"seq_len": L, "allocated_bytes": allocated[n, L],
+                 "predicted_bytes": kv_cache_bytes(c, batch, L, name, n),
+                 "ms_per_token": 1000 * statistics.median(times[n, L]), "decode_steps": min(decode_steps, L - 1)}
+                for L in lens]
         ppl = perplexity(m, tok, text)
-        yield {**r, "perplexity": ppl["perplexity"], "loss": ppl["loss"], "tokens": ppl["tokens"]}
-        del m
+        out.append({"n_head": c.n_head, "n_kv_head": n, "label": kv_label(c.n_head, n), "batch": batch, "dtype": name,
+                    "rows": rows, "perplexity": ppl["perplexity"], "loss": ppl["loss"], "tokens": ppl["tokens"]})
+    return out
 
 
 def uptrain_corpus(model_name: str) -> tuple[str, str, str]:
