@@ -222,7 +222,7 @@ def gqa_explain(model, results, batch) -> str:
 
 
 @user_errors
-def on_gqa(models, name, fast, groups, seq_lens, batch):
+def on_gqa(models, sessions: SessionStore, name, fast, groups, seq_lens, batch, request: gr.Request = None):
     """Stream (figure, table rows, explanation) for MHA / GQA (chosen groups) / MQA built from the loaded model."""
     notes: list = []
     model, tok = get_model(models, name, fast)
@@ -234,7 +234,11 @@ def on_gqa(models, name, fast, groups, seq_lens, batch):
     note = " ".join(notes)
     yield gqa_figure([]), [], (f"Measuring {', '.join(kv_label(model.config.n_head, n) for n in heads)}: "
                                f"{ROUNDS} interleaved rounds at {len(lens)} lengths… {note}").strip()
-    results = compare_kv_heads(model, tok, heads, lens, text, b, rounds=ROUNDS)
+    stop = fresh_stop(sessions, request)
+    results = compare_kv_heads(model, tok, heads, lens, text, b, rounds=ROUNDS, should_stop=stop.is_set)
+    if not results:
+        yield gqa_figure([]), [], "**Stopped** before the measurement finished."
+        return
     yield gqa_figure(results), gqa_rows(results), (note + "\n\n" + gqa_explain(model, results, b)).strip()
 
 
@@ -640,6 +644,7 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                 gqa_lens = gr.Textbox(default_lengths(c0.block_size), label="Sequence lengths")
                 gqa_batch = gr.Slider(1, 16, 1, step=1, label="Batch")
                 gqa_go = gr.Button("Measure MHA / GQA / MQA")
+                stop_button(sessions, gr.Markdown())
             gqa_plot = gr.Plot(label="KV cache and speed", elem_id="eff-gqa-plot")
             gqa_table = gr.Dataframe(headers=["variant", "KV heads", "seq len", "bytes allocated", "calculator bytes",
                                               "equal", "ms / token", "perplexity"], interactive=False,
@@ -717,7 +722,7 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
 
         kv_go.click(partial(on_kv_cache, models), [model_dd, fast, kv_prompt, kv_n], [kv_plot, kv_md],
                     api_name="kv_cache", concurrency_id="model")
-        gqa_go.click(partial(on_gqa, models), [model_dd, fast, groups, gqa_lens, gqa_batch],
+        gqa_go.click(partial(on_gqa, models, sessions), [model_dd, fast, groups, gqa_lens, gqa_batch],
                      [gqa_plot, gqa_table, gqa_md], api_name="gqa", **MEASURE)
         up_go.click(partial(on_uptrain, models, sessions), [model_dd, groups, up_steps, up_lr],
                     [up_status, up_plot, up_md], api_name="gqa_uptrain", concurrency_id="train", concurrency_limit=1)

@@ -224,7 +224,7 @@ def test_kv_cache_tab(models, tiny_dir):
 
 
 def test_gqa_tab(models, tiny_dir):
-    fig, rows, md = drain(eff.on_gqa(models, tiny_dir, False, 2, "8, 32,64", 2))
+    fig, rows, md = drain(eff.on_gqa(models, SessionStore(), tiny_dir, False, 2, "8, 32,64", 2))
     assert [r[0] for r in rows] == ["MHA"] * 3 + ["GQA-2"] * 3 + ["MQA"] * 3
     assert all(r[3] == r[4] and r[5] == "yes" for r in rows)
     model, _ = models.get(tiny_dir)
@@ -233,7 +233,7 @@ def test_gqa_tab(models, tiny_dir):
     for groups, lens, match in ((3, "8", "divide"), (2, "8,x", "whole numbers"), (2, "8,999", "between 2"),
                                 ("two", "8", "whole number"), (2, "", "at least one")):
         with pytest.raises(gr.Error, match=match):
-            drain(eff.on_gqa(models, tiny_dir, False, groups, lens, 1))
+            drain(eff.on_gqa(models, SessionStore(), tiny_dir, False, groups, lens, 1))
 
 
 def test_gqa_uptrain_tab(models, tiny_dir):
