@@ -273,6 +273,17 @@ def test_flash_tab_benchmark():
             drain(eff.on_flash_bench(sessions, lens, methods, 64, 1))
 
 
+def test_flash_bench_explain_reads_the_numbers():
+    def case(T, m, ms, mem):
+        return {"T": T, "method": m, "ms": ms, "peak_extra_bytes": mem, "predicted_bytes": None}
+    slow = [case(1024, "standard", 10.0, 8e6), case(1024, "tiled", 30.0, 2e5), case(1024, "sdpa", 4.0, 1e6)]
+    md = eff.bench_explain(slow, "")
+    assert "2.5% of standard's peak memory and 3.0× its time" in md and "loses" in md and "0.40×" in md
+    fast = slow + [case(16384, "standard", 900.0, 2e9), case(16384, "tiled", 600.0, 4e6)]
+    md = eff.bench_explain(fast, "")
+    assert "At 16,384 tokens the tiled version is even *faster*" in md and "loses" not in md
+
+
 def test_profile_tab(models, tiny_dir):
     sessions = SessionStore()
     fig, rows, md = drain(eff.on_profile(models, sessions, tiny_dir, False, 1, "8,64", 2))
