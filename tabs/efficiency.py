@@ -49,7 +49,6 @@ from .common import (
     new_figure,
     on_model_change,
     parse_float,
-    stop_session,
     user_errors,
 )
 from .sessions import SessionStore, run_jobs
@@ -64,11 +63,22 @@ PART_COLORS = {"embedding": "#868e96", "attention": "#1c7ed6", "feed_forward": "
 ROUNDS = 3  # GQA timings: interleaved rounds over the variants (a busy machine then slows all of them alike)
 
 
+STOP_KEY = "efficiency_stop"  # this tab's own flag: its Stop buttons never end a fine-tune running in another tab
+
+
 def fresh_stop(sessions, request) -> threading.Event:
     """A new stop flag for this user's run (an earlier Stop must not end it); the tab's Stop buttons set it."""
     entry = sessions.get(request)
-    entry["stop"] = threading.Event()
-    return entry["stop"]
+    entry[STOP_KEY] = threading.Event()
+    return entry[STOP_KEY]
+
+
+def on_stop(sessions, request: gr.Request = None) -> str:
+    """Any Stop button of this tab: the user's running measurement or uptraining ends at its next check."""
+    flag = sessions.get(request).get(STOP_KEY)
+    if flag is not None:
+        flag.set()
+    return "Stopping…"
 
 
 def parse_lengths(text, name: str = "Sequence lengths") -> list[int]:
@@ -623,7 +633,7 @@ def on_profile(models, sessions: SessionStore, name, fast, batch, seq_lens, repe
 # ---- the tab ---------------------------------------------------------------------------------------
 def stop_button(sessions, status):
     btn = gr.Button("Stop")
-    btn.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)
+    btn.click(partial(on_stop, sessions), None, status, api_visibility="private", queue=False)
     return btn
 
 

@@ -263,10 +263,23 @@ def test_flash_tab_trace():
         eff.on_flash_step(None, 0)
 
 
+def test_stop_flag_is_the_tabs_own():
+    sessions = SessionStore()
+    other = sessions.get(None)["stop"]  # the flag the training tabs use
+    flag = eff.fresh_stop(sessions, None)
+    assert eff.on_stop(sessions, None) == "Stopping…" and flag.is_set() and not other.is_set()
+    assert not eff.fresh_stop(sessions, None).is_set()  # a new run starts unstopped
+
+
 def test_flash_tab_benchmark():
     sessions = SessionStore()
     rows, fig, md = drain(eff.on_flash_bench(sessions, ["1,024"], ["sdpa"], 64, 1))
     assert rows[0][:2] == [1024, "sdpa"] and rows[0][2] > 0 and rows[0][3] >= 0 and "Done" in md
+    gen = eff.on_flash_bench(sessions, ["1,024", "4,096"], ["standard", "sdpa"], 64, 1)
+    assert "Measuring standard at 1,024" in next(gen)[2]  # the first case is about to start
+    eff.on_stop(sessions, None)  # Stop: the child is killed at once, nothing more runs
+    rows, fig, md = drain(gen)
+    assert rows == [] and md.startswith("**Stopped** after 0 of 4")
     for lens, methods, match in (([], ["sdpa"], "at least one sequence"), (["99"], ["sdpa"], "not offered"),
                                  (["1,024"], [], "at least one attention")):
         with pytest.raises(gr.Error, match=match):
