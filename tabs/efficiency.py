@@ -585,12 +585,17 @@ def profile_explain(model, results, batch) -> str:
                     f" weights together ({block_params:,})." if top_t == "lm_head" and
                     c.vocab_size * c.n_embd > block_params else ""))
     if len(results) > 1:
-        grows = "grows with T" if t1["attention"] > t0["attention"] else "did not grow in this run (noise?)"
-        lines.append(f"* **Attention's share {grows}:** its time share goes from {t0['attention']:.1%} at T ="
-                     f" {first['seq_len']:,} to {t1['attention']:.1%} at T = {last['seq_len']:,} (FLOPs share"
-                     f" {f0['attention']:.1%} → {f1['attention']:.1%}): the projections cost the same per token, but"
-                     f" the scores QKᵀ and the weighted sum AV cost 2 · n_layer · T · d more per token for every"
-                     f" token of context.")
+        span = (f"from {t0['attention']:.1%} at T = {first['seq_len']:,} to {t1['attention']:.1%} at T ="
+                f" {last['seq_len']:,} (FLOPs share {f0['attention']:.1%} → {f1['attention']:.1%})")
+        if t1["attention"] > t0["attention"]:
+            lines.append(f"* **Attention's share grows with T:** its time share goes {span}: the projections cost the"
+                         " same per token, but the scores QKᵀ and the weighted sum AV cost 2 · n_layer · T · d more"
+                         " per token for every token of context.")
+        else:
+            lines.append(f"* **Attention's time share did not grow here:** {span}. At these lengths its time is"
+                         " mostly fixed costs per call (a dozen small operations per block), not the scores QKᵀ and"
+                         " AV whose cost, 2 · n_layer · T · d per token, grows with the context; at longer T (or"
+                         " with batch > 1) the time follows the FLOPs.")
     if "layer_norm" in rate and rate["layer_norm"] < matmul:
         lines.append(f"* **LayerNorm is memory-bound:** {t1['layer_norm']:.1%} of the time for {f1['layer_norm']:.2%}"
                      f" of the FLOPs — it runs at {rate['layer_norm'] / 1e9:.2f} GFLOP/s against"
