@@ -9,13 +9,10 @@ import gradio as gr
 import torch
 
 import tinygpt
-from tinygpt.efficiency import kv_cache_latency
 from tinygpt.sampling import DRAWABLE_MIN_P, distribution_summary, encode_prompt, next_token_logits
 
 from .common import (
     check_knobs,
-    check_prompt,
-    clamp_int,
     get_model,
     model_picker,
     new_figure,
@@ -153,35 +150,6 @@ def on_sample(models, name, fast, prompt, num_samples, max_new_tokens, temperatu
         "seconds": round(time.perf_counter() - t0, 3)}
 
 
-@user_errors
-def on_kv_cache(models, name, fast, prompt, n_new):
-    """Time greedy decoding with and without the KV cache: (figure, explanation)."""
-    notes: list = []
-    n = clamp_int(n_new, 1, 256, "Tokens to time", notes)
-    prompt = check_prompt(prompt, [])
-    model, tok = get_model(models, name, fast)
-    r = kv_cache_latency(model, encode_prompt(tok, prompt), n)
-    fig = new_figure(8, 3.4)
-    ax = fig.add_subplot(111)
-    ax.plot(r["lengths"], r["nocache_ms"], label="no cache: recompute the whole sequence", color="#e8590c")
-    ax.plot(r["lengths"], r["cached_ms"], label="KV cache: feed only the new token", color="#1c7ed6")
-    ax.set(xlabel="sequence length (tokens)", ylabel="ms per generated token",
-           title=f"{n} greedy tokens: {r['nocache_s']:.2f} s without vs {r['cached_s']:.2f} s with the cache")
-    ax.grid(alpha=.3)
-    ax.legend(fontsize=9)
-    speed = r["nocache_s"] / max(r["cached_s"], 1e-9)
-    c = model.config
-    capped = f" ({' '.join(notes)})" if notes else ""
-    md = (f"**{speed:.1f}× faster with the KV cache** for these {n} tokens{capped}. Without a cache every"
-          f" step runs all {c.n_layer} blocks over the whole sequence again, so its cost grows with the length; with"
-          f" the cache each step computes keys and values for the new token only and reuses the stored ones"
-          f" ({2 * c.n_layer * c.kv_heads * c.head_dim:,} numbers per token), so its cost stays nearly flat — it is"
-          f" dominated by reading the weights once per token (its first step also reads the prompt: the prefill)."
-          f" Both ways produced "
-          f"{'the same' if r['same_tokens'] else 'DIFFERENT'} tokens.")
-    return fig, md
-
-
 def build(models, default_model: str = "gpt2"):
     """The Sampling tab. `models` is a tinygpt.ModelCache shared by all tabs."""
     with gr.Tab("Sampling", id="sampling"):
@@ -209,16 +177,7 @@ def build(models, default_model: str = "gpt2"):
         with gr.Accordion("Explain", open=True):
             explain_md = gr.Markdown(explain0)
 
-        with gr.Accordion("KV cache: measure the speed-up (latency vs sequence length)", open=False):
-            with gr.Row():
-                kv_n = gr.Slider(8, 256, 64, step=8, label="Tokens to time")
-                kv_go = gr.Button("Measure")
-            kv_plot = gr.Plot(label="Latency per token", elem_id="sampling-kv")
-            kv_md = gr.Markdown()
-
         knobs = [model_dd, fast, prompt, temperature, top_k, top_p]
-        kv_go.click(partial(on_kv_cache, models), [model_dd, fast, prompt, kv_n], [kv_plot, kv_md],
-                    api_name="kv_cache", concurrency_id="model")
         ev = go.click(partial(on_sample, models),
                       [model_dd, fast, prompt, num_samples, max_new, temperature, top_k, top_p, seed],
                       [out_html, out_json], api_name="sample", concurrency_id="model", concurrency_limit=2)

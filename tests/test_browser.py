@@ -87,7 +87,8 @@ def plot_image(pg, elem_id):
 
 
 GROUPS = {"Sampling": "Generate", "Layer pruning": "Generate", "Embeddings": "Inside the model",
-          "Train from scratch": "Train", "Fine-tune": "Train", "Parameters & compute": "Compute & efficiency"}
+          "Train from scratch": "Train", "Fine-tune": "Train", "Parameters & compute": "Compute & efficiency",
+          "Efficiency": "Compute & efficiency"}
 
 
 def open_tab(pg, name):
@@ -201,3 +202,32 @@ def test_train_tab(page):
     assert "no causal mask" in page.locator("#tr-samples").inner_text()
     assert plot_image(page, "tr-plot")
     shot(page, "06_train")
+
+
+def test_efficiency_tab(page):
+    open_tab(page, "Efficiency")
+    page.get_by_role("button", name="Measure", exact=True).click()  # KV cache: latency vs length, bytes
+    assert plot_image(page, "eff-kv")
+    page.wait_for_function("document.querySelector('#eff-kv-md').innerText.includes('(equal)')", timeout=120_000)
+    page.get_by_text("GQA / MQA on the loaded model").click()
+    page.get_by_role("button", name="Measure MHA / GQA / MQA").click()
+    page.wait_for_function("document.querySelector('#eff-gqa-md').innerText.includes('MQA')", timeout=180_000)
+    assert plot_image(page, "eff-gqa-plot")
+    page.get_by_text("FlashAttention-2: tiling step by step").click()
+    page.get_by_role("button", name="Trace").click()
+    page.wait_for_function("document.querySelector('#eff-flash-check').innerText.includes('equal within')",
+                           timeout=60_000)
+    page.get_by_role("button", name="Next ▶").click()
+    page.wait_for_function("document.querySelector('#eff-flash-md').innerText.includes('Step 2/')", timeout=60_000)
+    for method in ("standard", "tiled"):  # the quickest case only: SDPA at 1,024 tokens
+        page.locator("#eff-bench-methods").get_by_text(method, exact=True).click()
+    page.get_by_role("button", name="Run benchmark").click()
+    page.wait_for_function("document.querySelector('#eff-bench-md').innerText.includes('Done')", timeout=180_000)
+    assert "sdpa" in page.locator("#eff-bench-table").inner_text()
+    page.get_by_text("Forward-pass profile by component").click()
+    page.locator("#eff-prof-lens textarea").fill("32,128")
+    page.get_by_role("button", name="Profile", exact=True).click()
+    page.wait_for_function("document.querySelector('#eff-prof-md').innerText.includes('Reading the profile')",
+                           timeout=180_000)
+    assert plot_image(page, "eff-prof-plot")
+    shot(page, "07_efficiency")

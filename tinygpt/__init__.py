@@ -9,12 +9,13 @@ No UI code and no I/O at import: everything here is a plain function or class. W
     checkpoint.py  save/load (sharded) safetensors  loading.py    load_model: Hub cache / dir / embedded
     params.py, compute.py   the calculator: parameter counts, memory, FLOPs, KV cache
     hf_config.py   a Hugging Face config.json (file, text or Hub id) -> GPTConfig, for the calculator
-    interpret/     embeddings, pruning and the logit lens          efficiency/   KV-cache timing
+    interpret/     embeddings, pruning and the logit lens          efficiency/   KV cache, GQA, flash, profile
     cli.py         python -m tinygpt ...
 """
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compute import activation_bytes, estimate, flops_per_token, gpu_hours, kv_cache_bytes, training_memory
 from .config import PRESETS, GPTConfig
+from .efficiency import convert_kv_heads, flash_attention, kv_cache_measurement, profile_forward
 from .evaluate import TokenScores, evaluate, ngram_stats, perplexity, token_logprobs
 from .hf_config import fetch_hub_config, from_hf_config
 from .interpret.embeddings import (
@@ -57,4 +58,5 @@ __all__ = [
     "word_vectors", "cosine_matrix", "nearest_neighbours", "vocab_norms", "pca_2d", "contextual_similarity",
     "named_layers", "run_configuration", "logit_lens",
     "from_hf_config", "fetch_hub_config",
+    "convert_kv_heads", "kv_cache_measurement", "profile_forward", "flash_attention",
 ]

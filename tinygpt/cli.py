@@ -1,4 +1,4 @@
-"""Command line: `python -m tinygpt sample|params|train|finetune|eval|embed ...` (nanoGPT's habits).
+"""Command line: `python -m tinygpt sample|params|train|finetune|eval|embed|profile ...` (nanoGPT's habits).
 
 Each subcommand is one `cmd_*` function: check the arguments, load a model through `load()` (which prints the
 offline-fallback notice), call into tinygpt, and print text or, with --json, one JSON object.
@@ -260,6 +260,33 @@ def cmd_embed(a) -> int:
     return emit(a, report, lines)
 
 
+# ---- profile ----------------------------------------------------------------------------------------
+def profile_lines(r: dict):
+    from .efficiency.profile import shares
+
+    t, f = shares(r["seconds"]), shares(r["flops"])
+    yield (f"{r['model']}: forward pass of batch {r['batch']} x {r['seq_len']} tokens, median of {r['repeats']} "
+           f"runs on {r['threads']} thread(s): {1000 * r['total_seconds']:.2f} ms")
+    yield f"{'component':<13} {'ms':>9} {'time share':>11} {'FLOPs':>12} {'FLOPs share':>12}"
+    for k in r["seconds"]:
+        yield (f"{k:<13} {1000 * r['seconds'][k]:>9.3f} {t[k]:>11.1%} {r['flops'][k]:>12.3e} {f[k]:>12.1%}")
+
+
+def cmd_profile(a) -> int:
+    import torch
+
+    from .efficiency import profile_forward
+
+    if a.threads is not None:
+        if a.threads < 1:
+            raise ValueError("--threads must be at least 1.")
+        torch.set_num_threads(a.threads)
+    model, _ = load(a, a.dtype)
+    r = profile_forward(model, a.batch, a.seq_len, a.repeats)
+    report = {**r, "model": model.info.name, "fallback": model.info.fallback, "dtype": a.dtype}
+    return emit(a, report, profile_lines)
+
+
 # ---- parser -----------------------------------------------------------------------------------------
 def model_options(default_model: str = "gpt2") -> Parser:
     """The options every model command shares: --model, --hub-timeout, --json."""
@@ -378,6 +405,14 @@ def build_parser() -> Parser:
                    help="a multi-token word is its first token's embedding or the mean of its tokens'")
     e.add_argument("--space", action="store_true", help="encode ' word' (as mid-sentence) instead of 'word'")
     e.set_defaults(func=cmd_embed)
+
+    r = sub.add_parser("profile", parents=[model], help="time one forward pass by component next to its FLOPs")
+    r.add_argument("--batch", type=int, default=1)
+    r.add_argument("--seq-len", type=int, default=128)
+    r.add_argument("--repeats", type=int, default=5, help="timed runs after 2 warm-up runs; medians are reported")
+    r.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    r.set_defaults(func=cmd_profile)
     return p
 
 

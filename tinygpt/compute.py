@@ -167,6 +167,50 @@ def formulas(config: GPTConfig) -> dict:
     }
 
 
+FORWARD_COMPONENTS = ("embedding", "attention", "feed_forward", "layer_norm", "lm_head", "other")
+
+
+def forward_flops(config: GPTConfig, batch_size: int, seq_len: int) -> dict:
+    """FLOPs of one forward pass over batch_size sequences of seq_len tokens, by component (the profiler's keys).
+
+    Kaplan's convention, 2 FLOPs per parameter per token (a multiply and an add), per component: attention
+    2·(its parameters) + the score term 2·n_layer·seq_len·d (flops_per_token's attention_forward), feed-forward
+    2·(the parameters a token uses: top-k experts for MoE), layer_norm 2·(its parameters) (≈ 4 per element: the
+    normalise, scale and shift), lm_head 2·V·d. Not in Kaplan's count, so added here: embedding d per token
+    (adding the position row; the lookups are memory reads, 0 FLOPs) and other 2·n_layer·d (the two residual
+    additions per block). For a dense model, everything but embedding and other sums to flops_per_token's
+    per_token_inference × tokens."""
+    _positive_int(batch_size, "batch_size")
+    _positive_int(seq_len, "seq_len")
+    p = count_parameters(config)
+    tokens = batch_size * seq_len
+    ff = p["feed_forward"] - (p["total"] - p["active"])  # an MoE token runs only its top-k experts
+    adds_position = config.pos_encoding in ("learned", "sinusoidal")
+    per_token = {
+        "embedding": config.n_embd if adds_position else 0,
+        "attention": 2 * p["attention"] + flops_per_token(config, seq_len)["attention_forward"],
+        "feed_forward": 2 * ff,
+        "layer_norm": 2 * p["layer_norm"],
+        "lm_head": 2 * config.vocab_size * config.n_embd,
+        "other": 2 * config.n_layer * config.n_embd,
+    }
+    return {k: tokens * v for k, v in per_token.items()}
+
+
+def forward_activation_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype: str = "fp32") -> int:
+    """Peak memory of the tensors alive during one forward pass without gradients (an estimate).
+
+    The logits (B, T, V) of every position, plus inside one block: the residual stream, its normalised copy,
+    the attention output and its projection (4d), q, k, v (A + 2·kv), the re-assembled heads (A) and the
+    feed-forward hidden layer before and after its activation (2·ff; 3·ff for a gated MLP). Attention itself runs
+    in PyTorch's fused kernel, which never holds the T x T matrix. Weights are not counted (already loaded)."""
+    e = _check_dtype(dtype)
+    c = config
+    ff = (3 if c.mlp == "gated" else 2) * c.ffn_dim
+    per_token = c.vocab_size + 4 * c.n_embd + 2 * c.attn_dim + 2 * c.kv_heads * c.head_dim + ff
+    return e * batch_size * seq_len * per_token
+
+
 def gpu_hours(flops: float, tflops: float = A100_TFLOPS, mfu: float = DEFAULT_MFU) -> float:
     """Hours on one GPU running at `mfu` × `tflops` (peak, in 10^12 FLOP/s)."""
     return flops / (tflops * 1e12 * mfu) / 3600.0
