@@ -169,13 +169,30 @@ def cmd_train(a) -> int:
                     n_embd=a.n_embd, embd_pdrop=d if a.embd_pdrop is None else a.embd_pdrop,
                     attn_pdrop=d if a.attn_pdrop is None else a.attn_pdrop,
                     resid_pdrop=d if a.resid_pdrop is None else a.resid_pdrop, bias=not a.no_bias,
-                    causal=not a.no_causal_mask, layernorm=not a.no_layernorm, attn_scale=not a.no_attn_scale)
+                    causal=not a.no_causal_mask, layernorm=not a.no_layernorm, attn_scale=not a.no_attn_scale,
+                    n_inner=a.n_inner, n_experts=a.n_experts, moe_top_k=a.moe_top_k, moe_aux_weight=a.moe_aux_weight)
     torch.manual_seed(a.seed)
     model = GPT(cfg)
     print(f"{model.num_params():,} parameters; {len(train_data):,} train / {len(val_data):,} val tokens",
           file=sys.stderr)
     result = train(model, train_data, val_data, train_config(a, a.block_size), callback=print_progress)
-    return finish_training(a, model, tok, result)
+    return finish_training(a, model, tok, result, moe_report(model, val_data, a.block_size))
+
+
+def moe_report(model, val_data, context) -> dict:
+    """params_total / params_active (per token) for every model; for an MoE also expert_load (fraction of the
+    validation tokens each expert takes, per layer and averaged) and the dense width with equal active params."""
+    from .moe import dense_n_inner, expert_load
+    from .params import count_parameters
+
+    counts = count_parameters(model.config)
+    out = {"params_total": counts["total"], "params_active": counts["active"]}
+    if model.config.n_experts:
+        load = expert_load(model, val_data, context)
+        out["expert_load"] = {"per_layer": [[round(f, 4) for f in row] for row in load["per_layer"]],
+                              "average": [round(f, 4) for f in load["average"]], "tokens": load["tokens"]}
+        out["dense_equal_active_n_inner"] = dense_n_inner(model.config)
+    return out
 
 
 def cmd_finetune(a) -> int:
@@ -315,6 +332,10 @@ def build_parser() -> Parser:
     t.add_argument("--no-causal-mask", action="store_true")
     t.add_argument("--no-layernorm", action="store_true")
     t.add_argument("--no-attn-scale", action="store_true")
+    t.add_argument("--n-inner", type=int, default=None, help="feed-forward width (default 4 * n_embd)")
+    t.add_argument("--n-experts", type=int, default=0, help="Mixture-of-Experts: expert MLPs per block (0 = dense)")
+    t.add_argument("--moe-top-k", type=int, default=1, help="experts per token (1 = Switch routing)")
+    t.add_argument("--moe-aux-weight", type=float, default=0.01, help="weight of the load-balancing loss")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
 
