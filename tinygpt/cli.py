@@ -250,6 +250,86 @@ def cmd_embed(a) -> int:
     return emit(a, report, lines)
 
 
+# ---- scaling ----------------------------------------------------------------------------------------
+def shapes_arg(text):
+    """"1x2x16,2x4x64" -> ((1, 2, 16), (2, 4, 64)): n_layer x n_head x n_embd per model."""
+    try:
+        shapes = tuple(tuple(int(v) for v in part.lower().split("x")) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        shapes = ()
+    if not shapes or any(len(s) != 3 or min(s) < 1 for s in shapes):
+        raise argparse.ArgumentTypeError(f"expected sizes like 1x2x16,2x4x64 (layers x heads x d_model), got {text!r}")
+    return shapes
+
+
+def budgets_arg(text):
+    try:
+        budgets = tuple(float(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        budgets = ()
+    if not budgets:
+        raise argparse.ArgumentTypeError(f"expected FLOP budgets like 3e10,1e11,3e11, got {text!r}")
+    return budgets
+
+
+def scaling_command(a) -> str:
+    """The full command that reproduces a sweep (every setting spelled out), stored with the result."""
+    parts = ["python -m tinygpt scaling", f"--shapes {','.join('x'.join(map(str, s)) for s in a.shapes)}",
+             f"--steps {a.steps}", f"--budgets {','.join(f'{b:g}' for b in a.budgets)}", f"--context {a.context}",
+             f"--batch-size {a.batch_size}", f"--lr {a.lr:g}", f"--min-steps {a.min_steps}",
+             f"--max-steps {a.max_steps}", f"--eval-windows {a.eval_windows}", f"--tokenizer {a.tokenizer}",
+             f"--seed {a.seed}"]
+    if a.text:
+        parts.append(f"--text {a.text}")
+    return " ".join(parts + ["--json"])
+
+
+def scaling_lines(r: dict):
+    yield f"{'group':>8} {'params':>9} {'tokens':>11} {'FLOPs':>10} {'val loss':>9} {'seconds':>8}"
+    for run in r["runs"]:
+        g = "size" if run["group"] == "size" else f"C={run['budget']:.0e}"
+        yield (f"{g:>8} {run['params']:>9,} {run['tokens']:>11,} {run['flops']:>10.2e} {run['val_loss']:>9.4f} "
+               f"{run['seconds']:>8.1f}")
+    if r["fit"]:
+        f = r["fit"]
+        yield f"L(N) = {f['a']:.4g} * N^-{f['alpha']:.3f} + {f['c']:.3f}   (r2 {f['r2']:.3f})"
+    for b in r["budgets"]:
+        yield (f"C = {b['flops']:.2e}: N_opt {b['n_opt']:,.0f}, D_opt {b['d_opt']:,.0f} "
+               f"({b['tokens_per_param']:.1f} tokens/param), loss {b['loss_opt']:.4f}{' (edge)' if b['edge'] else ''}")
+    if r["optimum"]:
+        o = r["optimum"]
+        yield f"N_opt ∝ C^{o['exponent']:.3f} (r2 {o['r2']:.3f}); L_opt ∝ C^{o['loss_exponent']:.3f}"
+    yield f"{r['seconds']:.0f} s on {r['corpus']}" + (" (stopped)" if r["stopped"] else "")
+
+
+def cmd_scaling(a) -> int:
+    from .beyond.scaling import SweepConfig, scaling_sweep, sweep_corpus
+    from .data import read_text
+
+    cfg = SweepConfig(shapes=a.shapes, steps=a.steps, budgets=a.budgets, context=a.context, batch_size=a.batch_size,
+                      lr=a.lr, min_steps=a.min_steps, max_steps=a.max_steps, eval_windows=a.eval_windows,
+                      tokenizer=a.tokenizer, seed=a.seed)
+    text, name = (read_text(a.text), a.text) if a.text else sweep_corpus()
+    if not a.text and name != "tiny-shakespeare":
+        print(f"note: using {name}", file=sys.stderr)
+
+    def progress(ev):
+        if ev["kind"] == "run":
+            r = ev["result"]
+            print(f"run {ev['run'] + 1}/{ev['runs_total']} ({r['group']}): N {r['params']:,} D {r['tokens']:,} "
+                  f"val {r['val_loss']:.4f} {r['seconds']:.1f}s", file=sys.stderr, flush=True)
+
+    result = scaling_sweep(cfg, text, progress, corpus_name=name)
+    result["command"] = scaling_command(a)
+    if a.out:
+        import os
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+            f.write("\n")
+    return emit(a, result, scaling_lines)
+
+
 # ---- parser -----------------------------------------------------------------------------------------
 def model_options(default_model: str = "gpt2") -> Parser:
     """The options every model command shares: --model, --hub-timeout, --json."""
@@ -358,6 +438,26 @@ def build_parser() -> Parser:
                    help="a multi-token word is its first token's embedding or the mean of its tokens'")
     e.add_argument("--space", action="store_true", help="encode ' word' (as mid-sentence) instead of 'word'")
     e.set_defaults(func=cmd_embed)
+
+    from .beyond.scaling import SweepConfig
+    sd = SweepConfig()
+    c = sub.add_parser("scaling", help="train a sweep of small models; fit L(N) and the compute-optimal N per budget")
+    c.add_argument("--text", default=None, help="UTF-8 text (default: Tiny Shakespeare, offline: the Python docs)")
+    c.add_argument("--shapes", type=shapes_arg, default=sd.shapes,
+                   help="model sizes as layers x heads x d_model, e.g. 1x2x16,2x4x64")
+    c.add_argument("--steps", type=int, default=sd.steps, help="training steps of every model in the size sweep")
+    c.add_argument("--budgets", type=budgets_arg, default=sd.budgets, help="compute budgets in FLOPs, e.g. 3e10,1e11")
+    c.add_argument("--context", type=int, default=sd.context)
+    c.add_argument("--batch-size", type=int, default=sd.batch_size)
+    c.add_argument("--lr", type=float, default=sd.lr)
+    c.add_argument("--min-steps", type=int, default=sd.min_steps, help="budget runs shorter than this are skipped")
+    c.add_argument("--max-steps", type=int, default=sd.max_steps, help="budget runs longer than this are skipped")
+    c.add_argument("--eval-windows", type=int, default=sd.eval_windows, help="validation windows per loss")
+    c.add_argument("--tokenizer", choices=["char", "gpt2"], default=sd.tokenizer)
+    c.add_argument("--seed", type=int, default=sd.seed)
+    c.add_argument("--out", default=None, help="also write the result (with the command) to this JSON file")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_scaling)
     return p
 
 
