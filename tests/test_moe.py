@@ -98,7 +98,8 @@ def test_with_expert_load_adds_load_on_evaluation_steps():
     assert all(len(load) == 2 and all(sum(row) == pytest.approx(1.0) for row in load) for load in loads)
     assert loads[-1] == expert_load(m, va, 16, max_windows=4)["per_layer"]  # the same fixed windows
     dense = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
-    assert with_expert_load(events.append, dense, va, 16) is events.append
+    cb = events.append
+    assert with_expert_load(cb, dense, va, 16) is cb  # a dense model: the callback unchanged
 
 
 def test_token_experts_are_the_router_choices():
