@@ -9,6 +9,7 @@ No UI code and no I/O at import: everything here is a plain function or class. W
     checkpoint.py  save/load (sharded) safetensors  loading.py    load_model: Hub cache / dir / embedded
     params.py, compute.py   the calculator: parameter counts, memory, FLOPs, KV cache
     interpret/     embeddings, pruning and the logit lens          efficiency/   KV-cache timing
+    moe.py         Mixture-of-Experts load, equal-active dense     beyond/       scaling laws (Chinchilla sweeps)
     cli.py         python -m tinygpt ...
 """
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -26,6 +27,7 @@ from .interpret.embeddings import (
 from .interpret.pruning import logit_lens, named_layers, run_configuration
 from .loading import EMBEDDED_NAME, HUB_MODELS, ModelCache, ModelInfo, load_model
 from .model import GPT, KVCache, parse_layers
+from .moe import dense_equivalent, dense_n_inner, expert_load, token_experts, with_expert_load
 from .params import approx_parameters, count_parameters, parameter_breakdown
 from .sampling import (
                                    distribution_summary,
@@ -54,4 +56,5 @@ __all__ = [
     "evaluate", "perplexity", "token_logprobs", "TokenScores", "ngram_stats",
     "word_vectors", "cosine_matrix", "nearest_neighbours", "vocab_norms", "pca_2d", "contextual_similarity",
     "named_layers", "run_configuration", "logit_lens",
+    "expert_load", "with_expert_load", "dense_n_inner", "dense_equivalent", "token_experts",
 ]

@@ -252,24 +252,19 @@ def cmd_embed(a) -> int:
 
 # ---- scaling ----------------------------------------------------------------------------------------
 def shapes_arg(text):
-    """"1x2x16,2x4x64" -> ((1, 2, 16), (2, 4, 64)): n_layer x n_head x n_embd per model."""
+    from .beyond.scaling import parse_shapes
     try:
-        shapes = tuple(tuple(int(v) for v in part.lower().split("x")) for part in str(text).split(",") if part.strip())
-    except ValueError:
-        shapes = ()
-    if not shapes or any(len(s) != 3 or min(s) < 1 for s in shapes):
-        raise argparse.ArgumentTypeError(f"expected sizes like 1x2x16,2x4x64 (layers x heads x d_model), got {text!r}")
-    return shapes
+        return parse_shapes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def budgets_arg(text):
+    from .beyond.scaling import parse_budgets
     try:
-        budgets = tuple(float(v) for v in str(text).split(",") if v.strip())
-    except ValueError:
-        budgets = ()
-    if not budgets:
-        raise argparse.ArgumentTypeError(f"expected FLOP budgets like 3e10,1e11,3e11, got {text!r}")
-    return budgets
+        return parse_budgets(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def scaling_command(a) -> str:

@@ -23,20 +23,20 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-# (n_layer, n_head, n_embd): about 2x more non-embedding parameters per rung, 3.3k to 234k at a 65-char vocab
-DEFAULT_SHAPES = ((1, 2, 16), (1, 2, 24), (1, 2, 32), (2, 2, 32), (2, 4, 48), (2, 4, 64), (3, 4, 80))
+# (n_layer, n_head, n_embd): about 2x more non-embedding parameters per rung, 0.9k to 100k at a 65-char vocab
+DEFAULT_SHAPES = ((1, 1, 8), (1, 2, 16), (1, 2, 24), (1, 2, 32), (2, 2, 32), (2, 4, 48), (2, 4, 64))
 
 
 @dataclass
 class SweepConfig:
     shapes: tuple = DEFAULT_SHAPES  # model sizes, as (n_layer, n_head, n_embd)
-    steps: int = 600  # size sweep: every model trains this many steps (D = steps * batch_size * context tokens)
-    budgets: tuple = (3e10, 1e11, 3e11)  # compute budgets C in FLOPs (C = 6 N D) for the IsoFLOP runs
+    steps: int = 1000  # size sweep: every model trains this many steps (D = steps * batch_size * context tokens)
+    budgets: tuple = (1.5e10, 5e10, 1.5e11)  # compute budgets C in FLOPs (C = 6 N D) for the IsoFLOP runs
     context: int = 64  # tokens per training sequence
     batch_size: int = 16  # sequences per step
-    lr: float = 3e-3  # peak learning rate (warm-up, then cosine decay to the end of each run, as Chinchilla)
-    min_steps: int = 30  # a budget run shorter than this is skipped (too few steps to learn anything)
-    max_steps: int = 4000  # ... and one longer than this too (it would dominate the wall time)
+    lr: float = 1e-2  # peak learning rate (warm-up, then cosine decay to the end of each run, as Chinchilla)
+    min_steps: int = 80  # a budget run shorter than this is skipped (too few steps to learn anything)
+    max_steps: int = 3500  # ... and one longer than this too (it would dominate the wall time)
     eval_windows: int = 256  # validation windows of `context` tokens for every loss reported
     tokenizer: str = "char"  # "char" or "gpt2"
     seed: int = 1337
@@ -171,7 +171,8 @@ def analyse_sweep(runs: list) -> dict:
     frontier (offset fitted from 4 points, else a pure power law), budgets: per budget {flops, runs, best, n_opt,
     d_opt, loss_opt, tokens_per_param, edge, method}, optimum: N_opt ∝ C^a {exponent, k, r2} and the loss of the
     optimum L_opt ∝ C^b {loss_exponent, loss_k, loss_r2} (None under 2 budgets)}."""
-    size = sorted((r for r in runs if r.get("group") == "size"), key=lambda r: r["params"])
+    size = sorted((r for r in runs if r.get("group") == "size" and math.isfinite(r["val_loss"])),
+                  key=lambda r: r["params"])
     fit = None
     if len({r["params"] for r in size}) >= 3 and len({r["val_loss"] for r in size}) > 1:
         fit = fit_power_law([r["params"] for r in size], [r["val_loss"] for r in size])
@@ -201,6 +202,30 @@ def analyse_sweep(runs: list) -> dict:
         l_fit = fit_loglinear(cs, [b["loss_opt"] for b in budgets])
         optimum = {**n_fit, "loss_exponent": l_fit["exponent"], "loss_k": l_fit["k"], "loss_r2": l_fit["r2"]}
     return {"fit": fit, "fit_compute": fit_compute, "budgets": budgets, "optimum": optimum}
+
+
+# ---- settings as text (command line and tab) -------------------------------------------------------------
+def parse_shapes(text) -> tuple:
+    """"1x2x16, 2x4x64" -> ((1, 2, 16), (2, 4, 64)): n_layer x n_head x n_embd per model. ValueError otherwise."""
+    try:
+        shapes = tuple(tuple(int(v) for v in part.strip().lower().split("x"))
+                       for part in str(text).replace(";", ",").split(",") if part.strip())
+    except ValueError:
+        shapes = ()
+    if not shapes or any(len(s) != 3 or min(s) < 1 for s in shapes):
+        raise ValueError(f"Model sizes look like 1x2x16, 2x4x64 (layers x heads x d_model); got {str(text)!r}.")
+    return shapes
+
+
+def parse_budgets(text) -> tuple:
+    """"1.5e10, 5e10" -> (1.5e10, 5e10) FLOPs. ValueError otherwise."""
+    try:
+        budgets = tuple(float(v) for v in str(text).replace(";", ",").split(",") if v.strip())
+    except ValueError:
+        budgets = ()
+    if not budgets or not all(math.isfinite(b) and b > 0 for b in budgets):
+        raise ValueError(f"Compute budgets look like 1.5e10, 5e10, 1.5e11 (FLOPs); got {str(text)!r}.")
+    return budgets
 
 
 # ---- the sweep ---------------------------------------------------------------------------------------------
