@@ -13,6 +13,7 @@ from functools import partial
 
 import gradio as gr
 import numpy as np
+from matplotlib.ticker import FormatStrFormatter
 
 from tinygpt.beyond.scaling import (
     SweepConfig,
@@ -107,6 +108,9 @@ def sweep_figure(result: dict | None):
                       label=f"frontier fit: ∝ C^-{fc['alpha']:.3f} + {fc['c']:.2f}")
         a4.legend(fontsize=8)
     a4.set(title="loss vs compute (C = 6ND)", xlabel="compute C (FLOPs)", ylabel="validation loss")
+    for ax in (a1, a4):  # loss axes span less than a decade: plain numbers, not 2×10^0
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.1f"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1f"))
     return fig
 
 
@@ -184,10 +188,20 @@ def explain(result: dict | None) -> str:
                      + (f" {len(edge)} budget(s) have their best run at the edge of the sizes tried, so the optimum "
                         "may lie outside: add a size on that side." if edge else ""))
     if opt:
-        lines.append(f"* **N_opt ∝ C^{opt['exponent']:.2f}**: Chinchilla found {HOFFMANN['n_opt_exponent']:.2f} (grow "
-                     f"N and D equally), Kaplan {KAPLAN['n_opt_exponent']} (mostly grow N). With "
-                     f"{len(budgets)} budgets over a {budgets[-1]['flops'] / budgets[0]['flops']:.0f}× range and "
-                     "sizes a factor ~2 apart, this exponent is uncertain by about ±0.1–0.2: read it as a direction.")
+        a = opt["exponent"]
+        closer = "Kaplan's" if abs(a - KAPLAN["n_opt_exponent"]) < abs(a - HOFFMANN["n_opt_exponent"]) else \
+            "Chinchilla's"
+        tpp = [b["tokens_per_param"] for b in budgets]
+        trend = "falls" if tpp[-1] < tpp[0] else "rises" if tpp[-1] > tpp[0] else "stays"
+        lines.append(f"* **N_opt ∝ C^{a:.2f}**, closer to {closer}: Chinchilla found "
+                     f"{HOFFMANN['n_opt_exponent']:.2f} (grow N and D equally, about {HOFFMANN['tokens_per_param']} "
+                     f"tokens per parameter at every scale), Kaplan {KAPLAN['n_opt_exponent']} (mostly grow N). Our "
+                     f"tokens per parameter at the optimum {trend} from {tpp[0]:.0f} to {tpp[-1]:.0f} as C grows — "
+                     f"the same fact as an exponent {'above' if a > 0.5 else 'below'} 0.5. Porian et al. (2024) traced "
+                     "Kaplan's larger exponent to small-scale effects of the kind listed below (compute not counted "
+                     "by 6N, warm-up too long for small models, hyper-parameters not tuned per size). With "
+                     f"{len(budgets)} budgets over a {budgets[-1]['flops'] / budgets[0]['flops']:.0f}× range and sizes "
+                     "a factor ~2 apart, this exponent is uncertain by about ±0.1–0.2: read it as a direction.")
     big, small = attention_share(result)
     per_step = runs[0]["tokens"] // runs[0]["steps"]
     lines += ["", "### What differs at toy scale", "",
@@ -207,7 +221,8 @@ def explain(result: dict | None) -> str:
               "law towards a floor, and a fixed compute budget has a best model size that grows with the budget."]
     lines += ["", f"*Sweep: {result.get('corpus', '?')}, {len(runs)} runs, {result.get('seconds', 0):.0f} s of "
               f"training{' (stopped early)' if result.get('stopped') else ''}.*"
-              + (f" Made with `{result['command']}`." if result.get("command") else "")]
+              + (f" Made with `{result['command']}`." if result.get("command") else "")
+              + (f" {result['note']}" if result.get("note") else "")]
     return "\n".join(lines)
 
 
@@ -314,8 +329,8 @@ def build(sessions: SessionStore, sweep_path: str = DEFAULT_SWEEP):
                     "on D = C/(6N) tokens. The plots show a sweep made earlier with the command below; re-run it "
                     f"live (one sweep at a time; settings that would take over {TIME_CAP_S // 60} minutes are "
                     "refused).")
-        status = gr.Markdown(f"Showing the shipped sweep ({len(shipped['runs'])} runs, {shipped['seconds']:.0f} s "
-                             f"when it was made). Command: `{shipped.get('command', '')}`" if shipped else
+        status = gr.Markdown(f"Showing the shipped sweep ({len(shipped['runs'])} runs), made with "
+                             f"`{shipped.get('command', '')}`. {shipped.get('note', '')}" if shipped else
                              "No shipped sweep found: press Re-run.", elem_id="sc-status")
         plot = gr.Plot(sweep_figure(shipped), label="Scaling plots", elem_id="sc-plot")
         with gr.Accordion("Explain", open=True):
