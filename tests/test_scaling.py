@@ -18,8 +18,8 @@ from tinygpt.config import GPTConfig
 from tinygpt.params import count_parameters
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 200
-TINY = dict(shapes=((1, 1, 8), (1, 2, 16), (1, 2, 24)), steps=10, budgets=(3e7, 1e8), context=16, batch_size=4,
-            min_steps=5, max_steps=400, eval_windows=8)
+TINY = dict(shapes=((1, 1, 8), (1, 2, 16), (1, 2, 24)), steps=10, budgets=(1e7, 3e7), context=16, batch_size=4,
+            min_steps=3, max_steps=400, eval_windows=8)
 
 
 def test_fit_recovers_an_exact_power_law():
@@ -152,14 +152,14 @@ def test_cli_scaling_tiny_sweep(tmp_path):
     f.write_text(TEXT)
     out_file = tmp_path / "sweep.json"
     r = run_cli("scaling", "--text", str(f), "--shapes", "1x1x8,1x2x16,1x2x24", "--steps", "10", "--budgets",
-                "3e7,1e8", "--context", "16", "--batch-size", "4", "--min-steps", "5", "--max-steps", "400",
+                "1e7,3e7", "--context", "16", "--batch-size", "4", "--min-steps", "3", "--max-steps", "400",
                 "--eval-windows", "8", "--out", str(out_file), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert {"runs", "fit", "budgets"} <= set(out)
     assert all({"params", "tokens", "flops", "val_loss"} <= set(run) for run in out["runs"])
     assert set(out["fit"]) == {"a", "alpha", "c", "r2"}
-    assert len(out["budgets"]) == 2 and all(b["flops"] in (3e7, 1e8) for b in out["budgets"])
+    assert len(out["budgets"]) == 2 and all(b["flops"] in (1e7, 3e7) for b in out["budgets"])
     assert out["command"].startswith("python -m tinygpt scaling --shapes 1x1x8,1x2x16,1x2x24 --steps 10")
     assert json.loads(out_file.read_text())["runs"] == out["runs"]
     bad = run_cli("scaling", "--shapes", "1x2", "--json")
@@ -187,7 +187,7 @@ class Req:
 
 
 FORM = dict(corpus="Python docs (offline, built-in)", shapes="1x1x8, 1x2x16, 1x2x24", steps=10,
-            budgets="3e7, 1e8", lr=1e-2, batch=4, context=16, min_steps=5, max_steps=400)
+            budgets="1e7, 3e7", lr=1e-2, batch=4, context=16, min_steps=3, max_steps=400)
 
 
 def test_tab_rerun_estimate_and_cap(monkeypatch):
