@@ -193,6 +193,9 @@ def explain(result: dict | None) -> str:
             "Chinchilla's"
         tpp = [b["tokens_per_param"] for b in budgets]
         trend = "falls" if tpp[-1] < tpp[0] else "rises" if tpp[-1] > tpp[0] else "stays"
+        if any(b["edge"] for b in budgets):
+            lines.append(f"* **N_opt ∝ C^{a:.2f} cannot be trusted here**: at least one budget's best run sits at the "
+                         "edge of the sizes tried, so its N_opt is a bound, not an optimum. Add sizes on that side.")
         lines.append(f"* **N_opt ∝ C^{a:.2f}**, closer to {closer}: Chinchilla found "
                      f"{HOFFMANN['n_opt_exponent']:.2f} (grow N and D equally, about {HOFFMANN['tokens_per_param']} "
                      f"tokens per parameter at every scale), Kaplan {KAPLAN['n_opt_exponent']} (mostly grow N). Our "

@@ -182,8 +182,10 @@ def test_train_tab_moe(page):
     set_number(page, "tr-steps", 20)
     set_number(page, "tr-sample-len", 50)
     page.get_by_role("button", name="Train both").click()
-    page.wait_for_function("document.querySelector('#tr-status').innerText.includes('Done')", timeout=300_000)
-    assert "feed-forward width" in page.locator("#tr-status").inner_text()
+    # the earlier run's "Done" may still show: wait for this run's own note as well
+    page.wait_for_function("document.querySelector('#tr-status').innerText.includes('Done') && "
+                           "document.querySelector('#tr-status').innerText.includes('feed-forward width')",
+                           timeout=300_000)
     assert "MoE 4 experts" in page.locator("#tr-samples").inner_text()
     page.wait_for_function("document.querySelector('#tr-routing').innerText.includes('layer 3')", timeout=60_000)
     page.locator("#tr-route-text textarea").fill("To be, or not to be")
@@ -206,7 +208,7 @@ def test_scaling_tab(page):
     set_number(page, "sc-max-steps", 600)
     page.get_by_role("button", name="Estimate time").click()
     page.wait_for_function("document.querySelector('#sc-estimate').innerText.includes('runs')", timeout=120_000)
-    page.get_by_role("button", name="Re-run the sweep").click()
+    page.get_by_role("button", name="Re-run the sweep", exact=True).click()
     page.wait_for_function("document.querySelector('#sc-status').innerText.includes('Done')", timeout=300_000)
     assert "9 runs" in page.locator("#sc-status").inner_text()
     assert plot_image(page, "sc-plot")
