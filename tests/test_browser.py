@@ -89,6 +89,7 @@ def plot_image(pg, elem_id):
 GROUPS = {"Sampling": "Generate", "Layer pruning": "Generate", "Embeddings": "Inside the model",
           "Train from scratch": "Train", "Fine-tune": "Train", "Parameters & compute": "Compute & efficiency",
           "Efficiency": "Compute & efficiency"}
+GROUPS.update({"Scaling laws": "Beyond pretraining"})
 
 
 def open_tab(pg, name):
@@ -231,3 +232,43 @@ def test_efficiency_tab(page):
                            timeout=180_000)
     assert plot_image(page, "eff-prof-plot")
     shot(page, "07_efficiency")
+
+
+def test_train_tab_moe(page):
+    open_tab(page, "Train from scratch")
+    page.get_by_role("button", name="Preset: dense vs MoE, equal active parameters").click()
+    page.wait_for_timeout(500)
+    set_number(page, "tr-steps", 20)
+    set_number(page, "tr-sample-len", 50)
+    page.get_by_role("button", name="Train both").click()
+    # the earlier run's "Done" may still show: wait for this run's own note as well
+    page.wait_for_function("document.querySelector('#tr-status').innerText.includes('Done') && "
+                           "document.querySelector('#tr-status').innerText.includes('feed-forward width')",
+                           timeout=300_000)
+    assert "MoE 4 experts" in page.locator("#tr-samples").inner_text()
+    page.wait_for_function("document.querySelector('#tr-routing').innerText.includes('layer 3')", timeout=60_000)
+    page.locator("#tr-route-text textarea").fill("To be, or not to be")
+    page.get_by_role("button", name="Colour by expert").click()
+    page.wait_for_function("document.querySelector('#tr-routing').innerText.includes('To be, or not to be')",
+                           timeout=60_000)
+    assert plot_image(page, "tr-plot")
+    shot(page, "07_train_moe")
+
+
+def test_scaling_tab(page):
+    open_tab(page, "Scaling laws")
+    assert plot_image(page, "sc-plot")  # the shipped sweep, drawn at start-up
+    assert "Kaplan" in page.locator("#sc-explain").inner_text()
+    page.get_by_text("Re-run the sweep").first.click()
+    page.locator("#sc-shapes textarea").fill("1x1x8, 1x2x16, 1x2x24")
+    page.locator("#sc-budgets textarea").fill("1e9, 3e9")
+    set_number(page, "sc-steps", 10)
+    set_number(page, "sc-min-steps", 5)
+    set_number(page, "sc-max-steps", 600)
+    page.get_by_role("button", name="Estimate time").click()
+    page.wait_for_function("document.querySelector('#sc-estimate').innerText.includes('runs')", timeout=120_000)
+    page.get_by_role("button", name="Re-run the sweep", exact=True).click()
+    page.wait_for_function("document.querySelector('#sc-status').innerText.includes('Done')", timeout=300_000)
+    assert "9 runs" in page.locator("#sc-status").inner_text()
+    assert plot_image(page, "sc-plot")
+    shot(page, "08_scaling")

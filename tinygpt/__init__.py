@@ -10,6 +10,7 @@ No UI code and no I/O at import: everything here is a plain function or class. W
     params.py, compute.py   the calculator: parameter counts, memory, FLOPs, KV cache
     hf_config.py   a Hugging Face config.json (file, text or Hub id) -> GPTConfig, for the calculator
     interpret/     embeddings, pruning and the logit lens          efficiency/   KV cache, GQA, flash, profile
+    moe.py         Mixture-of-Experts load, equal-active dense     beyond/       scaling laws (Chinchilla sweeps)
     cli.py         python -m tinygpt ...
 """
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -29,6 +30,7 @@ from .interpret.embeddings import (
 from .interpret.pruning import logit_lens, named_layers, run_configuration
 from .loading import EMBEDDED_NAME, HUB_MODELS, ModelCache, ModelInfo, load_model
 from .model import GPT, KVCache, parse_layers
+from .moe import dense_equivalent, dense_n_inner, expert_load, token_experts, with_expert_load
 from .params import approx_parameters, count_parameters, parameter_breakdown
 from .sampling import (
                                    distribution_summary,
@@ -59,4 +61,5 @@ __all__ = [
     "named_layers", "run_configuration", "logit_lens",
     "from_hf_config", "fetch_hub_config",
     "convert_kv_heads", "kv_cache_measurement", "profile_forward", "flash_attention",
+    "expert_load", "with_expert_load", "dense_n_inner", "dense_equivalent", "token_experts",
 ]

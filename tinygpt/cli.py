@@ -196,13 +196,30 @@ def cmd_train(a) -> int:
                     n_embd=a.n_embd, embd_pdrop=d if a.embd_pdrop is None else a.embd_pdrop,
                     attn_pdrop=d if a.attn_pdrop is None else a.attn_pdrop,
                     resid_pdrop=d if a.resid_pdrop is None else a.resid_pdrop, bias=not a.no_bias,
-                    causal=not a.no_causal_mask, layernorm=not a.no_layernorm, attn_scale=not a.no_attn_scale)
+                    causal=not a.no_causal_mask, layernorm=not a.no_layernorm, attn_scale=not a.no_attn_scale,
+                    n_inner=a.n_inner, n_experts=a.n_experts, moe_top_k=a.moe_top_k, moe_aux_weight=a.moe_aux_weight)
     torch.manual_seed(a.seed)
     model = GPT(cfg)
     print(f"{model.num_params():,} parameters; {len(train_data):,} train / {len(val_data):,} val tokens",
           file=sys.stderr)
     result = train(model, train_data, val_data, train_config(a, a.block_size), callback=print_progress)
-    return finish_training(a, model, tok, result)
+    return finish_training(a, model, tok, result, moe_report(model, val_data, a.block_size))
+
+
+def moe_report(model, val_data, context) -> dict:
+    """params_total / params_active (per token) for every model; for an MoE also expert_load (fraction of the
+    validation tokens each expert takes, per layer and averaged) and the dense width with equal active params."""
+    from .moe import dense_n_inner, expert_load
+    from .params import count_parameters
+
+    counts = count_parameters(model.config)
+    out = {"params_total": counts["total"], "params_active": counts["active"]}
+    if model.config.n_experts:
+        load = expert_load(model, val_data, context)
+        out["expert_load"] = {"per_layer": [[round(f, 4) for f in row] for row in load["per_layer"]],
+                              "average": [round(f, 4) for f in load["average"]], "tokens": load["tokens"]}
+        out["dense_equal_active_n_inner"] = dense_n_inner(model.config)
+    return out
 
 
 def cmd_finetune(a) -> int:
@@ -285,6 +302,81 @@ def cmd_profile(a) -> int:
     r = profile_forward(model, a.batch, a.seq_len, a.repeats)
     report = {**r, "model": model.info.name, "fallback": model.info.fallback, "dtype": a.dtype}
     return emit(a, report, profile_lines)
+
+
+# ---- scaling ----------------------------------------------------------------------------------------
+def shapes_arg(text):
+    from .beyond.scaling import parse_shapes
+    try:
+        return parse_shapes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def budgets_arg(text):
+    from .beyond.scaling import parse_budgets
+    try:
+        return parse_budgets(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def scaling_command(a) -> str:
+    """The full command that reproduces a sweep (every setting spelled out), stored with the result."""
+    parts = ["python -m tinygpt scaling", f"--shapes {','.join('x'.join(map(str, s)) for s in a.shapes)}",
+             f"--steps {a.steps}", f"--budgets {','.join(f'{b:g}' for b in a.budgets)}", f"--context {a.context}",
+             f"--batch-size {a.batch_size}", f"--lr {a.lr:g}", f"--min-steps {a.min_steps}",
+             f"--max-steps {a.max_steps}", f"--eval-windows {a.eval_windows}", f"--tokenizer {a.tokenizer}",
+             f"--seed {a.seed}"]
+    if a.text:
+        parts.append(f"--text {a.text}")
+    return " ".join(parts + ["--json"])
+
+
+def scaling_lines(r: dict):
+    yield f"{'group':>8} {'params':>9} {'tokens':>11} {'FLOPs':>10} {'val loss':>9} {'seconds':>8}"
+    for run in r["runs"]:
+        g = "size" if run["group"] == "size" else f"C={run['budget']:.0e}"
+        yield (f"{g:>8} {run['params']:>9,} {run['tokens']:>11,} {run['flops']:>10.2e} {run['val_loss']:>9.4f} "
+               f"{run['seconds']:>8.1f}")
+    if r["fit"]:
+        f = r["fit"]
+        yield f"L(N) = {f['a']:.4g} * N^-{f['alpha']:.3f} + {f['c']:.3f}   (r2 {f['r2']:.3f})"
+    for b in r["budgets"]:
+        yield (f"C = {b['flops']:.2e}: N_opt {b['n_opt']:,.0f}, D_opt {b['d_opt']:,.0f} "
+               f"({b['tokens_per_param']:.1f} tokens/param), loss {b['loss_opt']:.4f}{' (edge)' if b['edge'] else ''}")
+    if r["optimum"]:
+        o = r["optimum"]
+        yield f"N_opt ∝ C^{o['exponent']:.3f} (r2 {o['r2']:.3f}); L_opt ∝ C^{o['loss_exponent']:.3f}"
+    yield f"{r['seconds']:.0f} s on {r['corpus']}" + (" (stopped)" if r["stopped"] else "")
+
+
+def cmd_scaling(a) -> int:
+    from .beyond.scaling import SweepConfig, scaling_sweep, sweep_corpus
+    from .data import read_text
+
+    cfg = SweepConfig(shapes=a.shapes, steps=a.steps, budgets=a.budgets, context=a.context, batch_size=a.batch_size,
+                      lr=a.lr, min_steps=a.min_steps, max_steps=a.max_steps, eval_windows=a.eval_windows,
+                      tokenizer=a.tokenizer, seed=a.seed)
+    text, name = (read_text(a.text), a.text) if a.text else sweep_corpus()
+    if not a.text and name != "tiny-shakespeare":
+        print(f"note: using {name}", file=sys.stderr)
+
+    def progress(ev):
+        if ev["kind"] == "run":
+            r = ev["result"]
+            print(f"run {ev['run'] + 1}/{ev['runs_total']} ({r['group']}): N {r['params']:,} D {r['tokens']:,} "
+                  f"val {r['val_loss']:.4f} {r['seconds']:.1f}s", file=sys.stderr, flush=True)
+
+    result = scaling_sweep(cfg, text, progress, corpus_name=name)
+    result["command"] = scaling_command(a)
+    if a.out:
+        import os
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+            f.write("\n")
+    return emit(a, result, scaling_lines)
 
 
 # ---- parser -----------------------------------------------------------------------------------------
@@ -383,6 +475,10 @@ def build_parser() -> Parser:
     t.add_argument("--no-causal-mask", action="store_true")
     t.add_argument("--no-layernorm", action="store_true")
     t.add_argument("--no-attn-scale", action="store_true")
+    t.add_argument("--n-inner", type=int, default=None, help="feed-forward width (default 4 * n_embd)")
+    t.add_argument("--n-experts", type=int, default=0, help="Mixture-of-Experts: expert MLPs per block (0 = dense)")
+    t.add_argument("--moe-top-k", type=int, default=1, help="experts per token (1 = Switch routing)")
+    t.add_argument("--moe-aux-weight", type=float, default=0.01, help="weight of the load-balancing loss")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -413,6 +509,26 @@ def build_parser() -> Parser:
     r.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     r.set_defaults(func=cmd_profile)
+
+    from .beyond.scaling import SweepConfig
+    sd = SweepConfig()
+    c = sub.add_parser("scaling", help="train a sweep of small models; fit L(N) and the compute-optimal N per budget")
+    c.add_argument("--text", default=None, help="UTF-8 text (default: Tiny Shakespeare, offline: the Python docs)")
+    c.add_argument("--shapes", type=shapes_arg, default=sd.shapes,
+                   help="model sizes as layers x heads x d_model, e.g. 1x2x16,2x4x64")
+    c.add_argument("--steps", type=int, default=sd.steps, help="training steps of every model in the size sweep")
+    c.add_argument("--budgets", type=budgets_arg, default=sd.budgets, help="compute budgets in FLOPs, e.g. 3e10,1e11")
+    c.add_argument("--context", type=int, default=sd.context)
+    c.add_argument("--batch-size", type=int, default=sd.batch_size)
+    c.add_argument("--lr", type=float, default=sd.lr)
+    c.add_argument("--min-steps", type=int, default=sd.min_steps, help="budget runs shorter than this are skipped")
+    c.add_argument("--max-steps", type=int, default=sd.max_steps, help="budget runs longer than this are skipped")
+    c.add_argument("--eval-windows", type=int, default=sd.eval_windows, help="validation windows per loss")
+    c.add_argument("--tokenizer", choices=["char", "gpt2"], default=sd.tokenizer)
+    c.add_argument("--seed", type=int, default=sd.seed)
+    c.add_argument("--out", default=None, help="also write the result (with the command) to this JSON file")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_scaling)
     return p
 
 
