@@ -12,6 +12,7 @@ import pandas as pd
 from tinygpt import GPTConfig, count_parameters, parameter_breakdown
 from tinygpt.compute import A100_TFLOPS, DEFAULT_MFU, DEFAULT_TOKENS, estimate, gqa_compare_heads, kv_cache_bytes
 
+from . import share
 from .common import UserError, human, human_bytes, human_flops, new_figure, parse_float, user_errors
 
 PRESET_CHOICES = [
@@ -298,3 +299,27 @@ def build():
         go.click(on_params, inputs, outputs, api_name="params")
         preset.change(on_preset, [preset], fields + [seq_len], api_visibility="private").then(
             on_params, inputs, outputs, api_visibility="private")
+        names = ["n_layer", "n_embd", "n_head", "n_kv_head", "block_size", "vocab_size", "bias", "tied", "ffn_mult",
+                 "dtype", "optimizer", "batch_size", "seq_len", "tokens", "tflops", "mfu"]
+        share.register("calculator", fields=dict(zip(names, inputs)), command=command, run=go,
+                       refresh=(on_params, inputs, outputs))
+
+
+def command(v: dict) -> str:
+    """`python -m tinygpt params --json` with the flags that differ from GPT-2 small and the CLI's defaults: it
+    prints the same JSON as the tab (the tab's very large integers arrive as floats, see json_safe)."""
+    cfg, r = calculate(*[v[k] for k in ("n_layer", "n_embd", "n_head", "n_kv_head", "block_size", "vocab_size",
+                                        "bias", "tied", "ffn_mult", "dtype", "optimizer", "batch_size", "seq_len",
+                                        "tokens", "tflops", "mfu")])
+    base, i = GPTConfig.from_preset("gpt2"), r["inputs"]
+    shape = {k: getattr(cfg, k) for k in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size")
+             if getattr(cfg, k) != getattr(base, k)}
+    return share.cli(
+        "params", **shape, n_kv_head=cfg.kv_heads if cfg.kv_heads != cfg.n_head else None,
+        ffn_mult=float(v["ffn_mult"]) if cfg.ffn_dim != 4 * cfg.n_embd else None, no_bias=not cfg.bias,
+        untied=not cfg.tie_weights, batch_size=i["batch_size"] if i["batch_size"] != 1 else None,
+        seq_len=i["seq_len"] if i["seq_len"] != cfg.block_size else None,
+        dtype=i["dtype"] if i["dtype"] != "fp32" else None, optimizer=i["optimizer"] if i["optimizer"] != "adamw"
+        else None, tokens=i["tokens"] if i["tokens"] != DEFAULT_TOKENS else None,
+        tflops=i["tflops"] if i["tflops"] != A100_TFLOPS else None, mfu=i["mfu"] if i["mfu"] != DEFAULT_MFU else None,
+        json=True)

@@ -27,6 +27,7 @@ from tinygpt.data import (
     split_tokens,
 )
 
+from . import share
 from .common import UserError, clamp_int, new_figure, parse_float, sample_cards, stop_session, user_errors
 from .sessions import SessionStore, run_jobs
 
@@ -276,3 +277,35 @@ def build(sessions: SessionStore):
                   lr, a_causal, a_ln, a_scale, b_causal, b_ln, b_scale, sample_len, seed],
                  [status, plot, samples, explain_md], api_name="train", concurrency_id="train", concurrency_limit=1)
         stop.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)
+        share.register("train", fields={
+            "corpus": corpus, "tokenizer": tokenizer, "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd,
+            "context": context, "embd_pdrop": embd_p, "attn_pdrop": attn_p, "resid_pdrop": resid_p, "steps": steps,
+            "batch_size": batch, "lr": lr, "sample_len": sample_len, "seed": seed, "a_causal": a_causal,
+            "a_layernorm": a_ln, "a_attn_scale": a_scale, "b_causal": b_causal, "b_layernorm": b_ln,
+            "b_attn_scale": b_scale}, command=command, run=go)
+
+
+def command(v: dict) -> str:
+    """Runs A and B as two `python -m tinygpt train` lines: same data, initial weights and schedule, so the
+    same losses (the samples the tab draws afterwards start from a prompt taken from the held-out text)."""
+    st, _ = check_settings(v["n_layer"], v["n_head"], v["n_embd"], v["context"], v["steps"], v["batch_size"], v["lr"],
+                           (v["embd_pdrop"], v["attn_pdrop"], v["resid_pdrop"]), v["sample_len"], v["seed"])
+    if v["corpus"] == UPLOAD:
+        text, lines = "your-text.txt", ["# your uploaded .txt (the tab also cleans it: see tinygpt.data.clean_text)"]
+    else:
+        key = CORPORA.get(v["corpus"], v["corpus"])
+        text = f"{key}.txt"
+        code = (f"from tinygpt.data import load_corpus; "
+                f"open({text!r}, 'w', encoding='utf-8').write(load_corpus({key!r}))")
+        lines = ["# the corpus as a text file", share.cli_python(code)]
+    tok = "char" if str(v["tokenizer"]).lower().startswith("char") else "gpt2"
+    for run in ("a", "b"):
+        lines.append(f"# run {run.upper()}")
+        lines.append(share.cli(
+            "train", text=text, tokenizer=tok, n_layer=st.n_layer, n_head=st.n_head, n_embd=st.n_embd,
+            block_size=st.context, batch_size=st.batch_size, steps=st.steps, lr=st.lr,
+            warmup=min(100, max(1, st.steps // 10)), eval_interval=max(1, st.steps // 20), eval_batches=4,
+            seed=st.seed, embd_pdrop=st.drops[0], attn_pdrop=st.drops[1], resid_pdrop=st.drops[2],
+            no_causal_mask=not v[f"{run}_causal"], no_layernorm=not v[f"{run}_layernorm"],
+            no_attn_scale=not v[f"{run}_attn_scale"], out=f"runs/{run.upper()}"))
+    return "\n".join(lines)
