@@ -64,8 +64,9 @@ LECTURE_CSS = """
 :root.tg-lecture button {min-height: 48px;}
 :root.tg-lecture input[type=checkbox], :root.tg-lecture input[type=radio] {transform: scale(1.4);}
 :root.tg-lecture input[type=range] {height: 10px;}
-:root.tg-lecture .tg-lecture-big img, :root.tg-lecture [data-testid="matplotlib"] img {width: 100% !important;
-                  max-width: 100% !important; height: auto !important;}
+:root.tg-lecture [data-testid="matplotlib"] {padding-top: 44px;}  /* below the plot's floating label */
+:root.tg-lecture [data-testid="matplotlib"] img {width: 100% !important; max-width: 100% !important;
+                  height: auto !important;}
 .tg-share-bar {margin-top: 12px;}
 .tg-map-q {padding-top: 6px;}
 """
@@ -315,9 +316,8 @@ class Registry:
         sections = []
         for (name, comp), value in zip(t.outputs.items(), outputs):
             part = self.render_output(comp, value)
-            if part:
-                title = html.escape(getattr(comp, "label", None) or name.replace("-", " "))
-                sections.append((title, part))
+            if part:  # unlabelled text (explanations, the model card) goes in without a heading
+                sections.append((html.escape(getattr(comp, "label", None) or ""), part))
         doc = report_html(t.label, values, self.command_text(t, values), self.query_string(t.tab_id, values)[0],
                           sections, model_name(values, outputs))
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -327,7 +327,8 @@ class Registry:
         return path
 
     def render_output(self, comp, value) -> str:
-        if value is None or value == "":
+        value = getattr(value, "root", value)  # gr.JSON may hand over its pydantic root model
+        if value is None or (isinstance(value, str) and not value.strip()):
             return ""
         if isinstance(comp, FIGURE_TYPES + NATIVE_PLOTS):
             fig = self.figure_for(comp, value)
@@ -477,7 +478,7 @@ def settings_query(tab_id: str, settings: dict) -> str:
 
 
 def note_markdown(notes: list) -> str:
-    return "ℹ️ **Parts of this link were ignored.** " + " ".join(html.escape(n) for n in notes)
+    return "**Parts of this link were ignored.** " + " ".join(html.escape(n) for n in notes)
 
 
 # ---- the command line -----------------------------------------------------------------------------------
@@ -629,6 +630,7 @@ def markdown_html(text: str) -> str:
 def model_name(values: dict, outputs: list) -> str:
     """The model the run used: the JSON output's "model" (after an offline fallback) or the picked one."""
     picked = values.get("model")
+    outputs = [getattr(o, "root", o) for o in outputs]
     used = next((o.get("model") for o in outputs if isinstance(o, dict) and o.get("model")), None)
     if used and picked and str(used) != str(picked):
         return f"{used} (asked for {picked}; offline fallback)"
@@ -639,7 +641,7 @@ def report_html(label: str, values: dict, command: str, query: str, sections: li
     now = dt.datetime.now().astimezone()
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(encode_value(v))}</code></td></tr>"
                    for k, v in values.items())
-    body = "".join(f"<h2>{title}</h2>\n{part}\n" for title, part in sections)
+    body = "".join((f"<h2>{title}</h2>\n" if title else "") + f"{part}\n" for title, part in sections)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>TinyGPT Lab report: {html.escape(label)}</title>
 <style>{REPORT_CSS}{SAMPLE_CSS}</style></head>
@@ -703,7 +705,7 @@ def register(tab_id: str, fields: dict, command: Callable | None = None, run=Non
             reg.remember_figures(comp)
     with gr.Accordion("Share this setup · command line · downloads", open=True, elem_classes="tg-share-bar"):
         with gr.Row():
-            link_btn = gr.Button("🔗 Copy link to this setup", size="sm", elem_id=f"{tab_id}-share-link")
+            link_btn = gr.Button("Copy link to this setup", size="sm", elem_id=f"{tab_id}-share-link")
             report_btn = gr.Button("⬇ Download report (HTML)", size="sm", elem_id=f"{tab_id}-share-report")
             export_btn = gr.Button("⬇ Figures (PNG, SVG) and tables (CSV)", size="sm",
                                    elem_id=f"{tab_id}-share-export")
@@ -759,8 +761,8 @@ def header(sessions: SessionStore | None = None):
     reg = registry(sessions)
     with gr.Row(equal_height=True):
         reg.banner = gr.Markdown(visible=False, elem_id="share-banner")
-        reg.lecture = gr.Checkbox(False, label="🎓 Lecture mode (large text for a projector; or add ?lecture=1)",
-                                  elem_id="lecture-toggle", scale=0, min_width=320)
+        reg.lecture = gr.Checkbox(False, label="Lecture mode (large text; link: ?lecture=1)",
+                                  elem_id="lecture-toggle", scale=0, min_width=300)
     reg.applied = gr.State("")
     reg.lecture.change(None, reg.lecture, None, js=LECTURE_JS, queue=False, api_visibility="private")
     return reg
