@@ -46,6 +46,9 @@ def load_bert(name_or_dir: str = BERT_NAME, hub_timeout: float = 5.0):
     else:
         raise ValueError(f"Unknown BERT model {name!r}: use {BERT_NAME} or a directory saved with save_pretrained.")
     logging.getLogger("transformers").setLevel(logging.ERROR)  # the pre-training heads are not needed: no warning
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one model load is not worth a progress bar in the server's log
     model = BertModel.from_pretrained(path, add_pooling_layer=False).eval()
     for p in model.parameters():
         p.requires_grad_(False)
