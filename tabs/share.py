@@ -55,8 +55,9 @@ OUTPUT_TYPES = (gr.Plot, gr.BarPlot, gr.LinePlot, gr.ScatterPlot, gr.Dataframe, 
 # The class goes on <html>: Gradio's theme defines its sizes on :root from --text-*, so overriding those there
 # resizes every label, input, button and prose block at once; plots are images and are widened instead.
 LECTURE_CSS = """
-:root.tg-lecture {--text-xxs: 13px; --text-xs: 15px; --text-sm: 18px; --text-md: 21px; --text-lg: 24px;
-                  --text-xl: 30px; --text-xxl: 38px;}
+/* Gradio's dark theme re-declares the sizes on the .dark element (body): override them there too */
+:root.tg-lecture, :root.tg-lecture .dark {--text-xxs: 13px; --text-xs: 15px; --text-sm: 18px; --text-md: 21px;
+                                          --text-lg: 24px; --text-xl: 30px; --text-xxl: 38px;}
 :root.tg-lecture .gradio-container {max-width: 100% !important;}
 :root.tg-lecture .prose, :root.tg-lecture .prose * {font-size: 21px; line-height: 1.5;}
 :root.tg-lecture .prose h1 {font-size: 38px;} :root.tg-lecture .prose h3 {font-size: 26px;}
