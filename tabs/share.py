@@ -640,7 +640,8 @@ def model_name(values: dict, outputs: list) -> str:
 
 def report_html(label: str, values: dict, command: str, query: str, sections: list, model: str) -> str:
     now = dt.datetime.now().astimezone()
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(encode_value(v))}</code></td></tr>"
+    shown = lambda v: ("yes" if v else "no") if isinstance(v, bool) else encode_value(v)  # noqa: E731
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(shown(v))}</code></td></tr>"
                    for k, v in values.items())
     body = "".join((f"<h2>{title}</h2>\n" if title else "") + f"{part}\n" for title, part in sections)
     return f"""<!DOCTYPE html>
