@@ -46,7 +46,7 @@ from .sessions import SessionStore, session_tmpdir
 GLOBAL_KEYS = {"tab", "lecture"}  # plus Gradio's own (__theme, view, ...): any key starting with "__" or "view"
 MAX_TEXT = 20_000  # characters of one text value accepted from a link
 MAX_LINK_TEXT = 2_000  # longer texts are left out of a copied link (a URL this long breaks in e-mails and servers)
-MAX_FIGURES = 48  # figures remembered for SVG export (each a few hundred kB at most)
+MAX_FIGURES = 32  # figures remembered for SVG export, all users together (oldest forgotten first)
 FIGURE_TYPES = (gr.Plot,)
 NATIVE_PLOTS = (gr.BarPlot, gr.LinePlot, gr.ScatterPlot)
 OUTPUT_TYPES = (gr.Plot, gr.BarPlot, gr.LinePlot, gr.ScatterPlot, gr.Dataframe, gr.HTML, gr.Markdown, gr.JSON)
@@ -787,8 +787,10 @@ def install(demo: gr.Blocks | None = None) -> Registry:
     if reg.banner is None:
         header()
     outputs = reg.apply_outputs()
+    # not in the "model" queue: every page load runs this (it does nothing without a link) and must not wait
+    # behind someone's generation; a refresh is one cheap forward pass at most
     refresh = dict(fn=reg.run_refresh, inputs=reg.refresh_inputs(), outputs=reg.refresh_outputs(),
-                   api_visibility="private", concurrency_id="model")
+                   api_visibility="private")
     demo.load(reg.restore, None, outputs, queue=False, api_visibility="private").then(**refresh)
     for button, note, tab_id, settings, needs in reg.course:
         if course_available(reg, tab_id, settings):
