@@ -328,3 +328,34 @@ def test_restore_in_the_app(app):
     res = reg.run_refresh("sampling", *vals)
     explain = res[[id(c) for c in reg.refresh_outputs()].index(id(reg.tabs["sampling"].refresh[2][1]))]
     assert "T=10, top-k=2 (your settings)" in explain
+
+
+def test_train_command_round_trip(tmp_path):
+    """Both runs of the Train tab, re-run from its command lines in a fresh process: the same losses."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    from tabs import train
+    from tabs.sessions import SessionStore
+
+    v = dict(corpus="Python docs (offline, built-in)", tokenizer="characters", n_layer=1, n_head=2, n_embd=16,
+             context=16, embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0, steps=6, batch_size=2, lr=2e-3,
+             sample_len=20, seed=3, a_causal=True, a_layernorm=True, a_attn_scale=True, b_causal=False,
+             b_layernorm=True, b_attn_scale=False)
+    store = SessionStore()
+    order = ["tokenizer", "n_layer", "n_head", "n_embd", "context", "embd_pdrop", "attn_pdrop", "resid_pdrop", "steps",
+             "batch_size", "lr", "a_causal", "a_layernorm", "a_attn_scale", "b_causal", "b_layernorm", "b_attn_scale",
+             "sample_len", "seed"]
+    drain(train.on_train(store, v["corpus"], None, *[v[k] for k in order], progress=lambda *a, **k: None))
+    tab = store.get(None)["train_results"]
+    lines = [ln for ln in train.command(v).splitlines() if not ln.startswith("#")]
+    prep = shlex.split(lines[0])  # writes the corpus file, as the tab reads it
+    subprocess.run([sys.executable, *prep[1:]], cwd=tmp_path, check=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    for run, line in zip("AB", lines[1:]):
+        r = run_cli(*cli_args(line), "--json", cwd=str(tmp_path))
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert {k: out[k] for k in tab[run]} == tab[run], run
