@@ -359,3 +359,30 @@ def test_train_command_round_trip(tmp_path):
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout)
         assert {k: out[k] for k in tab[run]} == tab[run], run
+
+
+def test_finetune_command_round_trip(models, tiny_dir, tmp_path):
+    """The Fine-tune tab's weights, re-made by its command line from the cleaned text: the same tensors."""
+    import torch
+
+    from tabs import finetune
+    from tabs.sessions import SessionStore
+    from tinygpt import load_model
+    from tinygpt.data import prepare_text
+
+    essay = ("The lighthouse keeper wrote every evening about the weather, the ships and the gulls. "
+             "Some nights the fog was so thick that the lamp seemed to float in the air. ") * 30
+    v = dict(model=tiny_dir, lossy=False, drop_boilerplate=True, prompt="The lighthouse",
+             trainable="Top 2 blocks (fast)", steps=4, context=32, batch_size=2, lr=1e-3, seed=1, max_new_tokens=10)
+    store = SessionStore()
+    drain(finetune.on_finetune(models, store, tiny_dir, None, essay, False, True, v["prompt"], v["seed"],
+                               v["trainable"], v["steps"], v["context"], v["batch_size"], v["lr"],
+                               v["max_new_tokens"], progress=lambda *a, **k: None))
+    tuned, _ = store.get(None)["finetuned"]
+    (tmp_path / "essay.txt").write_text(prepare_text(None, essay, False, True, prefer_text=True)[0], encoding="utf-8")
+    line = next(ln for ln in finetune.command(v).splitlines() if " finetune " in ln)
+    r = run_cli(*cli_args(line), cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    cli_model, _ = load_model(str(tmp_path / "finetuned"))
+    for (name, a), (_, b) in zip(sorted(tuned.state_dict().items()), sorted(cli_model.state_dict().items())):
+        assert torch.equal(a, b), name
