@@ -30,6 +30,7 @@ from tinygpt.hf_config import (
     parse_config_json,
 )
 
+from . import share
 from .common import UserError, human, human_bytes, human_flops, new_figure, parse_float, user_errors
 
 PRESET_TITLES = [
@@ -467,3 +468,36 @@ def build(fetch_config=fetch_hub_config):
         for event, args in ((paste_go.click, [pasted]), (upload.upload, [pasted, upload])):
             event(on_config_json, args, form + [source], api_visibility="private").then(
                 on_params, inputs, outputs, api_visibility="private")
+        names = ["n_layer", "n_embd", "n_head", "n_kv_head", "block_size", "vocab_size", "bias", "tied", "ffn_mult",
+                 "dtype", "optimizer", "batch_size", "seq_len", "tokens", "tflops", "mfu"] + ARCH_FIELDS
+        share.register("calculator", fields=dict(zip(names, inputs)), command=command, run=go,
+                       refresh=(on_params, inputs, outputs))
+
+
+# the architecture inputs (after the 16 original ones) and their form defaults (a link may omit them)
+ARCH_DEFAULTS = {"head_dim": 0, "mlp": "gelu", "norm": "layernorm", "pos_encoding": "learned", "qkv_bias": "auto",
+                 "n_experts": 0, "moe_top_k": 1}
+ARCH_FIELDS = list(ARCH_DEFAULTS)
+
+def command(v: dict) -> str:
+    """`python -m tinygpt params --json` with the flags that differ from GPT-2 small and the CLI's defaults: it
+    prints the same JSON as the tab (the tab's very large integers arrive as floats, see json_safe)."""
+    cfg, r = calculate(*[v[k] for k in ("n_layer", "n_embd", "n_head", "n_kv_head", "block_size", "vocab_size",
+                                        "bias", "tied", "ffn_mult", "dtype", "optimizer", "batch_size", "seq_len",
+                                        "tokens", "tflops", "mfu")], *[v.get(k, d) for k, d in ARCH_DEFAULTS.items()])
+    base, i = GPTConfig.from_preset("gpt2"), r["inputs"]
+    shape = {k: getattr(cfg, k) for k in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size")
+             if getattr(cfg, k) != getattr(base, k)}
+    return share.cli(
+        "params", **shape, n_kv_head=cfg.kv_heads if cfg.kv_heads != cfg.n_head else None,
+        ffn_mult=float(v["ffn_mult"]) if cfg.ffn_dim != 4 * cfg.n_embd else None, no_bias=not cfg.bias,
+        untied=not cfg.tie_weights, batch_size=i["batch_size"] if i["batch_size"] != 1 else None,
+        seq_len=i["seq_len"] if i["seq_len"] != cfg.block_size else None,
+        dtype=i["dtype"] if i["dtype"] != "fp32" else None, optimizer=i["optimizer"] if i["optimizer"] != "adamw"
+        else None, tokens=i["tokens"] if i["tokens"] != DEFAULT_TOKENS else None,
+        tflops=i["tflops"] if i["tflops"] != A100_TFLOPS else None, mfu=i["mfu"] if i["mfu"] != DEFAULT_MFU else None,
+        head_dim=cfg.head_size, mlp=cfg.mlp if cfg.mlp != "gelu" else None,
+        norm=cfg.norm if cfg.norm != "layernorm" else None,
+        pos_encoding=cfg.pos_encoding if cfg.pos_encoding != "learned" else None,
+        qkv_bias=cfg.qkv_bias if cfg.qkv_bias else None, no_qkv_bias=cfg.qkv_bias is False and cfg.bias,
+        n_experts=cfg.n_experts or None, moe_top_k=cfg.moe_top_k if cfg.n_experts else None, json=True)

@@ -9,6 +9,7 @@ share one queue slot (concurrency_id "measure"): one runs at a time and the othe
 from __future__ import annotations
 
 import html
+import re
 import threading
 import time
 from functools import lru_cache, partial
@@ -39,6 +40,7 @@ from tinygpt.interpret.pruning import default_reference
 from tinygpt.params import count_parameters
 from tinygpt.sampling import encode_prompt
 
+from . import share
 from .common import (
     UserError,
     check_prompt,
@@ -763,3 +765,18 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                    api_name="flash_benchmark", **MEASURE)
         p_go.click(partial(on_profile, models, sessions), [model_dd, fast, p_batch, p_lens, p_rep],
                    [p_plot, p_table, p_md], api_name="profile", **MEASURE)
+        share.register("efficiency", fields={
+            "model": model_dd, "fast": fast, "kv_prompt": kv_prompt, "kv_tokens": kv_n, "groups": groups,
+            "gqa_lengths": gqa_lens, "gqa_batch": gqa_batch, "flash_tokens": fl_T, "flash_block_q": fl_bq,
+            "flash_block_k": fl_bk, "flash_head_size": fl_hs, "flash_causal": fl_causal, "flash_seed": fl_seed,
+            "bench_head_size": b_hs, "bench_repeats": b_rep, "profile_batch": p_batch, "profile_lengths": p_lens,
+            "profile_repeats": p_rep}, command=command, run=p_go)
+
+
+def command(v: dict) -> str:
+    """The forward-pass profile as `python -m tinygpt profile`, one line per sequence length (the KV-cache, GQA and
+    FlashAttention sections have no command of their own: their functions are in tinygpt.efficiency)."""
+    lens = [t for t in re.split(r"[,;\s]+", str(v["profile_lengths"])) if t]
+    return "\n".join(share.cli("profile", model=v["model"], batch=int(v["profile_batch"]), seq_len=int(t),
+                               repeats=int(v["profile_repeats"]), dtype="bf16" if v["fast"] else None, json=True)
+                     for t in lens if t.isdigit()) or None

@@ -27,6 +27,7 @@ from tinygpt.beyond.scaling import (
 )
 from tinygpt.data import CORPORA, load_corpus, make_tokenizer, python_docs
 
+from . import share
 from .common import UserError, clamp_int, human, human_flops, new_figure, parse_float, stop_session, user_errors
 from .sessions import SessionStore, run_jobs
 
@@ -366,3 +367,19 @@ def build(sessions: SessionStore, sweep_path: str = DEFAULT_SWEEP):
         go.click(partial(on_rerun, sessions), inputs, [status, plot, tables, explain_md], api_name="scaling",
                  concurrency_id="train", concurrency_limit=1)
         stop.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)
+        share.register("scaling", fields=dict(zip(SHARE_FIELDS, inputs)), command=command, run=go)
+
+
+SHARE_FIELDS = ("corpus", "shapes", "steps", "budgets", "lr", "batch_size", "context", "min_steps", "max_steps")
+
+
+def command(v: dict) -> str:
+    """The sweep as `python -m tinygpt scaling` (the corpus as a text file first, like the Train tab)."""
+    cfg, _ = check_sweep_settings(*[v[k] for k in SHARE_FIELDS[1:]])
+    key = CORPORA.get(v["corpus"], v["corpus"])
+    code = (f"from tinygpt.data import load_corpus; "
+            f"open({key + '.txt'!r}, 'w', encoding='utf-8').write(load_corpus({key!r}))")
+    return "\n".join(["# the corpus as a text file", share.cli_python(code), share.cli(
+        "scaling", text=f"{key}.txt", shapes=",".join("x".join(map(str, s)) for s in cfg.shapes), steps=cfg.steps,
+        budgets=",".join(f"{b:g}" for b in cfg.budgets), lr=cfg.lr, batch_size=cfg.batch_size, context=cfg.context,
+        min_steps=cfg.min_steps, max_steps=cfg.max_steps, json=True)])

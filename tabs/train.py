@@ -32,6 +32,7 @@ from tinygpt.data import (
 )
 from tinygpt.moe import dense_n_inner, expert_load, token_experts, with_expert_load
 
+from . import share
 from .common import UserError, clamp_int, new_figure, parse_float, sample_cards, stop_session, user_errors
 from .sessions import SessionStore, run_jobs
 
@@ -96,10 +97,10 @@ def draw_load(ax, hist: list, cfg, name: str) -> None:
     for g, ev in enumerate(evs):
         for layer, shares in enumerate(ev["expert_load"]):
             bottom = 0.0
-            for e, share in enumerate(shares):
-                ax.bar(g - 0.4 + (layer + 0.5) * width, share, width * 0.9, bottom=bottom, color=EXPERT_COLORS[e],
+            for e, frac in enumerate(shares):
+                ax.bar(g - 0.4 + (layer + 0.5) * width, frac, width * 0.9, bottom=bottom, color=EXPERT_COLORS[e],
                        label=f"expert {e}" if (g, layer) == (0, 0) else None)
-                bottom += share
+                bottom += frac
     for e in range(1, E):
         ax.axhline(e / E, color="k", lw=.5, ls=":", alpha=.6)
     ticks = list(range(0, len(evs), max(1, len(evs) // 6)))
@@ -518,3 +519,48 @@ def build(sessions: SessionStore):
         preset_aux.click(partial(preset_values, "aux on vs off"), None, preset_outputs, api_visibility="private",
                          queue=False)
         stop.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)
+        share.register("train", fields={
+            "corpus": corpus, "tokenizer": tokenizer, "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd,
+            "context": context, "embd_pdrop": embd_p, "attn_pdrop": attn_p, "resid_pdrop": resid_p, "steps": steps,
+            "batch_size": batch, "lr": lr, "sample_len": sample_len, "seed": seed, "a_causal": a_causal,
+            "a_layernorm": a_ln, "a_attn_scale": a_scale, "b_causal": b_causal, "b_layernorm": b_ln,
+            "b_attn_scale": b_scale, "a_experts": a_experts, "a_top_k": a_top_k, "a_aux": a_aux,
+            "b_experts": b_experts, "b_top_k": b_top_k, "b_aux": b_aux, "match_active": match_active},
+            command=command, run=go)
+
+
+def command(v: dict) -> str:
+    """Runs A and B as two `python -m tinygpt train` lines: same data, initial weights and schedule, so the
+    same losses (the samples the tab draws afterwards start from a prompt taken from the held-out text)."""
+    st, _ = check_settings(v["n_layer"], v["n_head"], v["n_embd"], v["context"], v["steps"], v["batch_size"], v["lr"],
+                           (v["embd_pdrop"], v["attn_pdrop"], v["resid_pdrop"]), v["sample_len"], v["seed"])
+    if v["corpus"] == UPLOAD:
+        text, lines = "your-text.txt", ["# your uploaded .txt (the tab also cleans it: see tinygpt.data.clean_text)"]
+    else:
+        key = CORPORA.get(v["corpus"], v["corpus"])
+        text = f"{key}.txt"
+        code = (f"from tinygpt.data import load_corpus; "
+                f"open({text!r}, 'w', encoding='utf-8').write(load_corpus({key!r}))")
+        lines = ["# the corpus as a text file", share.cli_python(code)]
+    tok = "char" if str(v["tokenizer"]).lower().startswith("char") else "gpt2"
+    notes: list = []
+    moe = {run: check_moe(run.upper(), v.get(f"{run}_experts", 0), v.get(f"{run}_top_k", 1), v.get(f"{run}_aux", 0.01),
+                          notes) for run in ("a", "b")}
+    cfgs = {run.upper(): run_config(256, st.context, st.n_layer, st.n_head, st.n_embd, st.drops, True, True, True,
+                                    *moe[run]) for run in ("a", "b")}
+    if v.get("match_active"):
+        match_active_params(cfgs)  # the dense run's FFN width (independent of the vocabulary)
+    for run in ("a", "b"):
+        experts, top_k, aux = moe[run]
+        n_inner = cfgs[run.upper()].n_inner
+        lines.append(f"# run {run.upper()}")
+        lines.append(share.cli(
+            "train", text=text, tokenizer=tok, n_layer=st.n_layer, n_head=st.n_head, n_embd=st.n_embd,
+            block_size=st.context, batch_size=st.batch_size, steps=st.steps, lr=st.lr,
+            warmup=min(100, max(1, st.steps // 10)), eval_interval=max(1, st.steps // 20), eval_batches=4,
+            seed=st.seed, embd_pdrop=st.drops[0], attn_pdrop=st.drops[1], resid_pdrop=st.drops[2],
+            no_causal_mask=not v[f"{run}_causal"], no_layernorm=not v[f"{run}_layernorm"],
+            no_attn_scale=not v[f"{run}_attn_scale"], n_experts=experts or None,
+            moe_top_k=top_k if experts else None, moe_aux_weight=aux if experts else None, n_inner=n_inner,
+            out=f"runs/{run.upper()}"))
+    return "\n".join(lines)

@@ -272,3 +272,154 @@ def test_scaling_tab(page):
     assert "9 runs" in page.locator("#sc-status").inner_text()
     assert plot_image(page, "sc-plot")
     shot(page, "08_scaling")
+
+
+# ---- for lecturers and students: course map, links, downloads, lecture mode (tabs/share.py) --------------------
+def map_button(pred) -> str:
+    """The course-map button of the first entry matching pred."""
+    from tabs.coursemap import ENTRIES
+
+    return f"#map-{next(k for k, e in enumerate(ENTRIES) if pred(e))}"
+
+
+def field(pg, label):
+    """The visible input of a number field or slider with this label."""
+    return pg.locator(f"input[aria-label='{label}']:visible, "
+                      f"input[aria-label='number input for {label}']:visible").first
+
+
+def open_map(pg):
+    pg.get_by_role("tab", name="Course map", exact=True).click()
+    pg.wait_for_timeout(300)
+
+
+def test_course_map_opens_tabs_with_presets(page, server):
+    from tinygpt import GPTConfig, count_parameters
+
+    page.goto(server, wait_until="load")
+    page.wait_for_selector("text=What are you asked to find out?")
+    shot(page, "07_course_map")
+    # 1. temperature 10 with top-k 2 -> Sampling
+    page.locator(map_button(lambda e: e.settings == {"temperature": 10, "top_k": 2})).click()
+    page.wait_for_function("document.querySelector('#sampling-prompt textarea') !== null")
+    assert page.get_by_role("tab", name="Sampling", exact=True).get_attribute("aria-selected") == "true"
+    page.wait_for_function("document.querySelector('#sampling-share-command')?.innerText.includes('--top-k 2')")
+    assert field(page, "Temperature (0 = greedy)").input_value() == "10"
+    assert field(page, "Top-k (0 = off)").input_value() == "2"
+    # 2. GPT-3's configuration -> the calculator, and its parameter count is computed
+    open_map(page)
+    page.locator(map_button(lambda e: e.tab == "calculator" and e.settings.get("n_layer") == 96)).click()
+    total = f"{count_parameters(GPTConfig.from_preset('gpt3'))['total']:,}"
+    page.wait_for_function(f"document.querySelector('#calc-summary')?.innerText.split('\\n')[0].includes('{total}')",
+                           timeout=60_000)
+    assert page.locator("#calc-n-layer input").input_value() == "96"
+    assert field(page, "n_embd (d)").input_value() == "12288"
+    # 3. even layers -> Layer pruning
+    open_map(page)
+    page.locator(map_button(lambda e: e.settings == {"configs": ["full", "even"]})).click()
+    page.wait_for_timeout(1500)
+    assert page.get_by_role("checkbox", name="even", exact=True).first.is_checked()
+    assert not page.get_by_role("checkbox", name="first half", exact=True).first.is_checked()
+    # a question whose tab is not merged yet is greyed out with a note
+    open_map(page)
+    assert page.locator(map_button(lambda e: e.tab == "dpo")).is_disabled()
+
+
+def test_crafted_link_restores_state_and_copies_back(page, server):
+    page.goto(server + "?tab=sampling&temperature=10&top_k=2&prompt=Hello%20there&seed=abc&bogus=1",
+              wait_until="load")
+    page.wait_for_selector("#share-banner")
+    banner = page.locator("#share-banner").inner_text()
+    assert "bogus" in banner and "seed" in banner  # ignored, each with a note; the rest applied
+    assert page.locator("#sampling-prompt textarea").input_value() == "Hello there"
+    assert field(page, "Temperature (0 = greedy)").input_value() == "10"
+    assert field(page, "Seed").input_value() == "1337"
+    # the distribution is re-drawn for the link's knobs (the explanation marks "your settings")
+    page.wait_for_function("document.body.innerText.includes('T=10, top-k=2 (your settings)')", timeout=60_000)
+    page.locator("#sampling-share-link").click()
+    box = page.locator("#sampling-share-url textarea, #sampling-share-url input").first
+    page.wait_for_function("(() => { const e = document.querySelector('#sampling-share-url textarea, "
+                           "#sampling-share-url input'); return e && e.value.startsWith('http'); })()")
+    url = box.input_value()
+    from urllib.parse import parse_qsl, urlsplit
+
+    assert url.startswith(server)  # only what differs from the start-up values: not seed, not bogus
+    assert dict(parse_qsl(urlsplit(url).query)) == {"tab": "sampling", "temperature": "10", "top_k": "2",
+                                                     "prompt": "Hello there"}
+    # opening the copied link gives the same state, without a note
+    page.goto(url, wait_until="load")
+    page.wait_for_function("document.querySelector('#sampling-prompt textarea')?.value === 'Hello there'")
+    assert not page.locator("#share-banner").is_visible()
+    shot(page, "08_link_restored")
+
+
+def download(pg, files_id: str, name: str) -> bytes:
+    """Click a file (its name starts with `name`) of a gr.File list and return the downloaded bytes."""
+    link = pg.locator(f"#{files_id} a[download^='{name}']").first
+    with pg.expect_download() as info:
+        link.click()
+    with open(info.value.path(), "rb") as f:
+        return f.read()
+
+
+def test_downloads_figure_table_and_report(page, server):
+    page.goto(server + "?tab=calculator&n_layer=24", wait_until="load")
+    page.wait_for_function("document.querySelector('#calc-summary')?.innerText.split('\\n')[0].includes('209,494,272')",
+                           timeout=60_000)
+    page.locator("#calculator-share-export").click()
+    page.wait_for_selector("#calculator-share-files a", timeout=60_000)
+    png = download(page, "calculator-share-files", "calculator-memory.png")
+    svg = download(page, "calculator-share-files", "calculator-memory.svg").decode()
+    csv = download(page, "calculator-share-files", "calculator-memory.csv").decode().splitlines()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert svg.lstrip().startswith(("<?xml", "<svg")) and "<path" in svg
+    assert csv[0] == "what,part,GiB" and len(csv) == 7 and csv[1].startswith("training,weights,")
+    page.locator("#calculator-share-report").click()
+    page.wait_for_selector("#calculator-share-files a", timeout=60_000)
+    page.wait_for_function("document.querySelector('#calculator-share-files')?.innerText.includes('report')")
+    html = download(page, "calculator-share-files", "tinygpt-calculator-report-").decode()
+    assert "209,494,272" in html and "--n-layer 24" in html  # the number and the command shown on the page
+    assert "data:image/png;base64," in html and "src='http" not in html and 'src="http' not in html
+    # the sampling distribution (a matplotlib figure) downloads as a real vector SVG
+    page.goto(server + "?tab=sampling&temperature=2", wait_until="load")
+    page.wait_for_function("document.body.innerText.includes('T=2, top-k=200 (your settings)')", timeout=60_000)
+    page.locator("#sampling-share-export").click()
+    page.wait_for_selector("#sampling-share-files a", timeout=60_000)
+    svg = download(page, "sampling-share-files", "sampling-next-token-distribution.svg").decode()
+    assert svg.lstrip().startswith("<?xml") and "<path" in svg and "<image" not in svg
+
+
+def test_lecture_mode_and_dark_theme(page, server):
+    page.goto(server + "?tab=sampling&lecture=1&temperature=10&top_k=2", wait_until="load")
+    page.wait_for_function("document.documentElement.classList.contains('tg-lecture')", timeout=30_000)
+    assert page.locator("#lecture-toggle input").is_checked()
+    size = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#sampling-prompt textarea')).fontSize)")
+    page.wait_for_function("document.body.innerText.includes('T=10, top-k=2 (your settings)')", timeout=60_000)
+    shot(page, "09_lecture_mode")
+    page.locator("#lecture-toggle input").uncheck()
+    page.wait_for_function("!document.documentElement.classList.contains('tg-lecture')")
+    normal = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#sampling-prompt textarea')).fontSize)")
+    assert size >= 1.2 * normal
+    font = "parseFloat(getComputedStyle(document.querySelector('#calc-n-layer input')).fontSize)"
+    sizes = {}
+    for name, query in (("10_dark_sampling", "?__theme=dark&tab=sampling&temperature=10&top_k=2"),
+                        ("11_dark_lecture_calculator", "?__theme=dark&lecture=1&tab=calculator&n_layer=24"),
+                        ("", "?__theme=dark&tab=calculator")):
+        page.goto(server + query, wait_until="load")
+        page.wait_for_function("document.body.classList.contains('dark') || "
+                               "document.documentElement.classList.contains('dark')", timeout=30_000)
+        page.wait_for_timeout(4000)
+        if name:
+            shot(page, name)
+        if "calculator" in query:
+            sizes[query] = page.evaluate(font)
+    big, normal = sizes.values()
+    assert big >= 1.2 * normal  # the dark theme re-declares Gradio's sizes: lecture mode must still win
+    # matplotlib figures keep their own opaque white background: black text stays legible on the dark page
+    page.goto(server + "?__theme=dark&tab=sampling", wait_until="load")
+    page.wait_for_function("document.querySelector('#sampling-dist img')?.complete", timeout=60_000)
+    corner = page.evaluate("""(() => { const img = document.querySelector('#sampling-dist img');
+        const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+        return Array.from(g.getImageData(2, 2, 1, 1).data); })()""")
+    assert min(corner[:3]) >= 250 and corner[3] == 255, corner

@@ -61,19 +61,30 @@ def cmd_sample(a) -> int:
     from .sampling import check_sampling_args, encode_prompt, generate
 
     top_p = None if a.top_p == 1.0 else a.top_p
+    a.top_k = a.top_k or None  # --top-k 0 = off, as in the Sampling tab
     check_sampling_args(a.temperature, a.top_k, a.top_p)
     if a.num_samples < 1 or a.max_new_tokens < 0:
         raise ValueError("--num-samples must be >= 1 and --max-new-tokens >= 0.")
     start = read_start(a.start)
     torch.manual_seed(a.seed)
     model, tok = load(a, a.dtype)
-    layers = None if a.layers is None else model.check_layers(a.layers)
+    layers = None if a.layers is None else named_layers_or_list(a.layers, model)
     x = torch.tensor([encode_prompt(tok, start)] * a.num_samples, dtype=torch.long)
     gen = torch.Generator().manual_seed(a.seed)
     out = generate(model, x, a.max_new_tokens, a.temperature, a.top_k, top_p, gen, layers=layers)
     samples = [tok.decode(row.tolist()) for row in out]
     report = {"samples": samples, "model": model.info.name, "fallback": model.info.fallback, "layers": layers}
     return emit(a, report, [line for s in samples for line in (s, "---------------")])
+
+
+def named_layers_or_list(spec: str, model) -> list:
+    """--layers 0,2,4, or a configuration of the Layer pruning tab: even, odd, first-half, last-half, full."""
+    from .interpret.pruning import CONFIGS, named_layers
+
+    key = spec.strip().lower().replace("-", " ")
+    if key in CONFIGS and key != "custom":
+        return named_layers(key, model.config.n_layer)
+    return model.check_layers(spec)
 
 
 # ---- params ---------------------------------------------------------------------------------------
@@ -202,7 +213,8 @@ def cmd_train(a) -> int:
     model = GPT(cfg)
     print(f"{model.num_params():,} parameters; {len(train_data):,} train / {len(val_data):,} val tokens",
           file=sys.stderr)
-    result = train(model, train_data, val_data, train_config(a, a.block_size), callback=print_progress)
+    result = train(model, train_data, val_data, train_config(a, a.block_size, eval_batches=a.eval_batches),
+                   callback=print_progress)
     return finish_training(a, model, tok, result, moe_report(model, val_data, a.block_size))
 
 
@@ -423,11 +435,11 @@ def build_parser() -> Parser:
     s.add_argument("--num-samples", type=int, default=10)
     s.add_argument("--max-new-tokens", type=int, default=500)
     s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--top-k", type=int, default=200)
+    s.add_argument("--top-k", type=int, default=200, help="keep the k most likely tokens (0 = off)")
     s.add_argument("--top-p", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=1337)
     s.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
-    s.add_argument("--layers", default=None, help="blocks to run, e.g. 0,2,4 (pruning)")
+    s.add_argument("--layers", default=None, help="blocks to run, e.g. 0,2,4 or even/odd/first-half/last-half")
     s.set_defaults(func=cmd_sample)
 
     q = sub.add_parser("params", help="parameters, memory, FLOPs and KV cache of a configuration")
@@ -479,6 +491,7 @@ def build_parser() -> Parser:
     t.add_argument("--n-experts", type=int, default=0, help="Mixture-of-Experts: expert MLPs per block (0 = dense)")
     t.add_argument("--moe-top-k", type=int, default=1, help="experts per token (1 = Switch routing)")
     t.add_argument("--moe-aux-weight", type=float, default=0.01, help="weight of the load-balancing loss")
+    t.add_argument("--eval-batches", type=int, default=8, help="validation batches per evaluation")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
 
