@@ -8,13 +8,17 @@ No UI code and no I/O at import: everything here is a plain function or class. W
     train.py       the training loop                finetune.py   trainable copies, fine-tune defaults
     checkpoint.py  save/load (sharded) safetensors  loading.py    load_model: Hub cache / dir / embedded
     params.py, compute.py   the calculator: parameter counts, memory, FLOPs, KV cache
-    interpret/     embeddings, pruning and the logit lens          efficiency/   KV-cache timing
+    hf_config.py   a Hugging Face config.json (file, text or Hub id) -> GPTConfig, for the calculator
+    interpret/     embeddings, pruning and the logit lens          efficiency/   KV cache, GQA, flash, profile
+    moe.py         Mixture-of-Experts load, equal-active dense     beyond/       scaling laws (Chinchilla sweeps)
     cli.py         python -m tinygpt ...
 """
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compute import activation_bytes, estimate, flops_per_token, gpu_hours, kv_cache_bytes, training_memory
 from .config import PRESETS, GPTConfig
+from .efficiency import convert_kv_heads, flash_attention, kv_cache_measurement, profile_forward
 from .evaluate import TokenScores, evaluate, ngram_stats, perplexity, token_logprobs
+from .hf_config import fetch_hub_config, from_hf_config
 from .interpret.attention import attention_maps
 from .interpret.embeddings import (
                                    contextual_similarity,
@@ -27,6 +31,7 @@ from .interpret.embeddings import (
 from .interpret.pruning import logit_lens, named_layers, run_configuration
 from .loading import EMBEDDED_NAME, HUB_MODELS, ModelCache, ModelInfo, load_model
 from .model import GPT, KVCache, parse_layers
+from .moe import dense_equivalent, dense_n_inner, expert_load, token_experts, with_expert_load
 from .params import approx_parameters, count_parameters, parameter_breakdown
 from .positions import apply_rope, sinusoidal_encoding
 from .sampling import (
@@ -56,5 +61,8 @@ __all__ = [
     "evaluate", "perplexity", "token_logprobs", "TokenScores", "ngram_stats",
     "word_vectors", "cosine_matrix", "nearest_neighbours", "vocab_norms", "pca_2d", "contextual_similarity",
     "named_layers", "run_configuration", "logit_lens",
+    "from_hf_config", "fetch_hub_config",
+    "convert_kv_heads", "kv_cache_measurement", "profile_forward", "flash_attention",
+    "expert_load", "with_expert_load", "dense_n_inner", "dense_equivalent", "token_experts",
     "attention_maps", "sinusoidal_encoding", "apply_rope",
 ]
