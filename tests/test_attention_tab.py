@@ -186,7 +186,7 @@ def test_train_tab_position_encoding_per_run():
         drain(train_tab.on_train(sessions, **{**form, "b_pos": "alibi"}, request=Req(),
                                  progress=lambda *a, **k: None))
     assert train_tab.describe_run(GPTConfig.from_preset("tiny", pos_encoding="rope", causal=False)) == \
-        "no causal mask, RoPE"
+        "RoPE, no causal mask"
 
 
 def test_train_endpoint_accepts_the_old_inputs(models, tiny_dir):
