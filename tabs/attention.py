@@ -39,6 +39,7 @@ from tinygpt.interpret.attention_code import attention_parameters, commented_sou
 from tinygpt.interpret.graph import graph_svg, model_graph
 from tinygpt.interpret.softmax_scale import scale_experiment
 
+from . import share
 from .common import UserError, banner, check_prompt, get_model, human, model_card, model_picker, new_figure, user_errors
 
 DEFAULT_PROMPT = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, must be"
@@ -618,3 +619,10 @@ def build(models, default_model: str = "gpt2", cache: AttentionCache | None = No
                                  **({"api_name": "attention_head"} if comp is layer else {"api_visibility": "private"}))
         model_dd.change(partial(on_model, models), [model_dd],
                         [banner_md, card_md, layer, head, graph, code, params], api_visibility="private")
+        share.register("attention", fields={"model": model_dd, "prompt": prompt, "layer": layer, "head": head,
+                                            "view": view}, command=command, run=go)
+
+
+def command(v: dict) -> str:
+    """Show attention as `python -m tinygpt attention`: the same per-head scores (--json: every weight)."""
+    return share.cli("attention", model=v["model"], text=v["prompt"])
