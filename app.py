@@ -10,7 +10,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics unles
 
 import gradio as gr  # noqa: E402
 
-from tabs import calculator, embeddings, finetune, pruning, sampling, train  # noqa: E402
+from tabs import alignment, calculator, embeddings, finetune, pruning, sampling, train  # noqa: E402
 from tabs.common import SAMPLE_CSS  # noqa: E402
 from tabs.sessions import SessionStore  # noqa: E402
 from tinygpt import ModelCache  # noqa: E402
@@ -38,6 +38,8 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
                 finetune.build(models, sessions, default_model)
             with gr.Tab("Compute & efficiency", id="compute"), gr.Tabs():
                 calculator.build()
+            with gr.Tab("Beyond pretraining", id="beyond"), gr.Tabs():
+                alignment.build(models, sessions, default_model)
 
         def end_session(request: gr.Request):
             sessions.drop(request)  # free this user's fine-tuned / trained models

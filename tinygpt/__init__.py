@@ -9,12 +9,22 @@ No UI code and no I/O at import: everything here is a plain function or class. W
     checkpoint.py  save/load (sharded) safetensors  loading.py    load_model: Hub cache / dir / embedded
     params.py, compute.py   the calculator: parameter counts, memory, FLOPs, KV cache
     interpret/     embeddings, pruning and the logit lens          efficiency/   KV-cache timing
+    beyond/        DPO (dpo.py) and the toy RLHF pipeline (rlhf.py)
     cli.py         python -m tinygpt ...
 """
+from .beyond.dpo import dpo_loss, sequence_logps
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compute import activation_bytes, estimate, flops_per_token, gpu_hours, kv_cache_bytes, training_memory
 from .config import PRESETS, GPTConfig
-from .evaluate import TokenScores, evaluate, ngram_stats, perplexity, token_logprobs
+from .evaluate import (
+                                   TokenScores,
+                                   evaluate,
+                                   masked_logprobs,
+                                   ngram_stats,
+                                   perplexity,
+                                   target_logprobs,
+                                   token_logprobs,
+)
 from .interpret.embeddings import (
                                    contextual_similarity,
                                    cosine_matrix,
@@ -54,4 +64,5 @@ __all__ = [
     "evaluate", "perplexity", "token_logprobs", "TokenScores", "ngram_stats",
     "word_vectors", "cosine_matrix", "nearest_neighbours", "vocab_norms", "pca_2d", "contextual_similarity",
     "named_layers", "run_configuration", "logit_lens",
+    "target_logprobs", "masked_logprobs", "dpo_loss", "sequence_logps",
 ]

@@ -300,7 +300,7 @@ def cmd_rlhf(a) -> int:
             yield (f"{name:>12}: reward {st['reward']:+.3f}  KL {st['kl']:.3f}  labeller score {st['gold']:+.2f}  "
                    f"grammatical {st['grammatical']:.0%}  length {st['length']:.1f} chars")
         yield "samples, same prompts and seed (SFT | PPO):"
-        for (pa, sa), (_, sb) in list(zip(p["samples"]["sft"], p["samples"]["ppo"]))[:a.samples]:
+        for (pa, sa, _), (_, sb, _) in list(zip(p["samples"]["sft"], p["samples"]["ppo"]))[:a.samples]:
             yield f"  {(pa + sa).strip()!r:<50} | {(pa + sb).strip()!r}"
     return emit(a, summary(result), lines)
 

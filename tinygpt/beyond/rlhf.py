@@ -39,7 +39,7 @@ from ..evaluate import masked_logprobs, ngram_stats, target_logprobs
 from ..model import GPT
 from ..sampling import generate
 from ..tokenizer import CharTokenizer
-from ..train import TrainConfig, train
+from ..train import TrainConfig, lr_at, train
 
 # ---- the task: a grammar of short sentences and a visible preference ----------------------------------------
 KIND = ["happy", "kind", "glad", "warm", "sweet", "lovely", "calm", "gentle"]
@@ -250,8 +250,8 @@ class RLHFConfig:
     rm_lr: float = 1e-3
     # 3. PPO
     ppo_steps: int = 60  # rollouts (each followed by ppo_epochs passes over it)
-    prompts_per_step: int = 4  # distinct subjects per rollout
-    samples_per_prompt: int = 8  # responses sampled for each
+    prompts_per_step: int = 2  # distinct subjects per rollout (one generate call each: the costly part)
+    samples_per_prompt: int = 16  # responses sampled for each
     ppo_epochs: int = 2
     ppo_lr: float = 1e-4
     kl_coef: float = 0.2  # the KL penalty; 0 lets the policy drift anywhere: reward hacking
@@ -329,6 +329,7 @@ def run_reward_model(sft: GPT, tok, cfg: RLHFConfig, callback=None, should_stop=
     for p in rm.parameters():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg.rm_lr, weight_decay=0.0)
+    sched = TrainConfig(steps=max(1, cfg.rm_steps), lr=cfg.rm_lr, warmup=max(1, cfg.rm_steps // 10))
     rng = random.Random(cfg.seed)
     rm.eval()  # no dropout in the toy model; eval mode all along
     history, every = [], max(1, cfg.rm_steps // 6)
@@ -343,6 +344,8 @@ def run_reward_model(sft: GPT, tok, cfg: RLHFConfig, callback=None, should_stop=
         if should_stop():
             step -= 1
             break
+        for g in opt.param_groups:  # warm-up, then cosine decay (as tinygpt.train): a steadier final accuracy
+            g["lr"] = lr_at(step - 1, sched)
         batch = rng.sample(train_pairs, min(cfg.rm_batch, len(train_pairs)))
         prompts = [p for p, _, _ in batch]
         sc = rm_scores(rm, tok, prompts, [c for _, c, _ in batch])
@@ -448,12 +451,16 @@ def eval_prompts(n: int, seed: int) -> list:
     return [rng.choice(SUBJECTS) for _ in range(n)]
 
 
+EVAL_PER_PROMPT = 8
+
+
 def evaluate_policy(policy: PolicyWithValue, ref: GPT, rm: RewardModel, tok, cfg: RLHFConfig) -> tuple[dict, list]:
-    """Fixed prompts and seed: the same evaluation before and after PPO -> (stats, [(prompt, response)])."""
-    per = max(1, cfg.samples_per_prompt)
-    prompts = SUBJECTS[:max(1, cfg.eval_samples // per)]
-    ro = rollout(policy, ref, rm, tok, prompts, per, cfg.max_new_tokens, torch.Generator().manual_seed(cfg.seed))
-    return rollout_stats(ro), list(zip(ro.prompts, ro.responses))
+    """Fixed prompts and seed: the same evaluation before and after PPO -> (stats, [(prompt, response, reward)]),
+    EVAL_PER_PROMPT responses for each of the first eval_samples / EVAL_PER_PROMPT subjects."""
+    prompts = SUBJECTS[:max(1, min(len(SUBJECTS), cfg.eval_samples // EVAL_PER_PROMPT))]
+    ro = rollout(policy, ref, rm, tok, prompts, EVAL_PER_PROMPT, cfg.max_new_tokens,
+                 torch.Generator().manual_seed(cfg.seed))
+    return rollout_stats(ro), list(zip(ro.prompts, ro.responses, ro.scores.tolist()))
 
 
 def run_ppo(sft: GPT, rm: RewardModel, tok, cfg: RLHFConfig, callback=None, should_stop=None):
