@@ -64,7 +64,8 @@ def dpo_figure(hist: dict, betas: dict):
         axes[2].plot(steps, [e["val"]["reward_margin"] for e in ev], "o-", color=c, ms=3, label=lab)
         axes[3].plot(steps, [e["val"]["reward_accuracy"] for e in ev], "o-", color=c, ms=3, label=lab)
     axes[0].axhline(D.LN2, color="gray", ls=":", lw=1)
-    axes[0].annotate("ln 2 = 0.693 (start)", (0, D.LN2), fontsize=8, color="gray", va="bottom")
+    axes[0].annotate("ln 2 = 0.693 (start)", (1, D.LN2), xycoords=("axes fraction", "data"), fontsize=8,
+                     color="gray", va="bottom", ha="right")
     axes[1].axhline(0, color="gray", ls=":", lw=1)
     axes[0].set(title="DPO loss (thin: batch, dots: evaluation pairs)", xlabel="step", ylabel="loss")
     axes[1].set(title="implicit rewards β·log(π/π_ref)", xlabel="step")
@@ -116,10 +117,15 @@ def dpo_explain(results: dict, betas: dict, n_pairs: int, synthetic: bool, leani
         ga, gb = a["end"]["reward_margin"] / betas["A"], b["end"]["reward_margin"] / betas["B"]
         big, small = ("B", "A") if betas["B"] > betas["A"] else ("A", "B")
         g = {"A": ga, "B": gb}
-        verdict = ("as expected, the larger β reached its loss with a smaller change of the model: β sets how far "
-                   "the policy may drift from the reference" if g[big] < g[small] else
-                   "here the larger β moved the model at least as far — with few steps the optimiser, not β, "
-                   "limits the drift; train longer to see β's effect on how far the policy moves")
+        if abs(g[big] - g[small]) < 0.1 * max(abs(g[big]), abs(g[small]), 1e-9):
+            verdict = ("about the same so far: Adam's steps do not depend on the gradient's scale, so both runs "
+                       "start alike; β shows once the loss saturates — the larger β's loss flattens sooner and its "
+                       "policy stops drifting. Train longer to see it")
+        elif g[big] < g[small]:
+            verdict = ("the larger β reached its loss with a smaller change of the model: β sets how far the policy "
+                       "may drift from the reference")
+        else:
+            verdict = "here the larger β moved the model further — the optimiser, not β, limits the drift so far"
         lines.append(f"* **Effect of β.** The loss reads β × (log-prob gap), so β={betas[big]:g} needs a smaller gap "
                      f"than β={betas[small]:g} for the same loss. Run {big} moved the gap by {g[big]:+.2f} nats, "
                      f"run {small} by {g[small]:+.2f}: {verdict}.")
@@ -302,18 +308,26 @@ def rlhf_explain(state: dict) -> str:
               "labeller score (kind minus gloomy words) and grammaticality are what the reward model was meant to "
               "capture; PPO never sees them.", ""]
     up = e["reward"] > s["reward"] + 0.2
-    if up and e["gold"] > s["gold"] + 0.2 and e["grammatical"] >= 0.6:
+    if s["grammatical"] < 0.5:
+        lines.append(f"* Only {s['grammatical']:.0%} of the SFT model's sentences are grammatical: it has not learned "
+                     "the demonstrations yet, so the reward model is judging text it never saw from the start. Train "
+                     f"SFT longer (the default is {R.RLHFConfig().sft_steps} steps) before reading PPO's effect.")
+    elif up and e["gold"] > s["gold"] + 0.2 and e["grammatical"] >= 0.6:
         lines.append(f"* **PPO worked.** The reward rose and so did the labeller's score ({s['gold']:+.2f} → "
                      f"{e['gold']:+.2f}) while {e['grammatical']:.0%} of the sentences stay grammatical: the KL "
                      f"penalty (coefficient {p['kl_coef']:g}) held the policy near the SFT model ({e['kl']:.2f} nats "
                      "per sentence), where the reward model is reliable. Try *Re-run PPO only* with a KL coefficient "
                      "of 0 to see what happens without it.")
-    elif up:
+    elif up and (e["gold"] <= s["gold"] + 0.2 or e["grammatical"] < s["grammatical"] - 0.3):
         lines.append(f"* **Reward hacking.** The reward model's score rose ({s['reward']:+.2f} → {e['reward']:+.2f}) "
-                     f"but the labeller's did not follow ({s['gold']:+.2f} → {e['gold']:+.2f}) and only "
-                     f"{e['grammatical']:.0%} of the sentences are grammatical: with a KL coefficient of "
-                     f"{p['kl_coef']:g} the policy drifted {e['kl']:.1f} nats from the SFT model, into text the reward "
-                     "model never saw during training and scores wrongly. This is why RLHF keeps a KL penalty.")
+                     f"but the labeller's {'did not follow' if e['gold'] <= s['gold'] + 0.2 else 'followed less'} "
+                     f"({s['gold']:+.2f} → {e['gold']:+.2f}) and {e['grammatical']:.0%} of the sentences are "
+                     f"grammatical (SFT: {s['grammatical']:.0%}): with a KL coefficient of {p['kl_coef']:g} the "
+                     f"policy drifted {e['kl']:.1f} nats from the SFT model, into text the reward model never saw "
+                     "during training and scores wrongly. This is why RLHF keeps a KL penalty.")
+    elif up:
+        lines.append(f"* The reward rose ({s['reward']:+.2f} → {e['reward']:+.2f}), the labeller's score by "
+                     f"{e['gold'] - s['gold']:+.2f}, with {e['grammatical']:.0%} grammatical sentences.")
     else:
         lines.append(f"* The reward barely moved ({s['reward']:+.2f} → {e['reward']:+.2f}): more PPO steps, a smaller "
                      "KL coefficient, or a better reward model would help.")

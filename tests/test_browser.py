@@ -88,6 +88,7 @@ def plot_image(pg, elem_id):
 
 GROUPS = {"Sampling": "Generate", "Layer pruning": "Generate", "Embeddings": "Inside the model",
           "Train from scratch": "Train", "Fine-tune": "Train", "Parameters & compute": "Compute & efficiency"}
+GROUPS.update({"DPO": "Beyond pretraining", "RLHF": "Beyond pretraining"})
 
 
 def open_tab(pg, name):
@@ -172,3 +173,34 @@ def test_train_tab(page):
     assert "no causal mask" in page.locator("#tr-samples").inner_text()
     assert plot_image(page, "tr-plot")
     shot(page, "06_train")
+
+
+def test_dpo_tab(page):
+    open_tab(page, "DPO")
+    set_number(page, "dpo-pairs", 20)
+    set_number(page, "dpo-steps", 3)
+    page.get_by_role("button", name="Train with DPO").click()
+    page.wait_for_function("document.querySelector('#dpo-status').innerText.includes('Done')", timeout=300_000)
+    text = page.locator("#dpo-samples").inner_text()
+    assert "Before (reference)" in text and "After DPO" in text
+    assert "ln 2" in page.locator("#dpo-explain").inner_text()
+    assert plot_image(page, "dpo-plot")
+    shot(page, "07_dpo")
+
+
+def test_rlhf_tab(page):
+    open_tab(page, "RLHF")
+    set_number(page, "rlhf-sft-steps", 10)
+    set_number(page, "rlhf-rm-steps", 5)
+    set_number(page, "rlhf-ppo-steps", 2)
+    page.get_by_role("button", name="Run RLHF (SFT → reward model → PPO)").click()
+    page.wait_for_function("document.querySelector('#rlhf-status').innerText.includes('Done')", timeout=600_000)
+    assert "SFT · reward" in page.locator("#rlhf-samples").inner_text()
+    assert plot_image(page, "rlhf-plot")
+    set_number(page, "rlhf-kl", 0)
+    page.get_by_role("button", name="Re-run PPO only (new KL coefficient)").click()
+    page.wait_for_function("document.querySelector('#rlhf-samples').innerText.includes('PPO (KL coef 0)')",
+                           timeout=600_000)
+    page.wait_for_function("document.querySelector('#rlhf-status').innerText.includes('Done')", timeout=600_000)
+    assert "3. PPO, KL coef 0 " in page.locator("#rlhf-explain").inner_text()
+    shot(page, "08_rlhf")
