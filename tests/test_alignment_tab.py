@@ -118,3 +118,26 @@ def test_rlhf_refusals(tiny_rlhf, args, msg):
 def test_rlhf_estimate_fits_the_cap_at_defaults():
     rc = R.RLHFConfig()
     assert alignment.rlhf_seconds(rc.sft_steps, rc.rm_steps, rc.ppo_steps) < alignment.RLHF_CAP_S
+
+
+def test_api_names_and_a_dpo_call(models, tiny_dir):
+    """Through gradio_client: the endpoints exist; a short DPO run answers; bad input is one plain sentence."""
+    from conftest import serve
+    from gradio_client import Client
+
+    from app import build_demo
+
+    demo = build_demo(models, default_model=tiny_dir)
+    try:
+        client = Client(serve(demo), verbose=False)
+        names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+        assert {"/dpo", "/rlhf", "/rlhf_ppo"} <= names
+        args = list(dpo_form(tiny_dir, steps=2, beta_b=0).values())
+        status, plot, samples, explain = client.predict(*args, api_name="/dpo")
+        assert status.startswith("Done") and "After DPO, β=0.1" in samples
+        with pytest.raises(Exception, match="β must be above 0"):
+            client.predict(*list(dpo_form(tiny_dir, beta_a=0).values()), api_name="/dpo")
+        with pytest.raises(Exception, match="Run the whole pipeline first"):
+            client.predict(2, 0.0, 1, api_name="/rlhf_ppo")
+    finally:
+        demo.close()
