@@ -214,7 +214,8 @@ def on_dpo(models, sessions: SessionStore, model_name, source, n_synthetic, file
 
 # ---- RLHF --------------------------------------------------------------------------------------------------
 RC = R.RLHFConfig()
-# seconds per step of each stage, measured on a shared 2-core machine (1 thread, under load): an upper estimate
+# Wall seconds per step of each stage with the default model, measured with 1 thread on a shared 2-core machine
+# under load (its CPU time was ~4x lower): deliberately pessimistic, so the cap errs on the side of finishing.
 RLHF_SECONDS = {"sft": 0.45, "reward_model": 1.1, "ppo": 2.0, "fixed": 30.0}
 RLHF_CAP_S = 600
 
