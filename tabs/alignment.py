@@ -320,12 +320,15 @@ def rlhf_explain(state: dict) -> str:
                      "per sentence), where the reward model is reliable. Try *Re-run PPO only* with a KL coefficient "
                      "of 0 to see what happens without it.")
     elif up and (e["gold"] <= s["gold"] + 0.2 or e["grammatical"] < s["grammatical"] - 0.3):
+        follow = (f"but the labeller's score did not follow ({s['gold']:+.2f} → {e['gold']:+.2f})"
+                  if e["gold"] <= s["gold"] + 0.2 else
+                  f"and the kind-word count rose too ({s['gold']:+.2f} → {e['gold']:+.2f}), but only "
+                  f"{e['grammatical']:.0%} of the sentences are still grammatical (SFT: {s['grammatical']:.0%})")
         lines.append(f"* **Reward hacking.** The reward model's score rose ({s['reward']:+.2f} → {e['reward']:+.2f}) "
-                     f"but the labeller's {'did not follow' if e['gold'] <= s['gold'] + 0.2 else 'followed less'} "
-                     f"({s['gold']:+.2f} → {e['gold']:+.2f}) and {e['grammatical']:.0%} of the sentences are "
-                     f"grammatical (SFT: {s['grammatical']:.0%}): with a KL coefficient of {p['kl_coef']:g} the "
-                     f"policy drifted {e['kl']:.1f} nats from the SFT model, into text the reward model never saw "
-                     "during training and scores wrongly. This is why RLHF keeps a KL penalty.")
+                     f"{follow}; responses average {e['length']:.0f} characters (SFT: {s['length']:.0f}). With a KL "
+                     f"coefficient of {p['kl_coef']:g} the policy drifted {e['kl']:.1f} nats from the SFT model, into "
+                     "text the reward model never saw during training and scores wrongly. This is why RLHF keeps a "
+                     "KL penalty.")
     elif up:
         lines.append(f"* The reward rose ({s['reward']:+.2f} → {e['reward']:+.2f}), the labeller's score by "
                      f"{e['gold'] - s['gold']:+.2f}, with {e['grammatical']:.0%} grammatical sentences.")
