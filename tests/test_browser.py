@@ -89,7 +89,7 @@ def plot_image(pg, elem_id):
 GROUPS = {"Sampling": "Generate", "Layer pruning": "Generate", "Embeddings": "Inside the model",
           "Train from scratch": "Train", "Fine-tune": "Train", "Parameters & compute": "Compute & efficiency",
           "Efficiency": "Compute & efficiency"}
-GROUPS.update({"Scaling laws": "Beyond pretraining"})
+GROUPS.update({"Scaling laws": "Beyond pretraining", "DPO": "Beyond pretraining", "RLHF": "Beyond pretraining"})
 
 
 def open_tab(pg, name):
@@ -423,3 +423,34 @@ def test_lecture_mode_and_dark_theme(page, server):
         const g = c.getContext('2d'); g.drawImage(img, 0, 0);
         return Array.from(g.getImageData(2, 2, 1, 1).data); })()""")
     assert min(corner[:3]) >= 250 and corner[3] == 255, corner
+
+
+def test_dpo_tab(page):
+    open_tab(page, "DPO")
+    set_number(page, "dpo-pairs", 20)
+    set_number(page, "dpo-steps", 3)
+    page.get_by_role("button", name="Train with DPO").click()
+    page.wait_for_function("document.querySelector('#dpo-status').innerText.includes('Done')", timeout=300_000)
+    text = page.locator("#dpo-samples").inner_text()
+    assert "Before (reference)" in text and "After DPO" in text
+    assert "ln 2" in page.locator("#dpo-explain").inner_text()
+    assert plot_image(page, "dpo-plot")
+    shot(page, "07_dpo")
+
+
+def test_rlhf_tab(page):
+    open_tab(page, "RLHF")
+    set_number(page, "rlhf-sft-steps", 10)
+    set_number(page, "rlhf-rm-steps", 5)
+    set_number(page, "rlhf-ppo-steps", 2)
+    page.get_by_role("button", name="Run RLHF (SFT → reward model → PPO)").click()
+    page.wait_for_function("document.querySelector('#rlhf-status').innerText.includes('Done')", timeout=600_000)
+    assert "SFT · reward" in page.locator("#rlhf-samples").inner_text()
+    assert plot_image(page, "rlhf-plot")
+    set_number(page, "rlhf-kl", 0)
+    page.get_by_role("button", name="Re-run PPO only (new KL coefficient)").click()
+    page.wait_for_function("document.querySelector('#rlhf-samples').innerText.includes('PPO (KL coef 0)')",
+                           timeout=600_000)
+    page.wait_for_function("document.querySelector('#rlhf-status').innerText.includes('Done')", timeout=600_000)
+    assert "3. PPO, KL coef 0 " in page.locator("#rlhf-explain").inner_text()
+    shot(page, "08_rlhf")
