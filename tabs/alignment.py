@@ -33,6 +33,7 @@ from .common import (
     stop_session,
     user_errors,
 )
+from . import share
 from .sessions import SessionStore, run_jobs
 
 COLORS = {"A": "#1c7ed6", "B": "#e8590c"}
@@ -486,6 +487,10 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                  [model_dd, source, n_syn, upload, beta_a, beta_b, steps, batch, lr, trainable, prompt, seed],
                  [status, plot, samples, explain], api_name="dpo", concurrency_id="train", concurrency_limit=1)
         stop.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)
+        share.register("dpo", fields={
+            "model": model_dd, "source": source, "synthetic": n_syn, "beta_a": beta_a, "beta_b": beta_b,
+            "steps": steps, "batch_size": batch, "lr": lr, "trainable": trainable, "prompt": prompt, "seed": seed},
+            command=dpo_command, run=go)
 
     with gr.Tab("RLHF", id="rlhf"):
         gr.Markdown(
@@ -519,4 +524,21 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
         again.click(partial(on_rlhf_ppo, sessions), [ppo_steps, kl, rseed], [rstatus, rplot, rsamples, rexplain],
                     api_name="rlhf_ppo", concurrency_id="train", concurrency_limit=1)
         rstop.click(partial(stop_session, sessions), None, rstatus, api_visibility="private", queue=False)
+        share.register("rlhf", fields={"sft_steps": sft_steps, "rm_steps": rm_steps, "ppo_steps": ppo_steps,
+                                       "kl_coef": kl, "seed": rseed}, command=rlhf_command, run=run)
+
+
+def dpo_command(v: dict) -> str:
+    """The DPO runs as `python -m tinygpt dpo` lines (one per beta; the tab's second run is β of run B)."""
+    pairs = dict(synthetic=int(v["synthetic"])) if v["source"] == SYNTHETIC else dict(pairs="your-pairs.jsonl")
+    betas = [b for b in (v["beta_a"], v["beta_b"]) if b not in (None, "") and float(b) > 0]
+    return "\n".join(share.cli("dpo", model=v["model"], **pairs, beta=float(b), steps=int(v["steps"]),
+                               batch_size=int(v["batch_size"]), lr=float(v["lr"]),
+                               trainable=TRAINABLE.get(v["trainable"], v["trainable"]), seed=int(v["seed"]),
+                               out=f"runs/dpo-beta{float(b):g}", json=True) for b in betas) or None
+
+
+def rlhf_command(v: dict) -> str:
+    return share.cli("rlhf", sft_steps=int(v["sft_steps"]), rm_steps=int(v["rm_steps"]),
+                     ppo_steps=int(v["ppo_steps"]), kl_coef=float(v["kl_coef"]), seed=int(v["seed"]), json=True)
 
