@@ -278,7 +278,8 @@ def test_course_map_rows(app):
     from tabs import coursemap
 
     reg = app._tinygpt_share
-    assert list(reg.tabs) == ["sampling", "pruning", "embeddings", "train", "finetune", "calculator"]
+    assert list(reg.tabs) == ["sampling", "pruning", "embeddings", "train", "finetune", "calculator", "efficiency",
+                              "scaling", "dpo", "rlhf"]
     assert len(reg.course) == len(coursemap.ENTRIES)
     available = 0
     for e, (button, note, tab, settings, needs) in zip(coursemap.ENTRIES, reg.course):
@@ -358,7 +359,8 @@ def test_train_command_round_trip(tmp_path):
         r = run_cli(*cli_args(line), "--json", cwd=str(tmp_path))
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout)
-        assert {k: out[k] for k in tab[run]} == tab[run], run
+        same = [k for k in tab[run] if k != "tokens_per_s"]  # a speed, measured anew by each run
+        assert {k: out[k] for k in same} == {k: tab[run][k] for k in same}, run
 
 
 def test_finetune_command_round_trip(models, tiny_dir, tmp_path):
