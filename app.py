@@ -11,6 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics unles
 import gradio as gr  # noqa: E402
 
 from tabs import (  # noqa: E402
+    alignment,
     attention,
     calculator,
     coursemap,
@@ -58,6 +59,7 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
                 efficiency.build(models, sessions, default_model)
             with gr.Tab("Beyond pretraining", id="beyond"), gr.Tabs():
                 scaling.build(sessions)
+                alignment.build(models, sessions, default_model)
         share.install(demo)  # after the last tab: a link's state is restored on load; course-map buttons work
 
         def end_session(request: gr.Request):

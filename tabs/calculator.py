@@ -469,22 +469,22 @@ def build(fetch_config=fetch_hub_config):
             event(on_config_json, args, form + [source], api_visibility="private").then(
                 on_params, inputs, outputs, api_visibility="private")
         names = ["n_layer", "n_embd", "n_head", "n_kv_head", "block_size", "vocab_size", "bias", "tied", "ffn_mult",
-                 "dtype", "optimizer", "batch_size", "seq_len", "tokens", "tflops", "mfu"] + ARCH_FIELDS
+                 "dtype", "optimizer", "batch_size", "seq_len", "tokens", "tflops", "mfu"] + list(SHARE_ARCH)
         share.register("calculator", fields=dict(zip(names, inputs)), command=command, run=go,
                        refresh=(on_params, inputs, outputs))
 
 
 # the architecture inputs (after the 16 original ones) and their form defaults (a link may omit them)
-ARCH_DEFAULTS = {"head_dim": 0, "mlp": "gelu", "norm": "layernorm", "pos_encoding": "learned", "qkv_bias": "auto",
-                 "n_experts": 0, "moe_top_k": 1}
-ARCH_FIELDS = list(ARCH_DEFAULTS)
+SHARE_ARCH = {"head_dim": 0, "mlp": "gelu", "norm": "layernorm", "pos_encoding": "learned", "qkv_bias": "auto",
+              "n_experts": 0, "moe_top_k": 1}
+
 
 def command(v: dict) -> str:
     """`python -m tinygpt params --json` with the flags that differ from GPT-2 small and the CLI's defaults: it
     prints the same JSON as the tab (the tab's very large integers arrive as floats, see json_safe)."""
     cfg, r = calculate(*[v[k] for k in ("n_layer", "n_embd", "n_head", "n_kv_head", "block_size", "vocab_size",
                                         "bias", "tied", "ffn_mult", "dtype", "optimizer", "batch_size", "seq_len",
-                                        "tokens", "tflops", "mfu")], *[v.get(k, d) for k, d in ARCH_DEFAULTS.items()])
+                                        "tokens", "tflops", "mfu")], *[v.get(k, d) for k, d in SHARE_ARCH.items()])
     base, i = GPTConfig.from_preset("gpt2"), r["inputs"]
     shape = {k: getattr(cfg, k) for k in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size")
              if getattr(cfg, k) != getattr(base, k)}

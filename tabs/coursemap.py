@@ -36,8 +36,7 @@ class Entry:
 
 
 # Tabs other helpers are adding; their rows are greyed out until the tab registers under this id.
-UPCOMING = {"attention": "the Attention tab", "positions": "the Positions tab", "efficiency": "the Efficiency tab",
-            "scaling": "the Scaling laws tab", "dpo": "the Alignment (DPO) tab", "rlhf": "the Alignment (RLHF) tab"}
+UPCOMING: dict[str, str] = {}
 
 G_SHAPE = "1 · Counting a GPT: parameters and shapes"
 G_GEN = "2 · Generating text"

@@ -89,7 +89,7 @@ def plot_image(pg, elem_id):
 GROUPS = {"Sampling": "Generate", "Layer pruning": "Generate", "Embeddings": "Inside the model",
           "Train from scratch": "Train", "Fine-tune": "Train", "Parameters & compute": "Compute & efficiency",
           "Efficiency": "Compute & efficiency"}
-GROUPS.update({"Scaling laws": "Beyond pretraining"})
+GROUPS.update({"Scaling laws": "Beyond pretraining", "DPO": "Beyond pretraining", "RLHF": "Beyond pretraining"})
 GROUPS.update({"Attention": "Inside the model", "Positions": "Inside the model"})
 
 
@@ -321,9 +321,16 @@ def test_course_map_opens_tabs_with_presets(page, server):
     page.wait_for_timeout(1500)
     assert page.get_by_role("checkbox", name="even", exact=True).first.is_checked()
     assert not page.get_by_role("checkbox", name="first half", exact=True).first.is_checked()
-    # a question whose tab is not merged yet is greyed out with a note
+    # a question whose tab is not merged yet is greyed out with a note; a merged one opens its tab
+    from tabs.coursemap import ENTRIES, UPCOMING
+
     open_map(page)
-    assert page.locator(map_button(lambda e: e.tab == "dpo")).is_disabled()
+    pending = [e for e in ENTRIES if e.tab in UPCOMING]
+    if pending:
+        assert page.locator(map_button(lambda e: e is pending[0])).is_disabled()
+    page.locator(map_button(lambda e: e.tab == "dpo")).click()
+    page.wait_for_timeout(1000)
+    assert page.get_by_role("tab", name="DPO", exact=True).get_attribute("aria-selected") == "true"
 
 
 def test_crafted_link_restores_state_and_copies_back(page, server):
@@ -521,3 +528,34 @@ def test_train_tab_position_encodings(page):
     samples = page.locator("#tr-samples").inner_text()
     assert "RoPE" in samples and "no positional encoding" in samples
     shot(page, "12_train_positions")
+
+
+def test_dpo_tab(page):
+    open_tab(page, "DPO")
+    set_number(page, "dpo-pairs", 20)
+    set_number(page, "dpo-steps", 3)
+    page.get_by_role("button", name="Train with DPO").click()
+    page.wait_for_function("document.querySelector('#dpo-status').innerText.includes('Done')", timeout=300_000)
+    text = page.locator("#dpo-samples").inner_text()
+    assert "Before (reference)" in text and "After DPO" in text
+    assert "ln 2" in page.locator("#dpo-explain").inner_text()
+    assert plot_image(page, "dpo-plot")
+    shot(page, "07_dpo")
+
+
+def test_rlhf_tab(page):
+    open_tab(page, "RLHF")
+    set_number(page, "rlhf-sft-steps", 10)
+    set_number(page, "rlhf-rm-steps", 5)
+    set_number(page, "rlhf-ppo-steps", 2)
+    page.get_by_role("button", name="Run RLHF (SFT → reward model → PPO)").click()
+    page.wait_for_function("document.querySelector('#rlhf-status').innerText.includes('Done')", timeout=600_000)
+    assert "SFT · reward" in page.locator("#rlhf-samples").inner_text()
+    assert plot_image(page, "rlhf-plot")
+    set_number(page, "rlhf-kl", 0)
+    page.get_by_role("button", name="Re-run PPO only (new KL coefficient)").click()
+    page.wait_for_function("document.querySelector('#rlhf-samples').innerText.includes('PPO (KL coef 0)')",
+                           timeout=600_000)
+    page.wait_for_function("document.querySelector('#rlhf-status').innerText.includes('Done')", timeout=600_000)
+    assert "3. PPO, KL coef 0 " in page.locator("#rlhf-explain").inner_text()
+    shot(page, "08_rlhf")

@@ -10,41 +10,27 @@ No UI code and no I/O at import: everything here is a plain function or class. W
     params.py, compute.py   the calculator: parameter counts, memory, FLOPs, KV cache
     hf_config.py   a Hugging Face config.json (file, text or Hub id) -> GPTConfig, for the calculator
     interpret/     embeddings, pruning and the logit lens          efficiency/   KV cache, GQA, flash, profile
-    moe.py         Mixture-of-Experts load, equal-active dense     beyond/       scaling laws (Chinchilla sweeps)
+    moe.py         Mixture-of-Experts load, equal-active dense     beyond/       scaling laws, DPO, toy RLHF
     cli.py         python -m tinygpt ...
 """
+from .beyond.dpo import dpo_loss, sequence_logps
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compute import activation_bytes, estimate, flops_per_token, gpu_hours, kv_cache_bytes, training_memory
 from .config import PRESETS, GPTConfig
 from .efficiency import convert_kv_heads, flash_attention, kv_cache_measurement, profile_forward
-from .evaluate import TokenScores, evaluate, ngram_stats, perplexity, token_logprobs
+from .evaluate import TokenScores, evaluate, masked_logprobs, ngram_stats, perplexity, target_logprobs, token_logprobs
 from .hf_config import fetch_hub_config, from_hf_config
 from .interpret.attention import attention_maps
-from .interpret.embeddings import (
-                                   contextual_similarity,
-                                   cosine_matrix,
-                                   nearest_neighbours,
-                                   pca_2d,
-                                   vocab_norms,
-                                   word_vectors,
-)
+from .interpret.embeddings import (contextual_similarity, cosine_matrix, nearest_neighbours, pca_2d, vocab_norms,
+                                   word_vectors)
 from .interpret.pruning import logit_lens, named_layers, run_configuration
 from .loading import EMBEDDED_NAME, HUB_MODELS, ModelCache, ModelInfo, load_model
 from .model import GPT, KVCache, parse_layers
 from .moe import dense_equivalent, dense_n_inner, expert_load, token_experts, with_expert_load
 from .params import approx_parameters, count_parameters, parameter_breakdown
 from .positions import apply_rope, sinusoidal_encoding
-from .sampling import (
-                                   distribution_summary,
-                                   encode_prompt,
-                                   entropy,
-                                   filter_logits,
-                                   generate,
-                                   generate_stream,
-                                   next_token_logits,
-                                   next_token_probs,
-                                   sample_next_token,
-)
+from .sampling import (distribution_summary, encode_prompt, entropy, filter_logits, generate, generate_stream,
+                       next_token_logits, next_token_probs, sample_next_token)
 from .tokenizer import CharTokenizer, GPT2Tokenizer, gpt2_tokenizer
 from .train import TrainConfig, train
 
@@ -65,4 +51,5 @@ __all__ = [
     "convert_kv_heads", "kv_cache_measurement", "profile_forward", "flash_attention",
     "expert_load", "with_expert_load", "dense_n_inner", "dense_equivalent", "token_experts",
     "attention_maps", "sinusoidal_encoding", "apply_rope",
+    "target_logprobs", "masked_logprobs", "dpo_loss", "sequence_logps",
 ]

@@ -1,4 +1,4 @@
-"""Command line: `python -m tinygpt sample|params|train|finetune|eval|embed|attention|profile ...` (nanoGPT's habits).
+"""Command line: `python -m tinygpt sample|params|train|finetune|eval|embed|attention|profile|scaling|dpo|rlhf ...`.
 
 Each subcommand is one `cmd_*` function: check the arguments, load a model through `load()` (which prints the
 offline-fallback notice), call into tinygpt, and print text or, with --json, one JSON object.
@@ -424,6 +424,78 @@ def cmd_scaling(a) -> int:
     return emit(a, result, scaling_lines)
 
 
+# ---- dpo / rlhf -------------------------------------------------------------------------------------------
+def cmd_dpo(a) -> int:
+    from .beyond.dpo import DPOConfig, read_pairs, synthetic_pairs, train_dpo
+    from .checkpoint import save_checkpoint
+
+    if a.synthetic is not None and a.synthetic < 2:
+        raise ValueError("--synthetic needs at least 2 pairs.")
+    pairs = synthetic_pairs(a.synthetic, a.seed) if a.synthetic is not None else read_pairs(a.pairs)
+    base, tok = load(a)
+    cfg = DPOConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, beta=a.beta, seed=a.seed, trainable=a.trainable,
+                    eval_interval=max(1, a.steps // 10))
+
+    def progress(ev):
+        if ev["val"] is not None:
+            v = ev["val"]
+            print(f"step {ev['step']}/{ev['steps_total']}: loss {v['loss']:.4f} reward accuracy "
+                  f"{v['reward_accuracy']:.0%} margin {v['reward_margin']:+.3f} (chosen {v['chosen_reward']:+.3f}, "
+                  f"rejected {v['rejected_reward']:+.3f}) {ev['elapsed']:.0f}s", file=sys.stderr, flush=True)
+
+    result = train_dpo(base, tok, pairs, cfg, callback=progress)
+    where = f"{result['held_out']} held-out pairs" if result["held_out"] else "the training pairs (too few to hold out)"
+    print(f"{len(pairs)} pairs, beta {a.beta}; reported numbers are on {where}", file=sys.stderr)
+    if a.out:
+        save_checkpoint(result["policy"], tok, a.out)
+    report = {k: result[k] for k in ("steps", "loss", "reward_accuracy", "reward_margin", "seconds")}
+    return emit(a, report, [", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                      for k, v in report.items())] + ([f"saved to {a.out}"] if a.out else []))
+
+
+def cmd_rlhf(a) -> int:
+    import torch
+
+    from .beyond.rlhf import RLHFConfig, run_rlhf, summary
+
+    changes = {k: getattr(a, k) for k in ("seed", "sft_steps", "rm_steps", "ppo_steps", "kl_coef", "ppo_lr")
+               if getattr(a, k) is not None}
+    if any(getattr(a, k, 0) is not None and getattr(a, k) < 0 for k in ("sft_steps", "rm_steps", "ppo_steps")):
+        raise ValueError("Step counts must be >= 0.")
+    if a.kl_coef is not None and a.kl_coef < 0:
+        raise ValueError("--kl-coef must be >= 0.")
+    cfg = RLHFConfig(**changes)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+
+    def progress(ev):
+        s = ev["stage"]
+        if s == "sft" and ev["val_loss"] is not None:
+            print(f"SFT step {ev['step']}/{ev['steps_total']}: train {ev['train_loss']:.4f} val {ev['val_loss']:.4f} "
+                  f"{ev['elapsed']:.0f}s", file=sys.stderr, flush=True)
+        elif s == "reward_model" and ev["val_accuracy"] is not None:
+            print(f"reward model step {ev['step']}/{ev['steps_total']}: val accuracy {ev['val_accuracy']:.1%} "
+                  f"{ev['elapsed']:.0f}s", file=sys.stderr, flush=True)
+        elif s == "ppo" and (ev["step"] % max(1, ev["steps_total"] // 10) == 0 or ev["step"] == ev["steps_total"]):
+            print(f"PPO step {ev['step']}/{ev['steps_total']}: reward {ev['reward']:+.3f} KL {ev['kl']:.3f} "
+                  f"grammatical {ev['grammatical']:.0%} {ev['elapsed']:.0f}s  {ev['sample']!r}", file=sys.stderr,
+                  flush=True)
+
+    result = run_rlhf(cfg, progress)
+
+    def lines(r):
+        p = result["ppo"]
+        yield (f"{result['params']:,}-parameter model; SFT val loss {r['sft']['val_loss']:.4f}; reward model "
+               f"val accuracy {r['reward_model']['val_accuracy']:.1%}; {r['seconds']:.0f} s")
+        for name, st in (("SFT (start)", p["start"]), ("PPO (end)", p["end"])):
+            yield (f"{name:>12}: reward {st['reward']:+.3f}  KL {st['kl']:.3f}  labeller score {st['gold']:+.2f}  "
+                   f"grammatical {st['grammatical']:.0%}  length {st['length']:.1f} chars")
+        yield "samples, same prompts and seed (SFT | PPO):"
+        for (pa, sa, _), (_, sb, _) in list(zip(p["samples"]["sft"], p["samples"]["ppo"]))[:a.samples]:
+            yield f"  {(pa + sa).strip()!r:<50} | {(pa + sb).strip()!r}"
+    return emit(a, summary(result), lines)
+
+
 # ---- parser -----------------------------------------------------------------------------------------
 def model_options(default_model: str = "gpt2") -> Parser:
     """The options every model command shares: --model, --hub-timeout, --json."""
@@ -584,6 +656,34 @@ def build_parser() -> Parser:
     c.add_argument("--out", default=None, help="also write the result (with the command) to this JSON file")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_scaling)
+    from .beyond.dpo import DPOConfig
+    from .beyond.rlhf import RLHFConfig
+    dc, rc = DPOConfig(), RLHFConfig()
+    d = sub.add_parser("dpo", parents=[model_options("tiny-shakespeare")],
+                       help="Direct Preference Optimization on preference pairs (the loaded model is copied)")
+    src = d.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pairs", help='JSONL file, one {"prompt": ..., "chosen": ..., "rejected": ...} per line')
+    src.add_argument("--synthetic", type=int, help="make N synthetic pairs: kind vs unkind adjective (see docs)")
+    d.add_argument("--beta", type=float, default=dc.beta, help="how far the policy may move from the reference")
+    d.add_argument("--steps", type=int, default=dc.steps)
+    d.add_argument("--batch-size", type=int, default=dc.batch_size, help="pairs per step")
+    d.add_argument("--lr", type=float, default=dc.lr)
+    d.add_argument("--trainable", default=dc.trainable, help='"all" or "top:N" (last N blocks)')
+    d.add_argument("--seed", type=int, default=dc.seed)
+    d.add_argument("--out", default=None, help="checkpoint directory for the trained policy")
+    d.set_defaults(func=cmd_dpo)
+
+    r = sub.add_parser("rlhf", help="the toy RLHF pipeline: SFT, a reward model, PPO (a ~1M-parameter model)")
+    r.add_argument("--sft-steps", type=int, default=None, help=f"default {rc.sft_steps}")
+    r.add_argument("--rm-steps", type=int, default=None, help=f"default {rc.rm_steps}")
+    r.add_argument("--ppo-steps", type=int, default=None, help=f"default {rc.ppo_steps}")
+    r.add_argument("--kl-coef", type=float, default=None, help=f"KL penalty (default {rc.kl_coef}; 0 = reward hacking)")
+    r.add_argument("--ppo-lr", type=float, default=None, help=f"default {rc.ppo_lr}")
+    r.add_argument("--seed", type=int, default=None, help=f"default {rc.seed}")
+    r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    r.add_argument("--samples", type=int, default=8, help="SFT vs PPO samples to print (text output)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_rlhf)
     return p
 
 
