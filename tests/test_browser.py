@@ -66,7 +66,7 @@ def page(server):
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(60_000)
         pg.goto(server, wait_until="load")
-        pg.wait_for_selector("text=TinyGPT Lab")
+        pg.wait_for_selector("text=TinyGPT Lab", timeout=180_000)  # the first render of every tab: slow under load
         yield pg
         browser.close()
 
