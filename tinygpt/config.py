@@ -213,7 +213,7 @@ PRESETS: dict[str, dict] = {
                          vocab_size=32000, bias=False, tie_weights=False, mlp="gated", norm="rmsnorm",
                          pos_encoding="rope", n_experts=8, moe_top_k=2),
     # The embedded default model shipped in assets/ (see README for the training command).
-    "tiny-shakespeare": dict(n_layer=6, n_head=4, n_embd=128, block_size=256),
+    "tiny-shakespeare": dict(n_layer=8, n_head=4, n_embd=96, block_size=256),
     # Tiny model for tests: builds and runs in milliseconds (minGPT's gpt-nano).
     "tiny": dict(n_layer=4, n_head=4, n_embd=32, block_size=64, vocab_size=GPT2_VOCAB),
 }
