@@ -1,15 +1,21 @@
-"""Generation throughput: tinygpt.generate vs transformers' generate vs a no-cache loop (nanoGPT sample.py style).
+"""Generation throughput: transformers' generate vs tinygpt (standard, oneDNN fast path, bf16) vs a no-cache loop.
 
 Same weights (a GPT-2-124M-sized random model written with save_pretrained and loaded by both), same prompt,
-3 samples x 100 new tokens, top-k 50. Everything is measured side by side in one run and printed as ratios.
+3 samples x 100 new tokens, top-k 50. All variants run side by side in one process, interleaved round by round
+(other processes share the cores), and the median per variant is printed with ratios against transformers.
+Decoding a few rows reads every weight once per step, so the floor is (weight bytes / read bandwidth) per token:
+the script measures that bandwidth and per-op weight streaming too.
 
-    python benchmarks/bench_generate.py [--samples 3] [--new 100] [--repeats 2] [--threads 2]
+    python benchmarks/bench_generate.py [--samples 3] [--new 100] [--repeats 3] [--threads 2] [--prompt-len 0]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -17,22 +23,59 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 
-def timed(fn, repeats):
-    best = float("inf")
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def median_time(fn, repeats):
+    times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def read_bandwidth(nbytes=500_000_000, repeats=7) -> float:
+    """GB/s of a plain streaming read (sum of a tensor far larger than the caches)."""
+    big = torch.ones(nbytes // 4)
+    big.sum()
+    return nbytes / median_time(big.sum, repeats) / 1e9
+
+
+def weight_streaming(rows: int, repeats=7) -> dict:
+    """GB/s of weights read by 48 Linear(768, 3072) at M = rows: F.linear (MKL) vs oneDNN dense vs oneDNN packed."""
+    from tinygpt.efficiency.fastpath import fast_linear, pack_weight
+    ws = [torch.randn(3072, 768) * 0.02 for _ in range(48)]
+    b = torch.zeros(3072)
+    x = torch.randn(rows, 768)
+    packed = [pack_weight(w, rows) for w in ws]
+    ops = {"F.linear (MKL)": lambda: [F.linear(x, w, b) for w in ws],
+           "oneDNN dense": lambda: [fast_linear(x, w, b) for w in ws],
+           "oneDNN packed": lambda: [fast_linear(x, w, b, p) for w, p in zip(ws, packed)]}
+    res = {}
+    for name, fn in ops.items():
+        fn()
+        t = median_time(fn, repeats)
+        res[name] = {"ms": t * 1e3, "GB/s": 48 * 3072 * 768 * 4 / t / 1e9}
+    return res
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=3)
     ap.add_argument("--new", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt-len", type=int, default=0,
                     help="use a seeded random prompt of this many tokens instead of the nanoGPT exercise prompt")
@@ -40,7 +83,9 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from transformers import GPT2Config, GPT2LMHeadModel
+
     import tinygpt
+    from tinygpt.efficiency import enable_fast_inference
 
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(GPT2Config()).eval()  # 124M, random weights
@@ -48,6 +93,8 @@ def main():
     hf.save_pretrained(d)
     ours, tok = tinygpt.load_model(d)
     ours_bf16, _ = tinygpt.load_model(d, dtype=torch.bfloat16)
+    ours_fast, ours_packed = copy.deepcopy(ours), copy.deepcopy(ours)
+    reports = {"dense": enable_fast_inference(ours_fast), "packed": enable_fast_inference(ours_packed, packed=True)}
     ids = tok.encode("one ring to rule them all,")
     if a.prompt_len:
         ids = torch.randint(0, 50257, (a.prompt_len,), generator=torch.Generator().manual_seed(0)).tolist()
@@ -55,37 +102,69 @@ def main():
 
     def run_hf():
         with torch.inference_mode():
-            hf.generate(x, attention_mask=torch.ones_like(x), do_sample=True, top_k=50, max_new_tokens=a.new,
-                        min_new_tokens=a.new, pad_token_id=50256)
+            return hf.generate(x, attention_mask=torch.ones_like(x), do_sample=True, top_k=50, max_new_tokens=a.new,
+                               min_new_tokens=a.new, pad_token_id=50256)
 
-    def run_ours(model=ours, use_cache=True):
+    def run_ours(model, use_cache=True):
         return lambda: tinygpt.generate(model, x, a.new, temperature=1.0, top_k=50,
                                         generator=torch.Generator().manual_seed(1), use_cache=use_cache)
 
-    # warm-up (first calls allocate and pick kernels)
-    for fn in (run_hf, run_ours(), run_ours(ours_bf16)):
-        fn()
-    t_hf = timed(run_hf, a.repeats)
-    t_ours = timed(run_ours(), a.repeats)
-    t_bf16 = timed(run_ours(ours_bf16), a.repeats)
-    t_nocache = timed(run_ours(use_cache=False), 1)
+    variants = {"transformers_fp32": run_hf, "tinygpt_fp32": run_ours(ours),
+                "tinygpt_fp32_fast": run_ours(ours_fast), "tinygpt_fp32_fast_packed": run_ours(ours_packed),
+                "tinygpt_bf16": run_ours(ours_bf16)}
+    outputs = {name: fn() for name, fn in variants.items()}  # warm-up (first calls allocate and pick kernels)
+    same = {name: torch.equal(outputs["tinygpt_fp32"], outputs[name]) for name in variants if "fast" in name}
+    times = {name: [] for name in variants}
+    for _ in range(a.repeats):  # interleaved rounds: a burst of load from elsewhere hits every variant alike
+        for name, fn in variants.items():
+            times[name].append(median_time(fn, 1))
+    sec = {name: statistics.median(ts) for name, ts in times.items()}
+    sec["nocache_fp32"] = median_time(run_ours(ours, use_cache=False), 1)
+
+    linear_bytes = sum(m.weight.numel() * 4 for m in ours.modules() if isinstance(m, torch.nn.Linear))
+    bw = read_bandwidth()
+    floor = a.new * linear_bytes / bw / 1e9  # every decode step reads every Linear weight once
+    t_hf = sec["transformers_fp32"]
     res = {
-        "setup": f"GPT-2-124M-sized random model, prompt {len(ids)} tokens, {a.samples} samples x {a.new} tokens, top-k 50, "
-                 f"{a.threads} threads, best of {a.repeats}",
-        "seconds": {"transformers_fp32": t_hf, "tinygpt_fp32": t_ours, "tinygpt_bf16": t_bf16,
-                    "nocache_fp32": t_nocache},
-        "ratios": {"tinygpt_fp32 / transformers_fp32 (target <= 1.0)": t_ours / t_hf,
-                   "nocache / tinygpt_fp32 (target >= 8)": t_nocache / t_ours,
-                   "tinygpt_bf16 / transformers_fp32 (target <= 0.6)": t_bf16 / t_hf},
+        "cpu": f"{cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__}, {a.threads} threads",
+        "setup": f"GPT-2-124M-sized random model, prompt {len(ids)} tokens, {a.samples} samples x {a.new} tokens, "
+                 f"top-k 50, median of {a.repeats} interleaved rounds (no-cache: 1 run)",
+        "fast_path_reports": reports,
+        "fast_path_same_tokens_as_standard": same,
+        "seconds": sec,
+        "ratios": {"tinygpt_fp32 (standard) / transformers_fp32 (target <= 1.0)": sec["tinygpt_fp32"] / t_hf,
+                   "tinygpt_fp32_fast / transformers_fp32 (target <= 0.5)": sec["tinygpt_fp32_fast"] / t_hf,
+                   "tinygpt_fp32_fast_packed / transformers_fp32 (target <= 0.5)":
+                       sec["tinygpt_fp32_fast_packed"] / t_hf,
+                   "tinygpt_bf16 / transformers_fp32 (target <= 0.3)": sec["tinygpt_bf16"] / t_hf,
+                   "nocache / tinygpt_fp32 (target >= 8)": sec["nocache_fp32"] / sec["tinygpt_fp32"]},
+        "bandwidth": {"read GB/s (tensor.sum of 500 MB)": bw,
+                      "Linear weights MB read per decode step": linear_bytes / 1e6,
+                      "floor s (new tokens x weights / read bandwidth)": floor,
+                      "tinygpt_fp32_fast / floor": sec["tinygpt_fp32_fast"] / floor,
+                      "tinygpt_fp32_fast_packed / floor": sec["tinygpt_fp32_fast_packed"] / floor},
+        f"weight streaming, 48 x Linear(768, 3072) at M={a.samples}": weight_streaming(a.samples),
     }
     if a.json:
         print(json.dumps(res, indent=2))
-    else:
-        print(res["setup"])
-        for k, v in res["seconds"].items():
-            print(f"  {k:>20}: {v:7.2f} s")
-        for k, v in res["ratios"].items():
-            print(f"  {k}: {v:.2f}")
+        return
+    print(res["cpu"])
+    print(res["setup"])
+    for kind, r in reports.items():
+        diff = "n/a" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
+        print(f"  fast path ({kind}): enabled={r['enabled']} path={r['path']} max_abs_diff={diff} "
+              f"extra={r['extra_bytes'] / 1e6:.0f} MB ({r['reason']})")
+    print(f"  same tokens as the standard path: {same}")
+    for k, v in sec.items():
+        print(f"  {k:>26}: {v:7.2f} s")
+    for k, v in res["ratios"].items():
+        print(f"  {k}: {v:.2f}")
+    for k, v in res["bandwidth"].items():
+        print(f"  {k}: {v:.2f}")
+    key = f"weight streaming, 48 x Linear(768, 3072) at M={a.samples}"
+    print(f"  {key}:")
+    for k, v in res[key].items():
+        print(f"    {k:>15}: {v['ms']:7.1f} ms  {v['GB/s']:5.1f} GB/s")
 
 
 if __name__ == "__main__":
