@@ -4,7 +4,9 @@ Same weights (a GPT-2-124M-sized random model written with save_pretrained and l
 3 samples x 100 new tokens, top-k 50. All variants run side by side in one process, interleaved round by round
 (other processes share the cores), and the median per variant is printed with ratios against transformers.
 Decoding a few rows reads every weight once per step, so the floor is (weight bytes / read bandwidth) per token:
-the script measures that bandwidth and per-op weight streaming too.
+the script measures that bandwidth and per-op weight streaming too. The load average is printed because other
+processes on the same cores slow everything (2-thread runs most: one descheduled thread stalls the other); the
+process CPU time per variant is printed as well, with --threads 1 it is close to the uncontended wall time.
 
     python benchmarks/bench_generate.py [--samples 3] [--new 100] [--repeats 3] [--threads 2] [--prompt-len 0]
 """
@@ -38,12 +40,14 @@ def cpu_name() -> str:
 
 
 def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(wall_and_cpu(fn)[0] for _ in range(repeats))
+
+
+def wall_and_cpu(fn):
+    """Seconds of wall-clock and of process CPU time (all threads) for one call."""
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
 
 
 def read_bandwidth(nbytes=500_000_000, repeats=7) -> float:
@@ -114,12 +118,15 @@ def main():
                 "tinygpt_bf16": run_ours(ours_bf16)}
     outputs = {name: fn() for name, fn in variants.items()}  # warm-up (first calls allocate and pick kernels)
     same = {name: torch.equal(outputs["tinygpt_fp32"], outputs[name]) for name in variants if "fast" in name}
+    load_before = os.getloadavg()[0]
     times = {name: [] for name in variants}
     for _ in range(a.repeats):  # interleaved rounds: a burst of load from elsewhere hits every variant alike
         for name, fn in variants.items():
-            times[name].append(median_time(fn, 1))
-    sec = {name: statistics.median(ts) for name, ts in times.items()}
-    sec["nocache_fp32"] = median_time(run_ours(ours, use_cache=False), 1)
+            times[name].append(wall_and_cpu(fn))
+    times["nocache_fp32"] = [wall_and_cpu(run_ours(ours, use_cache=False))]
+    load_after = os.getloadavg()[0]
+    sec = {name: statistics.median(w for w, _ in ts) for name, ts in times.items()}
+    cpu = {name: statistics.median(c for _, c in ts) for name, ts in times.items()}
 
     linear_bytes = sum(m.weight.numel() * 4 for m in ours.modules() if isinstance(m, torch.nn.Linear))
     bw = read_bandwidth()
@@ -129,15 +136,18 @@ def main():
         "cpu": f"{cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__}, {a.threads} threads",
         "setup": f"GPT-2-124M-sized random model, prompt {len(ids)} tokens, {a.samples} samples x {a.new} tokens, "
                  f"top-k 50, median of {a.repeats} interleaved rounds (no-cache: 1 run)",
+        "load average (1 min) before / after": [load_before, load_after],
         "fast_path_reports": reports,
         "fast_path_same_tokens_as_standard": same,
         "seconds": sec,
+        "cpu_seconds": cpu,
         "ratios": {"tinygpt_fp32 (standard) / transformers_fp32 (target <= 1.0)": sec["tinygpt_fp32"] / t_hf,
                    "tinygpt_fp32_fast / transformers_fp32 (target <= 0.5)": sec["tinygpt_fp32_fast"] / t_hf,
                    "tinygpt_fp32_fast_packed / transformers_fp32 (target <= 0.5)":
                        sec["tinygpt_fp32_fast_packed"] / t_hf,
                    "tinygpt_bf16 / transformers_fp32 (target <= 0.3)": sec["tinygpt_bf16"] / t_hf,
                    "nocache / tinygpt_fp32 (target >= 8)": sec["nocache_fp32"] / sec["tinygpt_fp32"]},
+        "cpu_time_ratios": {name: cpu[name] / cpu["transformers_fp32"] for name in cpu},
         "bandwidth": {"read GB/s (tensor.sum of 500 MB)": bw,
                       "Linear weights MB read per decode step": linear_bytes / 1e6,
                       "floor s (new tokens x weights / read bandwidth)": floor,
@@ -150,15 +160,18 @@ def main():
         return
     print(res["cpu"])
     print(res["setup"])
+    print(f"  load average (1 min): {load_before:.1f} before, {load_after:.1f} after ({os.cpu_count()} cores)")
     for kind, r in reports.items():
         diff = "n/a" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
         print(f"  fast path ({kind}): enabled={r['enabled']} path={r['path']} max_abs_diff={diff} "
               f"extra={r['extra_bytes'] / 1e6:.0f} MB ({r['reason']})")
     print(f"  same tokens as the standard path: {same}")
+    print(f"  {'':>26}  {'wall':>8}  {'CPU time':>8}  {'CPU time / transformers':>24}")
     for k, v in sec.items():
-        print(f"  {k:>26}: {v:7.2f} s")
+        print(f"  {k:>26}: {v:7.2f}s  {cpu[k]:7.2f}s  {res['cpu_time_ratios'][k]:24.2f}")
+    print("  wall-clock ratios:")
     for k, v in res["ratios"].items():
-        print(f"  {k}: {v:.2f}")
+        print(f"    {k}: {v:.2f}")
     for k, v in res["bandwidth"].items():
         print(f"  {k}: {v:.2f}")
     key = f"weight streaming, 48 x Linear(768, 3072) at M={a.samples}"

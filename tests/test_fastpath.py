@@ -192,3 +192,5 @@ def test_disable_restores_plain_linear():
     assert disable_fast_inference(model) == 4 * model.config.n_layer + 1
     assert all(type(m) is nn.Linear for m in model.modules() if isinstance(m, nn.Linear))
     assert fastpath.enable_fast_inference(nn.Sequential(nn.ReLU()))["reason"] == "The model has no nn.Linear layers."
+    with pytest.raises(ValueError, match="needs a torch.nn.Module"):
+        enable_fast_inference("gpt2")

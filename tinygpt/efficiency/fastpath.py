@@ -115,6 +115,8 @@ def enable_fast_inference(model: nn.Module, packed: bool = False) -> dict:
     Report: {"enabled", "path" ("onednn-dense" | "onednn-packed" | "standard"), "max_abs_diff" (relative to
     max(1, |F.linear|); None if not measured), "reason", "layers", "extra_bytes" (packed copies, once built)}.
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"enable_fast_inference needs a torch.nn.Module, not {type(model).__name__}.")
     layers = _linears(model)
     report = {"enabled": False, "path": "standard", "max_abs_diff": None, "reason": "", "layers": 0,
               "extra_bytes": 0}
