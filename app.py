@@ -10,18 +10,24 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics unles
 
 import gradio as gr  # noqa: E402
 
-from tabs import calculator, embeddings, finetune, pruning, sampling, train  # noqa: E402
+from tabs import (  # noqa: E402  # noqa: E402
+    alignment,
+    calculator,
+    coursemap,
+    efficiency,
+    embeddings,
+    finetune,
+    pruning,
+    sampling,
+    scaling,
+    share,
+    train,
+)
+from tabs.common import SAMPLE_CSS  # noqa: E402
 from tabs.sessions import SessionStore  # noqa: E402
 from tinygpt import ModelCache  # noqa: E402
 
-CSS = """
-.tg-samples {display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 12px;}
-.tg-sample {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px;
-            white-space: pre-wrap; font-family: var(--font-mono); font-size: 15px; line-height: 1.45;}
-.tg-sample-h {font-weight: 600; font-family: var(--font); margin-bottom: 6px; opacity: .8;}
-.tg-prompt {opacity: .55;}
-.tg-status {opacity: .75; margin-bottom: 6px;}
-"""
+CSS = SAMPLE_CSS + share.LECTURE_CSS
 
 
 def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
@@ -32,13 +38,25 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
     with gr.Blocks(title="TinyGPT Lab") as demo:
         gr.Markdown("# 🔬 TinyGPT Lab\nOpen up a GPT and see how it works: every number on these tabs is computed"
                     " live from the model.")
-        with gr.Tabs():
-            sampling.build(models, default_model)
-            calculator.build()
-            embeddings.build(models, default_model)
-            pruning.build(models, default_model)
-            finetune.build(models, sessions, default_model)
-            train.build(sessions)
+        share.header(sessions)  # lecture-mode toggle + the note shown when a link had parameters we ignored
+        # Tabs are grouped as a lecture is, so the top bar stays short enough to read on a projector.
+        with gr.Tabs(elem_id="groups"):
+            coursemap.build()
+            with gr.Tab("Generate", id="generate"), gr.Tabs():
+                sampling.build(models, default_model)
+                pruning.build(models, default_model)
+            with gr.Tab("Inside the model", id="inside"), gr.Tabs():
+                embeddings.build(models, default_model)
+            with gr.Tab("Train", id="training"), gr.Tabs():
+                train.build(sessions)
+                finetune.build(models, sessions, default_model)
+            with gr.Tab("Compute & efficiency", id="compute"), gr.Tabs():
+                calculator.build()
+                efficiency.build(models, sessions, default_model)
+            with gr.Tab("Beyond pretraining", id="beyond"), gr.Tabs():
+                scaling.build(sessions)
+                alignment.build(models, sessions, default_model)
+        share.install(demo)  # after the last tab: a link's state is restored on load; course-map buttons work
 
         def end_session(request: gr.Request):
             sessions.drop(request)  # free this user's fine-tuned / trained models

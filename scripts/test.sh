@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the tests need on a fresh machine (Python packages, and Debian's Chromium for the
-# real-browser tests), then run the whole suite. README's test command and .ci/run both call this script.
+# real-browser tests), then lint (ruff) and run the whole suite. README's test command and .ci/run both call this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -10,4 +10,5 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
 python3 -m pip install -q -r requirements-dev.txt
+python3 -m ruff check .
 python3 -m pytest -q tests "$@"

@@ -1,8 +1,15 @@
-"""Helpers shared by the tabs: turning errors into plain messages, model cards, small formatting."""
+"""Helpers shared by the tabs: one error-to-message decorator, one prompt check, sample cards (and their CSS),
+the model picker and card, the Stop handler, number parsing and formatting.
+
+A tab imports from here (and `sessions`), never from another tab.
+"""
 from __future__ import annotations
 
+import functools
 import html
+import inspect
 import math
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -23,6 +30,100 @@ def as_gr_error(e: Exception) -> gr.Error:
     """One clear sentence for the browser and the API client, never a traceback."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else "Something went wrong."
     return gr.Error(msg, print_exception=False)
+
+
+def user_errors(fn):
+    """Decorate a handler (plain or streaming): a ValueError raised inside it (UserError, TextError, a tinygpt
+    check) reaches the user as its one-line message. Gradio still sees the handler's own signature."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except ValueError as e:
+                raise as_gr_error(e) from None
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as e:
+            raise as_gr_error(e) from None
+    return call
+
+
+# ---- prompts and sampling knobs --------------------------------------------------------------------
+MAX_PROMPT_CHARS = 8000
+
+
+def check_prompt(prompt, notes: list) -> str:
+    """The one prompt check: text is required; control characters are dropped; a huge prompt keeps its end."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UserError("Type a prompt first: the model continues the text you give it.")
+    prompt = "".join(ch for ch in prompt if ch in "\n\t" or ch.isprintable())
+    if len(prompt) > MAX_PROMPT_CHARS:
+        notes.append(f"Prompt shortened to its last {MAX_PROMPT_CHARS:,} characters.")
+        prompt = prompt[-MAX_PROMPT_CHARS:]
+    return prompt
+
+
+@dataclass
+class Knobs:
+    """Checked sampling settings (top_k/top_p are None when off)."""
+
+    prompt: str
+    num_samples: int
+    max_new_tokens: int
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    seed: int
+
+
+def check_knobs(prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed, max_samples: int = 6,
+                max_tokens: int = 500) -> tuple[Knobs, list]:
+    """Validate and cap the sampling knobs. Returns (Knobs, notes about caps). Raises UserError."""
+    notes: list = []
+    prompt = check_prompt(prompt, notes)
+    n = clamp_int(num_samples, 1, max_samples, "Number of samples", notes)
+    m = clamp_int(max_new_tokens, 1, max_tokens, "Max new tokens", notes)
+    t = parse_float(temperature, "Temperature", 0.0, 100.0)
+    k = clamp_int(top_k, 0, 50257, "Top-k", notes) if top_k not in (None, "") else 0
+    p = parse_float(top_p, "Top-p", 0.0, 1.0) if top_p not in (None, "") else 1.0
+    if p <= 0:
+        raise UserError("Top-p must be above 0 (1 keeps every token).")
+    s = clamp_int(seed, 0, 2**63 - 1, "Seed", notes) if seed not in (None, "") else 0
+    return Knobs(prompt, n, m, t, k or None, None if p >= 1.0 else p, s), notes
+
+
+# ---- sample cards ----------------------------------------------------------------------------------
+SAMPLE_CSS = """
+.tg-samples {display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 12px;}
+.tg-sample {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px;
+            white-space: pre-wrap; font-family: var(--font-mono); font-size: 15px; line-height: 1.45;}
+.tg-sample-h {font-weight: 600; font-family: var(--font); margin-bottom: 6px; opacity: .8;}
+.tg-prompt {opacity: .55;}
+.tg-status {opacity: .75; margin-bottom: 6px;}
+"""
+
+
+def sample_cards(prompt: str, continuations, titles=None, status: str = "") -> str:
+    """Samples side by side: the prompt dimmed, then the continuation (None = still waiting)."""
+    cols = []
+    for i, cont in enumerate(continuations):
+        title = html.escape(titles[i]) if titles else f"Sample {i + 1}"
+        body = "<i>waiting…</i>" if cont is None else html.escape(cont)
+        cols.append(f"<div class='tg-sample'><div class='tg-sample-h'>{title}</div>"
+                    f"<span class='tg-prompt'>{html.escape(prompt)}</span>{body}</div>")
+    head = f"<div class='tg-status'>{html.escape(status)}</div>" if status else ""
+    return head + "<div class='tg-samples'>" + "".join(cols) + "</div>"
+
+
+def stop_session(sessions, request: gr.Request = None) -> str:
+    """The Stop button of a training tab: the session's run stops after its current step."""
+    sessions.get(request)["stop"].set()
+    return "Stopping after the current step…"
 
 
 def new_figure(w: float = 8, h: float = 4) -> Figure:
@@ -61,7 +162,7 @@ def model_card(model) -> str:
     n = model.num_params()
     return (f"**{html.escape(name)}** · {c.n_layer} layers · {c.n_head} heads · d_model {c.n_embd} · "
             f"feed-forward {c.ffn_dim} (GELU) · context {c.block_size} · vocab {c.vocab_size:,} · "
-            f"**{human(n)} parameters** ({n:,}) · weights {str(model.transformer.wte.weight.dtype).replace('torch.', '')}")
+            f"**{human(n)} parameters** ({n:,}) · weights {str(model.transformer.wte.weight.dtype)[6:]}")
 
 
 def banner(model) -> str:
@@ -109,8 +210,8 @@ def get_model(models, name, fast=False):
     """(model, tokenizer) from the shared cache; a bad name or missing files become one plain sentence."""
     try:
         return models.get(name, DTYPES[bool(fast)])
-    except Exception as e:  # unknown name, missing files, ...
-        raise as_gr_error(e)
+    except Exception as e:  # noqa: BLE001 - unknown name, missing files, ...: one sentence for the user
+        raise as_gr_error(e) from None
 
 
 def on_model_change(models, name, fast=False):

@@ -6,74 +6,42 @@ the base's tensors (tinygpt.finetune.trainable_copy). One fine-tune runs at a ti
 """
 from __future__ import annotations
 
-import html
 import os
 import threading
 import time
+from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
 import torch
 
 import tinygpt
-from tinygpt.finetune import probability_shifts, trainable_copy
-from tinygpt.textprep import MAX_CHARS, TextError, check_length, clean_text, decode_upload, describe, first_phrase
-from tinygpt.train import evaluate, trainable_parameters
+from tinygpt.data import check_length, describe, first_phrase, prepare_text
+from tinygpt.evaluate import evaluate
+from tinygpt.finetune import DEFAULTS as FT
+from tinygpt.finetune import finetune_config, holdout_split, probability_shifts, trainable_copy
+from tinygpt.sampling import encode_prompt
+from tinygpt.train import trainable_parameters
 
-from .common import UserError, as_gr_error, clamp_int, get_model, model_picker, new_figure, parse_float
+from . import share
+from .common import clamp_int, get_model, model_picker, new_figure, parse_float, sample_cards, stop_session, user_errors
 from .sessions import SessionStore, run_jobs, session_tmpdir
 
 SAMPLE_T, SAMPLE_TOP_K = 0.8, 50  # fixed for before/after so only the weights differ
 TRAINABLE = {"Top 2 blocks (fast)": "top:2", "Top 4 blocks": "top:4", "All weights (slow)": "all"}
-# Defaults sized for a free CPU Space (2 vCPU): measured by benchmarks/bench_finetune.py, which imports them.
-DEFAULTS = dict(trainable="Top 2 blocks (fast)", steps=40, context=128, batch_size=4, lr=1e-3, seed=1337,
-                max_new_tokens=60)
+# The form starts at tinygpt.finetune.DEFAULTS (the same defaults as `python -m tinygpt finetune`).
+DEFAULTS = dict(FT, trainable=next(k for k, v in TRAINABLE.items() if v == FT["trainable"]), max_new_tokens=60)
 
 
-def read_upload(path) -> bytes:
-    if path is None:
-        return b""
-    path = getattr(path, "name", path)
-    size = os.path.getsize(path)
-    if size > 8 * MAX_CHARS:  # bytes: even 4-byte UTF-8 could not fit under the character cap
-        raise TextError(f"The file is {size:,} bytes; the limit is {MAX_CHARS:,} characters. Use a shorter excerpt.")
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def prepare_text(file, text, lossy=False, drop_boilerplate=True, prefer_text=False) -> tuple[str, list[str]]:
-    """The upload or the text, decoded and cleaned. Raises TextError.
-
-    prefer_text: use the text when it is not empty (the edited, cleaned text), else the upload."""
-    if file is not None and not (prefer_text and isinstance(text, str) and text.strip()):
-        raw = read_upload(file)
-        source = decode_upload(raw, lossy)
-    else:
-        if not isinstance(text, str) or not text.strip():
-            raise TextError("Upload a .txt file or paste some text first.")
-        if len(text) > MAX_CHARS:
-            raise TextError(f"The text has {len(text):,} characters; the limit is {MAX_CHARS:,}. "
-                            f"Use a shorter excerpt.")
-        source = text
-    cleaned, steps = clean_text(source, drop_boilerplate)
-    if not cleaned.strip():
-        raise TextError("There is no text left after cleaning.")
-    if len(cleaned) > MAX_CHARS:
-        raise TextError(f"The text has {len(cleaned):,} characters; the limit is {MAX_CHARS:,}. Use a shorter excerpt.")
-    return cleaned, steps
-
-
+@user_errors
 def on_prepare(models, model_name, file, text, lossy, drop_boilerplate):
     """Clean + describe: (cleaned text, steps markdown, stats markdown, a prompt taken from the text)."""
-    try:
-        cleaned, steps = prepare_text(file, text, lossy, drop_boilerplate)
-        model, tok = get_model(models, model_name)
-        ids = tok.encode(cleaned)
-        st = describe(cleaned, ids)
-        ctx = min(128, model.config.block_size)
-        ppl = evaluate(model, torch.tensor(ids), ctx)["perplexity"] if len(ids) > ctx + 1 else float("nan")
-    except (TextError, UserError, ValueError) as e:
-        raise as_gr_error(e)
+    cleaned, steps = prepare_text(file, text, lossy, drop_boilerplate)
+    model, tok = get_model(models, model_name)
+    ids = tok.encode(cleaned)
+    st = describe(cleaned, ids)
+    ctx = min(128, model.config.block_size)
+    ppl = evaluate(model, torch.tensor(ids), ctx)["perplexity"] if len(ids) > ctx + 1 else float("nan")
     steps_md = "**Cleaning applied:**\n" + "\n".join(f"- {s}" for s in steps)
     stats_md = (f"| characters | words | tokens | distinct tokens | type-token ratio | words / sentence | "
                 f"chars / token | base perplexity |\n|---|---|---|---|---|---|---|---|\n"
@@ -86,7 +54,7 @@ def on_prepare(models, model_name, file, text, lossy, drop_boilerplate):
 
 
 def sample_once(model, tok, prompt, seed, max_new_tokens):
-    ids = tok.encode(prompt)[-model.config.block_size:]
+    ids = encode_prompt(tok, prompt, model.config.block_size)
     x = torch.tensor([ids], dtype=torch.long)
     out = tinygpt.generate(model, x, max_new_tokens, SAMPLE_T, SAMPLE_TOP_K, None,
                            torch.Generator().manual_seed(int(seed)))
@@ -94,11 +62,7 @@ def sample_once(model, tok, prompt, seed, max_new_tokens):
 
 
 def before_after_html(prompt, before, after) -> str:
-    def col(title, text):
-        body = html.escape(text) if text is not None else "<i>waiting…</i>"
-        return (f"<div class='tg-sample'><div class='tg-sample-h'>{title}</div>"
-                f"<span class='tg-prompt'>{html.escape(prompt)}</span>{body}</div>")
-    return "<div class='tg-samples'>" + col("Before fine-tuning", before) + col("After fine-tuning", after) + "</div>"
+    return sample_cards(prompt, [before, after], ["Before fine-tuning", "After fine-tuning"])
 
 
 def loss_figure(history, title="Fine-tuning"):
@@ -118,46 +82,49 @@ def loss_figure(history, title="Fine-tuning"):
     return fig
 
 
-def check_settings(steps, context, batch_size, lr, seed, max_new_tokens, block_size):
-    notes = []
-    s = clamp_int(steps, 1, 2000, "Steps", notes)
-    c = clamp_int(context, 8, block_size, "Context", notes)
-    b = clamp_int(batch_size, 1, 64, "Batch size", notes)
-    lr = parse_float(lr, "Learning rate", 1e-7, 1.0)
-    seed = clamp_int(seed, 0, 2**31 - 1, "Seed", notes)
-    m = clamp_int(max_new_tokens, 1, 300, "Sample length", notes)
-    return s, c, b, lr, seed, m, notes
+@dataclass
+class Settings:
+    steps: int
+    context: int
+    batch_size: int
+    lr: float
+    seed: int
+    max_new_tokens: int
 
 
+def check_settings(steps, context, batch_size, lr, seed, max_new_tokens, block_size) -> tuple[Settings, list]:
+    notes: list = []
+    return Settings(steps=clamp_int(steps, 1, 2000, "Steps", notes),
+                    context=clamp_int(context, 8, block_size, "Context", notes),
+                    batch_size=clamp_int(batch_size, 1, 64, "Batch size", notes),
+                    lr=parse_float(lr, "Learning rate", 1e-7, 1.0),
+                    seed=clamp_int(seed, 0, 2**31 - 1, "Seed", notes),
+                    max_new_tokens=clamp_int(max_new_tokens, 1, 300, "Sample length", notes)), notes
+
+
+@user_errors
 def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, drop_boilerplate, prompt, seed,
                 trainable, steps, context, batch_size, lr, max_new_tokens, request: gr.Request = None,
                 progress=gr.Progress()):
     """Stream (status, loss plot, before/after HTML, metrics markdown, probability-shift table)."""
-    try:
-        cleaned, _ = prepare_text(file, text, lossy, drop_boilerplate, prefer_text=True)
-        base, tok = get_model(models, model_name)
-        steps, context, batch_size, lr, seed, max_new_tokens, notes = check_settings(
-            steps, context, batch_size, lr, seed, max_new_tokens, base.config.block_size)
-        spec = TRAINABLE.get(trainable, trainable)
-        trainable_parameters(base, spec)  # raises a plain ValueError for a bad choice
-        ids = torch.tensor(tok.encode(cleaned), dtype=torch.long)
-        check_length(cleaned, 2 * (context + 2), len(ids))
-        prompt = prompt.strip() if isinstance(prompt, str) and prompt.strip() else first_phrase(cleaned)
-    except (TextError, UserError, ValueError) as e:
-        raise as_gr_error(e)
+    cleaned, _ = prepare_text(file, text, lossy, drop_boilerplate, prefer_text=True)
+    base, tok = get_model(models, model_name)
+    st, notes = check_settings(steps, context, batch_size, lr, seed, max_new_tokens, base.config.block_size)
+    spec = TRAINABLE.get(trainable, trainable)
+    trainable_parameters(base, spec)  # raises a plain ValueError for a bad choice
+    ids = torch.tensor(tok.encode(cleaned), dtype=torch.long)
+    check_length(cleaned, 2 * (st.context + 2), len(ids))
+    prompt = prompt.strip() if isinstance(prompt, str) and prompt.strip() else first_phrase(cleaned)
+    train_ids, val_ids = holdout_split(ids, st.context)
     entry = sessions.get(request)
     stop = entry["stop"] = threading.Event()  # fresh: an earlier Stop must not end this run
-    n_val = max(int(len(ids) * 0.1), context + 2)  # the held-out end of the text
-    train_ids, val_ids = ids[:-n_val], ids[-n_val:]
     note = (" ".join(notes) + " ").strip()
     t0 = time.perf_counter()
     yield (f"Sampling from the base model… {note}", loss_figure([]), before_after_html(prompt, None, None), "", None)
-    before = sample_once(base, tok, prompt, seed, max_new_tokens)
-    ppl_before = evaluate(base, val_ids, context)
+    before = sample_once(base, tok, prompt, st.seed, st.max_new_tokens)
+    ppl_before = evaluate(base, val_ids, st.context)
     tuned = trainable_copy(base, spec)
-    cfg = tinygpt.TrainConfig(steps=steps, batch_size=batch_size, context=context, lr=lr,
-                              warmup=max(1, steps // 10), eval_interval=max(1, steps // 10), seed=seed,
-                              trainable=spec, eval_batches=4)
+    cfg = finetune_config(st.steps, st.context, st.batch_size, st.lr, st.seed, spec)
     history = []
     job = {"tuned": lambda cb, should_stop: tinygpt.train(tuned, train_ids, val_ids, cfg, cb, should_stop)}
     result = None
@@ -168,24 +135,27 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
         history.extend(ev for _, ev in payload)
         e = history[-1]
         per_step = (time.perf_counter() - t0) / max(1, e["step"])
-        left = per_step * (steps - e["step"])
-        progress((e["step"], steps), desc=f"fine-tuning, ~{left:.0f} s left")
-        status = (f"Step {e['step']}/{steps} · train loss {e['train_loss']:.3f} · {e['tokens_per_s']:.0f} tokens/s · "
-                  f"about {left:.0f} s left. {note}")
+        left = per_step * (st.steps - e["step"])
+        progress((e["step"], st.steps), desc=f"fine-tuning, ~{left:.0f} s left")
+        status = (f"Step {e['step']}/{st.steps} · train loss {e['train_loss']:.3f} · "
+                  f"{e['tokens_per_s']:.0f} tokens/s · about {left:.0f} s left. {note}")
         yield status, loss_figure(history), before_after_html(prompt, before, None), "", None
-    after = sample_once(tuned, tok, prompt, seed, max_new_tokens)
-    ppl_after = evaluate(tuned, val_ids, context)
-    shifts = probability_shifts(base, tuned, tok, ids, context)
+    after = sample_once(tuned, tok, prompt, st.seed, st.max_new_tokens)
+    ppl_after = evaluate(tuned, val_ids, st.context)
+    shifts = probability_shifts(base, tuned, tok, ids, st.context)
     entry["finetuned"] = (tuned, tok)
     secs = time.perf_counter() - t0
     stopped = " (stopped early)" if result and result["stopped"] else ""
     metrics = (f"### Before vs after{stopped}\n"
                f"| | before | after |\n|---|---|---|\n"
-               f"| held-out loss (last {len(val_ids):,} tokens) | {ppl_before['loss']:.3f} | {ppl_after['loss']:.3f} |\n"
+               f"| held-out loss (last {len(val_ids):,} tokens) | {ppl_before['loss']:.3f} |"
+               f" {ppl_after['loss']:.3f} |\n"
                f"| held-out perplexity | {ppl_before['perplexity']:,.1f} | {ppl_after['perplexity']:,.1f} |\n"
                f"| held-out next-token accuracy | {ppl_before['accuracy']:.1%} | {ppl_after['accuracy']:.1%} |\n\n"
                f"Trained **{spec}** of *{base.info.name}* for {result['steps'] if result else 0} steps of "
-               f"{batch_size}×{context} tokens in {secs:.0f} s (whole run, sampling and evaluation included). "
+               f"{st.batch_size}×{st.context} tokens in {secs:.0f} s (whole run, sampling and evaluation included)"
+               + (f"; kept the weights of step {result['best_step']}, the best held-out loss (early stopping). "
+                  if result and result.get("best_step") not in (None, result["steps"]) else ". ") +
                f"Same prompt, same seed (T={SAMPLE_T}, top-k={SAMPLE_TOP_K}): any difference in the two samples "
                f"comes from the new weights. The table lists the tokens of your text whose probability rose most "
                f"(mean gain in log-probability; +0.69 nats = twice as likely).")
@@ -194,11 +164,6 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
             for r in shifts]
     yield (f"Done in {secs:.0f} s. {note}", loss_figure(history), before_after_html(prompt, before, after), metrics,
            rows)
-
-
-def on_stop(sessions: SessionStore, request: gr.Request = None):
-    sessions.get(request)["stop"].set()
-    return "Stopping after the current step…"
 
 
 def on_download(sessions: SessionStore, request: gr.Request = None):
@@ -258,5 +223,26 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                  [model_dd, upload, cleaned, lossy, drop, prompt, seed, trainable, steps, context, batch, lr, max_new],
                  [status, plot, compare, metrics, shifts], api_name="finetune", concurrency_id="train",
                  concurrency_limit=1)
-        stop.click(partial(on_stop, sessions), None, status, api_visibility="private", queue=False)
+        stop.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)
         dl.click(partial(on_download, sessions), None, files, api_visibility="private")
+        share.register("finetune", fields={
+            "model": model_dd, "lossy": lossy, "drop_boilerplate": drop, "prompt": prompt, "trainable": trainable,
+            "steps": steps, "context": context, "batch_size": batch, "lr": lr, "seed": seed,
+            "max_new_tokens": max_new}, command=command, run=[prep, go])
+
+
+def command(v: dict) -> str:
+    """The fine-tune and the before/after samples as command lines. Your text is not in a link or a command:
+    save the cleaned text (the box on the right) as essay.txt."""
+    st, _ = check_settings(v["steps"], v["context"], v["batch_size"], v["lr"], v["seed"], v["max_new_tokens"], 1024)
+    prompt = str(v["prompt"] or "").strip() or "A PHRASE FROM YOUR TEXT"
+    sample = dict(start=prompt, num_samples=1, max_new_tokens=st.max_new_tokens, temperature=SAMPLE_T,
+                  top_k=SAMPLE_TOP_K, seed=st.seed)
+    return "\n".join([
+        "# save the cleaned text as essay.txt, then:",
+        share.cli("finetune", model=v["model"], text="essay.txt",
+                  trainable=TRAINABLE.get(v["trainable"], v["trainable"]), steps=st.steps, block_size=st.context,
+                  batch_size=st.batch_size, lr=st.lr, seed=st.seed, out="finetuned"),
+        "# before and after (same prompt and seed)",
+        share.cli("sample", model=v["model"], **sample),
+        share.cli("sample", model="finetuned", **sample)])

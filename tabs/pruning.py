@@ -8,11 +8,27 @@ from functools import partial
 import gradio as gr
 import pandas as pd
 
-from tinygpt.pruning import (CONFIGS, REFERENCE_TEXTS, default_reference, logit_lens, named_layers,
-                             run_configuration)
+from tinygpt.interpret.pruning import (
+    CONFIGS,
+    REFERENCE_TEXTS,
+    default_reference,
+    logit_lens,
+    named_layers,
+    run_configuration,
+)
 
-from .common import UserError, as_gr_error, banner, clamp_int, get_model, model_card, model_picker, new_figure
-from .sampling import check_inputs, samples_html
+from . import share
+from .common import (
+    UserError,
+    banner,
+    check_knobs,
+    get_model,
+    model_card,
+    model_picker,
+    new_figure,
+    sample_cards,
+    user_errors,
+)
 
 MAX_NEW_TOKENS = 200
 MAX_REFERENCE_CHARS = 4000  # ~1,000 GPT-2 tokens: a few seconds per configuration on GPT-2 on a CPU
@@ -165,9 +181,9 @@ def explain(model, results, lens) -> str:
     return "\n".join(lines)
 
 
-def _texts(prompt, results, configs):
-    done = {r["label"]: r["text"] for r in results}
-    return [done.get(label, prompt + " …") for label, _ in configs]
+def _continuations(prompt, results, configs):
+    done = {r["label"]: r["text"][len(prompt):] for r in results}
+    return [done.get(label) for label, _ in configs]
 
 
 # ---- handlers ------------------------------------------------------------------------------------
@@ -181,40 +197,37 @@ def on_model(models, name, prompt, reference):
     return banner(model), model_card(model), prompt, reference
 
 
+@user_errors
 def on_prune(models, name, selected, custom, prompt, max_new_tokens, temperature, top_k, seed, reference):
     """Stream (banner, samples HTML, metrics table, perplexity chart, lens table, lens chart, explanation, JSON),
     one configuration at a time."""
-    try:
-        v, notes = check_inputs(prompt, 1, max_new_tokens, temperature, top_k, 1.0, seed)
-        v["max_new_tokens"] = clamp_int(v["max_new_tokens"], 1, MAX_NEW_TOKENS, "Max new tokens", notes)
-        reference = str(reference or "").strip()
-        if not reference:
-            raise UserError("Paste a reference passage: perplexity is measured on it.")
-        if len(reference) > MAX_REFERENCE_CHARS:
-            notes.append(f"Reference passage shortened to its first {MAX_REFERENCE_CHARS:,} characters.")
-            reference = reference[:MAX_REFERENCE_CHARS]
-        model, tok = get_model(models, name, False)
-        configs, more = resolve_configs(model, selected, custom)
-        notes += more
-        lens = logit_lens(model, tok, v["prompt"])
-    except (UserError, ValueError) as e:
-        raise as_gr_error(e)
-    p = v["prompt"]
-    gen_args = (v["max_new_tokens"], v["temperature"], v["top_k"], None, v["seed"], reference)
-    run_configuration(model, tok, p, None, 1, v["temperature"], v["top_k"], None, v["seed"])  # warm-up: fair ms/token
+    v, notes = check_knobs(prompt, 1, max_new_tokens, temperature, top_k, 1.0, seed, max_tokens=MAX_NEW_TOKENS)
+    reference = str(reference or "").strip()
+    if not reference:
+        raise UserError("Paste a reference passage: perplexity is measured on it.")
+    if len(reference) > MAX_REFERENCE_CHARS:
+        notes.append(f"Reference passage shortened to its first {MAX_REFERENCE_CHARS:,} characters.")
+        reference = reference[:MAX_REFERENCE_CHARS]
+    model, tok = get_model(models, name, False)
+    configs, more = resolve_configs(model, selected, custom)
+    notes += more
+    lens = logit_lens(model, tok, v.prompt)
+    p = v.prompt
+    gen_args = (v.max_new_tokens, v.temperature, v.top_k, None, v.seed, reference)
+    run_configuration(model, tok, p, None, 1, v.temperature, v.top_k, None, v.seed)  # warm-up: fair ms/token
     results = []
     titles = [label for label, _ in configs]
-    yield (banner(model), samples_html(_texts(p, results, configs), p, "Running " + titles[0] + "…", titles),
+    yield (banner(model), sample_cards(p, _continuations(p, results, configs), titles, "Running " + titles[0] + "…"),
            None, None, lens_frame(lens), lens_figure(lens), "", {})
     for k, (label, layers) in enumerate(configs):
         r = run_configuration(model, tok, p, layers, *gen_args)
         r["label"] = label
         results.append(r)
         status = f"Running {titles[k + 1]}…" if k + 1 < len(configs) else \
-            f"Same prompt, seed {v['seed']}, T={v['temperature']:g}, top-k={v['top_k'] or 'off'}. " + " ".join(notes)
+            f"Same prompt, seed {v.seed}, T={v.temperature:g}, top-k={v.top_k or 'off'}. " + " ".join(notes)
         ppl_ctx = min(model.config.block_size, 128)
         ref_tokens = len(tok.encode(reference)) - 1
-        yield (banner(model), samples_html(_texts(p, results, configs), p, status.strip(), titles),
+        yield (banner(model), sample_cards(p, _continuations(p, results, configs), titles, status.strip()),
                metrics_frame(results), perplexity_figure(results, ref_tokens, ppl_ctx), lens_frame(lens),
                lens_figure(lens) if k + 1 == len(configs) else gr.skip(),
                explain(model, results, lens) if k + 1 == len(configs) else "",
@@ -263,3 +276,24 @@ def build(models, default_model: str = "gpt2"):
         stop.click(None, cancels=[ev])  # configurations already shown stay on screen
         model_dd.change(partial(on_model, models), [model_dd, prompt, reference],
                         [banner_md, card_md, prompt, reference], api_visibility="private")
+        share.register("pruning", fields={
+            "model": model_dd, "configs": configs, "custom": custom, "prompt": prompt, "max_new_tokens": max_new,
+            "temperature": temperature, "top_k": top_k, "seed": seed, "reference": reference},
+            command=command, run=go)
+
+
+def command(v: dict) -> str:
+    """One `python -m tinygpt sample --layers ...` per configuration: the same texts as the cards (the CLI has
+    no perplexity per configuration)."""
+    k, _ = check_knobs(v["prompt"], 1, v["max_new_tokens"], v["temperature"], v["top_k"], 1.0, v["seed"],
+                       max_tokens=MAX_NEW_TOKENS)
+    chosen = [str(c).strip().lower() for c in (v["configs"] or [])]
+    lines = []
+    for name in CONFIGS:
+        if name == "full" or name in chosen:
+            layers = None if name == "full" else str(v["custom"]).replace(" ", "") if name == "custom" else \
+                name.replace(" ", "-")
+            lines.append(f"# {name}\n" + share.cli(
+                "sample", model=v["model"], start=k.prompt, num_samples=1, max_new_tokens=k.max_new_tokens,
+                temperature=k.temperature, top_k=k.top_k or 0, seed=k.seed, layers=layers))
+    return "\n".join(lines)

@@ -2,7 +2,6 @@
 before and after temperature / top-k / top-p, with an explanation that reads the live numbers."""
 from __future__ import annotations
 
-import html
 import time
 from functools import lru_cache, partial
 
@@ -10,44 +9,28 @@ import gradio as gr
 import torch
 
 import tinygpt
-from tinygpt.analysis import distribution_summary, kv_cache_latency, prompt_logits
+from tinygpt.sampling import DRAWABLE_MIN_P, distribution_summary, encode_prompt, next_token_logits
 
-from .common import (UserError, as_gr_error, clamp_int, get_model, model_picker, new_figure, on_model_change,
-                     parse_float)
+from . import share
+from .common import (
+    check_knobs,
+    get_model,
+    model_picker,
+    new_figure,
+    on_model_change,
+    sample_cards,
+    user_errors,
+)
 
 MAX_SAMPLES = 6  # side-by-side columns that stay legible on a projector
 MAX_NEW_TOKENS = 500
-MAX_PROMPT_CHARS = 8000
 DEFAULT_PROMPT = "one ring to rule them all,"
-
-
-def check_inputs(prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed):
-    """Validate and cap the knobs. Returns (values dict, notes about caps). Raises UserError."""
-    notes: list = []
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise UserError("Type a prompt first: the model continues the text you give it.")
-    prompt = "".join(ch for ch in prompt if ch in "\n\t" or ch.isprintable())  # drop control characters
-    if len(prompt) > MAX_PROMPT_CHARS:
-        notes.append(f"Prompt shortened to its last {MAX_PROMPT_CHARS:,} characters.")
-        prompt = prompt[-MAX_PROMPT_CHARS:]
-    n = clamp_int(num_samples, 1, MAX_SAMPLES, "Number of samples", notes)
-    m = clamp_int(max_new_tokens, 1, MAX_NEW_TOKENS, "Max new tokens", notes)
-    t = parse_float(temperature, "Temperature", 0.0, 100.0)
-    k = clamp_int(top_k, 0, 50257, "Top-k", notes) if top_k not in (None, "") else 0
-    p = parse_float(top_p, "Top-p", 0.0, 1.0) if top_p not in (None, "") else 1.0
-    if p <= 0:
-        raise UserError("Top-p must be above 0 (1 keeps every token).")
-    s = clamp_int(seed, 0, 2**63 - 1, "Seed", notes) if seed not in (None, "") else 0
-    return dict(prompt=prompt, num_samples=n, max_new_tokens=m, temperature=t, top_k=k or None,
-                top_p=None if p >= 1.0 else p, seed=s), notes
 
 
 def stream_samples(model, tok, prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed,
                    layers=None, every_s: float = 0.15):
-    """Yield (list of sample texts, tokens done) while generating; all samples are one batch."""
-    ids = tok.encode(prompt)
-    block = model.config.block_size
-    x = torch.tensor([ids[-block:]] * num_samples, dtype=torch.long)
+    """Yield (list of continuations, tokens done) while generating; all samples are one batch."""
+    x = torch.tensor([encode_prompt(tok, prompt, model.config.block_size)] * num_samples, dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
     new = [[] for _ in range(num_samples)]
     last = time.perf_counter()
@@ -57,28 +40,16 @@ def stream_samples(model, tok, prompt, num_samples, max_new_tokens, temperature,
             row.append(t)
         if time.perf_counter() - last >= every_s or step == max_new_tokens:
             last = time.perf_counter()
-            yield [prompt + tok.decode(r) for r in new], step
-
-
-def samples_html(texts, prompt, status="", titles=None) -> str:
-    """Samples side by side; the prompt is shown dimmed so the continuation stands out."""
-    cols = []
-    for i, t in enumerate(texts, 1):
-        cont = t[len(prompt):] if t.startswith(prompt) else t
-        title = html.escape(titles[i - 1]) if titles else f"Sample {i}"
-        cols.append(f"<div class='tg-sample'><div class='tg-sample-h'>{title}</div>"
-                    f"<span class='tg-prompt'>{html.escape(prompt)}</span>{html.escape(cont)}</div>")
-    head = f"<div class='tg-status'>{html.escape(status)}</div>" if status else ""
-    return head + "<div class='tg-samples'>" + "".join(cols) + "</div>"
+            yield [tok.decode(r) for r in new], step
 
 
 @lru_cache(maxsize=64)
 def _cached_logits(model, prompt_ids):
-    return prompt_logits(model, prompt_ids)
+    return next_token_logits(model, prompt_ids)
 
 
 def distribution(model, tok, prompt, temperature, top_k, top_p, k: int = 20):
-    ids = tuple(tok.encode(prompt)[-model.config.block_size:]) or (tok.eot_token or 0,)
+    ids = tuple(encode_prompt(tok, prompt, model.config.block_size))
     logits = _cached_logits(model, ids)  # modules hash by identity: one entry per (model, prompt)
     summ = distribution_summary(logits, temperature, top_k, top_p, k)
     summ["pieces"] = [tok.piece(i) for i in summ["ids"]]
@@ -113,7 +84,7 @@ def explain(model, tok, prompt, temperature, top_k, top_p) -> str:
         label = f"T={t:g}" + (f", top-k={k}" if k else "") + (" (your settings)" if (t, k) == (temperature, top_k)
                                                                else "")
         rows.append(f"| {label} | {s['top1_after']:.1%} | {s['mass_top_k_after']:.1%} | {s['choices_after']:,.1f} |"
-                    f" {s['kept']:,} |")
+                    f" {s['drawable']:,} |")
     s1 = distribution(model, tok, prompt, 1.0, None, None)
     top_piece = repr(s1["pieces"][0])
     vocab = s1["vocab"]
@@ -122,9 +93,14 @@ def explain(model, tok, prompt, temperature, top_k, top_p) -> str:
         f"The model's raw next-token distribution puts **{s1['before'][0]:.1%}** on {top_piece}. Sampling divides "
         "the logits by the temperature T before the softmax: T<1 sharpens the distribution, T>1 flattens it.",
         "",
-        "| setting | chance of the top token | chance of one of the model's top 20 | effective choices e^H | tokens that can be drawn |",
+        "| setting | chance of the top token | chance of one of the model's top 20 | effective choices e^H |"
+        f" tokens with probability above {DRAWABLE_MIN_P:g} |",
         "|---|---|---|---|---|",
         *rows,
+        "",
+        f"The last column counts the tokens that can realistically be drawn: probability above one in a million"
+        f" ({DRAWABLE_MIN_P:g}) after the knobs. (At T=0.1 many more tokens keep a tiny non-zero probability;"
+        " in float32 the rest underflow to exactly 0.)",
         "",
         "* **T = 0.1 repeats itself**: almost all probability sits on the single most likely token, so sampling is"
         " practically greedy; once a phrase is likely, the same continuation keeps winning and text loops.",
@@ -143,68 +119,36 @@ def explain(model, tok, prompt, temperature, top_k, top_p) -> str:
     ])
 
 
+@user_errors
 def on_dist(models, name, fast, prompt, temperature, top_k, top_p):
     """Plot + explanation for the prompt's next token under the current knobs."""
-    try:
-        model, tok = get_model(models, name, fast)
-        v, _ = check_inputs(prompt, 1, 1, temperature, top_k, top_p, 0)
-        summ = distribution(model, tok, v["prompt"], v["temperature"], v["top_k"], v["top_p"])
-        return (distribution_figure(summ, v["temperature"], v["top_k"], v["top_p"]),
-                explain(model, tok, v["prompt"], v["temperature"], v["top_k"], v["top_p"]))
-    except UserError as e:
-        raise as_gr_error(e)
+    model, tok = get_model(models, name, fast)
+    v, _ = check_knobs(prompt, 1, 1, temperature, top_k, top_p, 0)
+    summ = distribution(model, tok, v.prompt, v.temperature, v.top_k, v.top_p)
+    return (distribution_figure(summ, v.temperature, v.top_k, v.top_p),
+            explain(model, tok, v.prompt, v.temperature, v.top_k, v.top_p))
 
 
+@user_errors
 def on_sample(models, name, fast, prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed):
     """Stream (samples HTML, JSON) while generating; the last JSON holds the full texts and the model used."""
-    try:
-        v, notes = check_inputs(prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed)
-    except UserError as e:
-        raise as_gr_error(e)
+    v, notes = check_knobs(prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed, MAX_SAMPLES,
+                           MAX_NEW_TOKENS)
     model, tok = get_model(models, name, fast)
     note = " ".join(notes)
     t0 = time.perf_counter()
-    texts, status = [v["prompt"]] * v["num_samples"], ""
-    yield samples_html(texts, v["prompt"], ("Generating… " + note).strip()), {"samples": texts}
-    for texts, step in stream_samples(model, tok, v["prompt"], v["num_samples"], v["max_new_tokens"],
-                                      v["temperature"], v["top_k"], v["top_p"], v["seed"]):
+    conts, status = [""] * v.num_samples, ""
+    texts = [v.prompt + c for c in conts]
+    yield sample_cards(v.prompt, conts, status=("Generating… " + note).strip()), {"samples": texts}
+    for conts, step in stream_samples(model, tok, v.prompt, v.num_samples, v.max_new_tokens, v.temperature,
+                                      v.top_k, v.top_p, v.seed):
         dt = time.perf_counter() - t0
-        status = f"{step}/{v['max_new_tokens']} tokens · {step * v['num_samples'] / dt:.0f} tokens/s. {note}"
-        yield samples_html(texts, v["prompt"], status.strip()), {"samples": texts}
-    yield samples_html(texts, v["prompt"], status.strip()), {
+        status = f"{step}/{v.max_new_tokens} tokens · {step * v.num_samples / dt:.0f} tokens/s. {note}"
+        texts = [v.prompt + c for c in conts]
+        yield sample_cards(v.prompt, conts, status=status.strip()), {"samples": texts}
+    yield sample_cards(v.prompt, conts, status=status.strip()), {
         "samples": texts, "model": model.info.name, "fallback": model.info.fallback, "notes": notes,
         "seconds": round(time.perf_counter() - t0, 3)}
-
-
-def on_kv_cache(models, name, fast, prompt, n_new):
-    """Time greedy decoding with and without the KV cache: (figure, explanation)."""
-    try:
-        notes: list = []
-        n = clamp_int(n_new, 1, 256, "Tokens to time", notes)
-        v, _ = check_inputs(prompt, 1, 1, 1.0, None, None, 0)
-    except UserError as e:
-        raise as_gr_error(e)
-    model, tok = get_model(models, name, fast)
-    r = kv_cache_latency(model, tok.encode(v["prompt"]), n)
-    fig = new_figure(8, 3.4)
-    ax = fig.add_subplot(111)
-    ax.plot(r["lengths"], r["nocache_ms"], label="no cache: recompute the whole sequence", color="#e8590c")
-    ax.plot(r["lengths"], r["cached_ms"], label="KV cache: feed only the new token", color="#1c7ed6")
-    ax.set(xlabel="sequence length (tokens)", ylabel="ms per generated token",
-           title=f"{n} greedy tokens: {r['nocache_s']:.2f} s without vs {r['cached_s']:.2f} s with the cache")
-    ax.grid(alpha=.3)
-    ax.legend(fontsize=9)
-    speed = r["nocache_s"] / max(r["cached_s"], 1e-9)
-    c = model.config
-    capped = f" ({' '.join(notes)})" if notes else ""
-    md = (f"**{speed:.1f}× faster with the KV cache** for these {n} tokens{capped}. Without a cache every"
-          f" step runs all {c.n_layer} blocks over the whole sequence again, so its cost grows with the length; with"
-          f" the cache each step computes keys and values for the new token only and reuses the stored ones"
-          f" ({2 * c.n_layer * c.kv_heads * c.head_dim:,} numbers per token), so its cost stays nearly flat — it is"
-          f" dominated by reading the weights once per token (its first step also reads the prompt: the prefill)."
-          f" Both ways produced "
-          f"{'the same' if r['same_tokens'] else 'DIFFERENT'} tokens.")
-    return fig, md
 
 
 def build(models, default_model: str = "gpt2"):
@@ -234,24 +178,31 @@ def build(models, default_model: str = "gpt2"):
         with gr.Accordion("Explain", open=True):
             explain_md = gr.Markdown(explain0)
 
-        with gr.Accordion("KV cache: measure the speed-up (latency vs sequence length)", open=False):
-            with gr.Row():
-                kv_n = gr.Slider(8, 256, 64, step=8, label="Tokens to time")
-                kv_go = gr.Button("Measure")
-            kv_plot = gr.Plot(label="Latency per token", elem_id="sampling-kv")
-            kv_md = gr.Markdown()
-
         knobs = [model_dd, fast, prompt, temperature, top_k, top_p]
-        kv_go.click(partial(on_kv_cache, models), [model_dd, fast, prompt, kv_n], [kv_plot, kv_md],
-                    api_name="kv_cache", concurrency_id="model")
-        ev = go.click(partial(on_sample, models), [model_dd, fast, prompt, num_samples, max_new, temperature, top_k, top_p, seed],
+        ev = go.click(partial(on_sample, models),
+                      [model_dd, fast, prompt, num_samples, max_new, temperature, top_k, top_p, seed],
                       [out_html, out_json], api_name="sample", concurrency_id="model", concurrency_limit=2)
         go.click(partial(on_dist, models), knobs, [dist_plot, explain_md], api_name="sample_distribution",
                  concurrency_id="model")
         stop.click(None, cancels=[ev])
-        model_dd.change(partial(on_model_change, models), [model_dd, fast], [banner_md, card_md], api_visibility="private")
-        fast.change(partial(on_model_change, models), [model_dd, fast], [banner_md, card_md], api_visibility="private")
+        for c in (model_dd, fast):
+            c.change(partial(on_model_change, models), [model_dd, fast], [banner_md, card_md], api_visibility="private")
+        redraw = dict(fn=partial(on_dist, models), inputs=knobs, outputs=[dist_plot, explain_md],
+                      api_visibility="private", concurrency_id="model")
         for c in (temperature, top_p):
-            c.release(partial(on_dist, models), knobs, [dist_plot, explain_md], api_visibility="private", concurrency_id="model")
+            c.release(**redraw)
         for c in (prompt, top_k):
-            c.submit(partial(on_dist, models), knobs, [dist_plot, explain_md], api_visibility="private", concurrency_id="model")
+            c.submit(**redraw)
+        share.register("sampling", fields={
+            "model": model_dd, "fast": fast, "prompt": prompt, "num_samples": num_samples, "max_new_tokens": max_new,
+            "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed},
+            command=command, run=go, refresh=(partial(on_dist, models), knobs, [dist_plot, explain_md]))
+
+
+def command(v: dict) -> str:
+    """The Generate button as `python -m tinygpt sample` (same model, seed and knobs -> the same texts)."""
+    k, _ = check_knobs(v["prompt"], v["num_samples"], v["max_new_tokens"], v["temperature"], v["top_k"], v["top_p"],
+                       v["seed"], MAX_SAMPLES, MAX_NEW_TOKENS)
+    return share.cli("sample", model=v["model"], start=k.prompt, num_samples=k.num_samples,
+                     max_new_tokens=k.max_new_tokens, temperature=k.temperature, top_k=k.top_k or 0,
+                     top_p=k.top_p or 1.0, seed=k.seed, dtype="bf16" if v.get("fast") else None)

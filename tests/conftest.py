@@ -1,5 +1,8 @@
-"""Shared fixtures: tiny random models saved as checkpoints, so no test needs the network or ../shared."""
+"""Shared fixtures and helpers: tiny random models saved as checkpoints (so no test needs the network or
+../shared), the command-line runner, free ports, draining streaming handlers, weight checksums."""
 import os
+import socket
+import subprocess
 import sys
 
 import pytest
@@ -15,6 +18,28 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import hashlib  # noqa: E402
 
 from tinygpt import GPT, GPTConfig, ModelCache, gpt2_tokenizer, save_checkpoint  # noqa: E402
+
+
+def run_cli(*args, cwd=None, timeout=300):
+    """`python -m tinygpt ARGS` offline, from the repository root -> CompletedProcess (text stdout/stderr)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "tinygpt", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(demo):
+    """Launch a Blocks app on a free loopback port (no thread lock) -> its URL. Close with demo.close()."""
+    from app import launch_kwargs
+
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    return f"http://127.0.0.1:{port}/"
 
 
 def drain(gen):

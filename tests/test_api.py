@@ -7,7 +7,6 @@ import socket
 import pytest
 from gradio_client import Client, handle_file
 
-
 GENERIC = "has not enabled verbose error reporting"  # what a client sees for an unhandled exception
 ESSAY = ("The lighthouse keeper wrote every evening about the weather, the ships and the gulls. "
          "Some nights the fog was so thick that the lamp seemed to float in the air. ") * 30
@@ -64,6 +63,13 @@ def finetune_args(tiny_dir, **kw):
     return list(a.values())
 
 
+def prune_args(tiny_dir, **kw):
+    a = dict(model=tiny_dir, configs=["custom"], custom="0,1", prompt="Hi", new=5, t=0.8, k=50, seed=1,
+             reference="Some text here.")
+    a.update(kw)
+    return list(a.values())
+
+
 def train_args(**kw):
     a = dict(corpus="Python docs (offline, built-in)", file=None, tokenizer="characters", n_layer=1, n_head=2,
              n_embd=16, context=16, e=0, a=0, r=0, steps=10, batch=2, lr=1e-3, ac=True, al=True, asc=True, bc=False,
@@ -99,13 +105,14 @@ BAD = [
     ("/params", "text as a number", lambda d, f: params_args(batch_size="lots"), "float"),
     ("/params", "zero heads", lambda d, f: params_args(n_head=0), "n_head"),
     ("/embeddings", "empty lists", lambda d, f: [d, "", "", "mean", False], "word"),
-    ("/prune", "bad custom layers", lambda d, f: [d, ["custom"], "0,x", "Hi", 5, 0.8, 50, 1, "Some text here."], "number"),
-    ("/prune", "out-of-range layers", lambda d, f: [d, ["custom"], "0,99", "Hi", 5, 0.8, 50, 1, "Some text."], "between"),
+    ("/prune", "bad custom layers", lambda d, f: prune_args(d, custom="0,x"), "number"),
+    ("/prune", "out-of-range layers", lambda d, f: prune_args(d, custom="0,99"), "between"),
     ("/finetune", "empty text", lambda d, f: finetune_args(d, text=""), "text"),
     ("/finetune", "zero-byte file", lambda d, f: finetune_args(d, file=handle_file(f["empty.txt"]), text=""), "empty"),
     ("/finetune", "binary file", lambda d, f: finetune_args(d, file=handle_file(f["binary.txt"]), text=""), "binary"),
     ("/finetune", "non-UTF-8 file", lambda d, f: finetune_args(d, file=handle_file(f["latin1.txt"]), text=""), "UTF-8"),
-    ("/finetune", "file over the cap", lambda d, f: finetune_args(d, file=handle_file(f["huge.txt"]), text=""), "limit"),
+    ("/finetune", "file over the cap", lambda d, f: finetune_args(d, file=handle_file(f["huge.txt"]), text=""),
+     "limit"),
     ("/finetune", "too short", lambda d, f: finetune_args(d, text="Too short."), "too short"),
     ("/finetune", "1 MB prompt text", lambda d, f: finetune_args(d, text="x" * 1_000_000), "limit"),
     ("/finetune", "zero learning rate", lambda d, f: finetune_args(d, lr=0), "Learning rate"),
@@ -134,6 +141,7 @@ def test_bad_input_matrix(client, tiny_dir, files, api, case, make, expect):
 def test_nan_reaches_no_handler_unexplained(models, tiny_dir):
     """NaN cannot travel through the JSON API, but the handlers still reject it in plain words."""
     import gradio as gr
+
     from tabs import calculator, finetune, sampling
     from tabs.sessions import SessionStore
 

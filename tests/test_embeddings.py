@@ -2,28 +2,23 @@
 tab's handlers answer with tables/figures and clear errors, the shared model is untouched, and
 `python -m tinygpt embed --json` prints ids, pieces, norms and the cosine matrix."""
 import json
-import os
-import subprocess
-import sys
 
 import gradio as gr
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_cli, state_checksum
 
 from tabs import embeddings as tab
-from conftest import state_checksum
 from tinygpt import load_model
-from tinygpt.embeddings import (contextual_similarity, cosine_matrix, nearest_neighbours, pca_2d, vocab_norms,
-                                word_vectors)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_cli(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "tinygpt", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=300)
+from tinygpt.interpret.embeddings import (
+    contextual_similarity,
+    cosine_matrix,
+    nearest_neighbours,
+    pca_2d,
+    vocab_norms,
+    word_vectors,
+)
 
 
 def test_word_vectors_norms_and_cosines_match_direct(models, tiny_dir, tok):
@@ -83,7 +78,9 @@ def test_contextual_similarity_matches_hidden_states(models, tiny_dir, tok):
     for s, pos in zip(sents, res["positions"]):
         ids = tok.encode(s)
         assert ids[pos[0]] == tok.encode(" channel")[0]
-        _, hidden = model(torch.tensor([ids]), return_hidden=True)
+        with torch.no_grad():  # the residual stream written out: embeddings, then each block
+            x = model.transformer.wte(torch.tensor([ids])) + model.transformer.wpe(torch.arange(len(ids)))
+            hidden = [x] + [x := blk(x) for blk in model.transformer.h]
         states.append([h[0, pos].mean(0) for h in hidden])
     for layer in range(L + 1):
         a, b = states[0][layer], states[1][layer]

@@ -2,10 +2,11 @@
 import gradio as gr
 import pytest
 import torch
+from conftest import drain
 
 from tabs import finetune
+from tabs.common import stop_session
 from tabs.sessions import SessionStore
-from conftest import drain
 
 ESSAY = ("The river bends twice before it reaches the old mill. Every spring the water rises and the miller "
          "opens the sluice gates so the wheel can turn. ") * 40
@@ -14,6 +15,19 @@ ESSAY = ("The river bends twice before it reaches the old mill. Every spring the
 class Req:  # stands in for gr.Request: only the session hash matters
     def __init__(self, h):
         self.session_hash = h
+
+
+def form(tiny_dir, **changes):
+    """The tab's form as keyword arguments (a short run on the tiny model)."""
+    f = dict(model_name=tiny_dir, file=None, text=ESSAY, lossy=False, drop_boilerplate=True, prompt="The river",
+             seed=3, trainable="Top 2 blocks (fast)", steps=12, context=32, batch_size=4, lr=1e-3, max_new_tokens=10)
+    f.update(changes)
+    return f
+
+
+def run(models, sessions, tiny_dir, request=None, **changes):
+    return finetune.on_finetune(models, sessions, **form(tiny_dir, **changes), request=request,
+                                progress=lambda *a, **k: None)
 
 
 def test_prepare_describes_text(models, tiny_dir):
@@ -27,9 +41,7 @@ def test_finetune_run_isolated_per_session(models, tiny_dir, tmp_path):
     sessions = SessionStore()
     base, _ = models.get(tiny_dir)
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    out = drain(finetune.on_finetune(models, sessions, tiny_dir, None, ESSAY, False, True, "The river", 3,
-                                     "Top 2 blocks (fast)", 12, 32, 4, 1e-3, 10, request=Req("alice"),
-                                     progress=lambda *a, **k: None))
+    out = drain(run(models, sessions, tiny_dir, Req("alice")))
     status, fig, compare, metrics, rows = out
     assert "Done" in status and "Before fine-tuning" in compare and "After fine-tuning" in compare
     assert "held-out perplexity" in metrics and rows and len(rows[0]) == 5
@@ -47,13 +59,12 @@ def test_finetune_run_isolated_per_session(models, tiny_dir, tmp_path):
 
 def test_stop_ends_run_early(models, tiny_dir):
     sessions = SessionStore()
-    gen = finetune.on_finetune(models, sessions, tiny_dir, None, ESSAY, False, True, "The river", 3,
-                               "All weights (slow)", 400, 32, 2, 1e-3, 5, request=Req("carol"),
-                               progress=lambda *a, **k: None)
+    gen = run(models, sessions, tiny_dir, Req("carol"), trainable="All weights (slow)", steps=400, batch_size=2,
+              max_new_tokens=5)
     next(gen)
     for i, out in enumerate(gen):
         if i == 1:
-            finetune.on_stop(sessions, Req("carol"))
+            stop_session(sessions, Req("carol"))
     assert "Done" in out[0] and "stopped early" in out[3]
 
 
@@ -65,13 +76,11 @@ def test_bad_uploads_give_messages(models, tiny_dir, tmp_path, content, msg):
     with pytest.raises(gr.Error, match=msg):
         finetune.on_prepare(models, tiny_dir, str(f), "", False, True)
     with pytest.raises(gr.Error, match=msg):
-        drain(finetune.on_finetune(models, SessionStore(), tiny_dir, str(f), "", False, True, "", 1, "all", 2, 32, 2,
-                                   1e-3, 5, progress=lambda *a, **k: None))
+        drain(run(models, SessionStore(), tiny_dir, file=str(f), text="", prompt="", trainable="all", steps=2))
 
 
 def test_too_short_and_too_long(models, tiny_dir, tmp_path):
     with pytest.raises(gr.Error, match="too short"):
-        drain(finetune.on_finetune(models, SessionStore(), tiny_dir, None, "Just a few words here.", False, True, "",
-                                   1, "all", 2, 32, 2, 1e-3, 5, progress=lambda *a, **k: None))
+        drain(run(models, SessionStore(), tiny_dir, text="Just a few words here.", prompt="", steps=2))
     with pytest.raises(gr.Error, match="limit"):
         finetune.on_prepare(models, tiny_dir, None, "a" * 200_001, False, True)

@@ -13,7 +13,7 @@ def test_logits_match_transformers(hf_dir):
     x = torch.randint(0, 50257, (2, 40), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = hf(x).logits
-        ours = model(x)
+        ours, _ = model(x)
     assert ours.shape == ref.shape == (2, 40, 50257)
     assert torch.allclose(ours, ref, atol=1e-4, rtol=0), (ours - ref).abs().max()
 
@@ -33,6 +33,7 @@ def test_greedy_generation_matches_transformers(hf_dir):
 def test_loading_does_not_change_hf_checkpoint_roundtrip(hf_dir, tmp_path, tok):
     """Our save_checkpoint writes a directory transformers itself can load, with identical logits."""
     from transformers import GPT2LMHeadModel
+
     from tinygpt import save_checkpoint
 
     model, _ = load_model(hf_dir)
@@ -40,7 +41,7 @@ def test_loading_does_not_change_hf_checkpoint_roundtrip(hf_dir, tmp_path, tok):
     hf = GPT2LMHeadModel.from_pretrained(str(tmp_path)).eval()
     x = torch.randint(0, 50257, (1, 16), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        assert torch.allclose(hf(x).logits, model(x), atol=1e-4, rtol=0)
+        assert torch.allclose(hf(x).logits, model(x)[0], atol=1e-4, rtol=0)
 
 
 def test_targets_give_mean_cross_entropy():
@@ -62,8 +63,8 @@ def test_layers_equal_calling_blocks_by_hand():
         for i in [2, 0]:
             h = m.transformer.h[i](h)
         ref = m.lm_head(m.transformer.ln_f(h))
-        assert torch.allclose(m(x, layers=[2, 0]), ref, atol=1e-6)
-        assert not torch.allclose(m(x, layers=[0, 2]), ref, atol=1e-4)  # order matters
+        assert torch.allclose(m(x, layers=[2, 0])[0], ref, atol=1e-6)
+        assert not torch.allclose(m(x, layers=[0, 2])[0], ref, atol=1e-4)  # order matters
 
 
 @pytest.mark.parametrize("bad", [[], [4], [-1], ["1"], [0.5]])
@@ -82,7 +83,7 @@ def test_causal_mask_hides_the_future_and_no_mask_does_not():
         torch.manual_seed(0)
         m = GPT(GPTConfig.from_preset("tiny", causal=causal)).eval()
         with torch.no_grad():
-            a, b = m(x), m(x2)
+            a, b = m(x)[0], m(x2)[0]
         earlier_changed = not torch.allclose(a[0, :7], b[0, :7], atol=1e-6)
         assert earlier_changed == (not causal)
 

@@ -28,7 +28,7 @@ def by_kind(model):
             out["embedding"] += p.numel()
         elif ".attn." in name:
             out["attention"] += p.numel()
-        elif ".mlp." in name:
+        elif ".mlp." in name:  # dense MLP, or the experts and the router of an MoE layer
             out["feed_forward"] += p.numel()
         elif "ln_" in name:
             out["layer_norm"] += p.numel()
@@ -67,3 +67,33 @@ def test_random_configs_property():
         for k, v in by_kind(m).items():
             assert counts[k] == v, (k, cfg)
         assert (counts["lm_head"] == 0) == cfg.tie_weights
+
+
+def test_architecture_options_property():
+    """Decoupled head size, GQA, gated MLP, RMSNorm, every position encoding, q/k/v-only biases, MoE: the count
+    equals the built model for random combinations, and 'active' counts one token's share of an MoE."""
+    rng = random.Random(7)
+    for _ in range(60):
+        n_head = rng.choice([1, 2, 4, 6])
+        n_kv = rng.choice([d for d in range(1, n_head + 1) if n_head % d == 0])
+        E = rng.choice([0, 0, 2, 4])
+        d = rng.choice([8, 12, 24, 48])
+        head_size = rng.choice([None, 2, 4, 16]) if d % n_head == 0 else rng.choice([2, 4, 16])
+        hd = head_size or d // n_head  # RoPE needs an even head size
+        cfg = GPTConfig(vocab_size=rng.randint(5, 500), block_size=rng.randint(1, 64), n_layer=rng.randint(1, 3),
+                        n_head=n_head, n_kv_head=n_kv, n_embd=d, head_size=head_size, n_inner=rng.randint(4, 64),
+                        bias=rng.random() < 0.5, qkv_bias=rng.choice([None, True, False]),
+                        tie_weights=rng.random() < 0.5, mlp=rng.choice(["gelu", "gated"]),
+                        norm=rng.choice(["layernorm", "rmsnorm"]), layernorm=rng.random() < 0.9,
+                        pos_encoding=rng.choice(["learned", "sinusoidal", "none"] + ["rope"] * (hd % 2 == 0)),
+                        n_experts=E, moe_top_k=rng.randint(1, E) if E else 1)
+        m = built(cfg)
+        counts = count_parameters(cfg)
+        assert counts["total"] == sum(p.numel() for p in m.parameters()), cfg
+        for k, v in by_kind(m).items():
+            assert counts[k] == v, (k, cfg)
+        if E:
+            one_expert = sum(p.numel() for p in m.transformer.h[0].mlp.experts[0].parameters())
+            assert counts["total"] - counts["active"] == cfg.n_layer * (E - cfg.moe_top_k) * one_expert
+        else:
+            assert counts["active"] == counts["total"]

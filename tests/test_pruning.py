@@ -3,24 +3,24 @@ exp(mean loss), invalid layer lists give clear messages, the tab's handler measu
 without touching the shared model, and `python -m tinygpt sample --layers` prunes the same way."""
 import json
 import math
-import os
-import subprocess
-import sys
 
 import gradio as gr
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_cli, state_checksum
 
 from tabs import pruning as tab
-from conftest import state_checksum
-from tinygpt import generate, load_model
-from tinygpt.analysis import ngram_stats
-from tinygpt.pruning import (AUSTEN, SHAKESPEARE, default_reference, logit_lens, named_layers, parse_layer_list,
-                             perplexity, run_configuration)
-from tinygpt.train import evaluate
+from tinygpt import evaluate, generate, load_model, ngram_stats, parse_layers, perplexity
+from tinygpt.interpret.pruning import (
+    AUSTEN,
+    SHAKESPEARE,
+    default_reference,
+    logit_lens,
+    named_layers,
+    run_configuration,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT_REF = "It is a truth universally acknowledged, that a single man in possession of a good fortune."
 
 
@@ -32,11 +32,6 @@ def by_hand(model, idx, layers):
         x = t.h[i](x)
     return model.lm_head(t.ln_f(x))  # (B, T, V)
 
-
-def run_cli(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "tinygpt", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=300)
 
 
 def test_named_configurations():
@@ -59,7 +54,7 @@ def test_named_configurations():
                                       ("0,4", "between 0 and 3"), ("-1", "between 0 and 3")])
 def test_invalid_layer_lists(text, msg):
     with pytest.raises(ValueError, match=msg):
-        parse_layer_list(text, 4)
+        parse_layers(text, 4)
 
 
 def test_layer_selection_equals_blocks_by_hand(models, tiny_dir, tok):
@@ -67,8 +62,8 @@ def test_layer_selection_equals_blocks_by_hand(models, tiny_dir, tok):
     idx = torch.tensor([tok.encode("The quick brown fox jumps over the lazy dog")])
     with torch.no_grad():
         for layers in ([0, 2], [1, 3], [3, 0, 3], [0, 1, 2, 3]):
-            assert torch.allclose(model(idx, layers=layers), by_hand(model, idx, layers), atol=1e-5)
-        assert not torch.allclose(model(idx, layers=[0, 2]), model(idx), atol=1e-4)
+            assert torch.allclose(model(idx, layers=layers)[0], by_hand(model, idx, layers), atol=1e-5)
+        assert not torch.allclose(model(idx, layers=[0, 2])[0], model(idx)[0], atol=1e-4)
 
 
 def test_perplexity_is_exp_of_mean_loss(models, tiny_dir, tok):
@@ -117,7 +112,7 @@ def test_logit_lens(models, tiny_dir, tok):
     rows = lens["rows"]
     assert [r["stage"] for r in rows] == ["embeddings", "block 0", "block 1", "block 2", "block 3"]
     with torch.no_grad():
-        probs = F.softmax(model(torch.tensor([tok.encode(prompt)]))[0, -1], -1)
+        probs = F.softmax(model(torch.tensor([tok.encode(prompt)]))[0][0, -1], -1)
         assert lens["answer_id"] == int(probs.argmax()) and rows[-1]["top_id"] == lens["answer_id"]
         assert rows[-1]["answer_prob"] == pytest.approx(float(probs.max()), rel=1e-4)
         mid = F.softmax(by_hand(model, torch.tensor([tok.encode(prompt)]), [0, 1])[0, -1], -1)

@@ -2,7 +2,7 @@
 import os
 import re
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 
 
 def read(name):
@@ -28,11 +28,48 @@ def test_space_front_matter():
     assert re.search(r"^title: .+", front, re.M) and re.search(r"^emoji: .+", front, re.M)
 
 
+def repo_files():
+    """Every file a clone holds (git's own files, caches and test output aside)."""
+    skip = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", "test-artifacts", "runs", ".gradio"}
+    for d, dirs, files in os.walk(ROOT):
+        dirs[:] = [x for x in dirs if x not in skip]
+        for f in files:
+            yield os.path.join(d, f)
+
+
 def test_embedded_model_is_small_and_safetensors():
     d = os.path.join(ROOT, "assets", "tiny-shakespeare")
     size = os.path.getsize(os.path.join(d, "model.safetensors"))
     assert size <= 16_000_000  # 16 MB (decimal): the stricter reading
     assert not [f for f in os.listdir(d) if f.endswith((".bin", ".pt", ".pkl", ".pth"))]  # nothing to unpickle
+
+
+def imports_of(path):
+    import ast
+
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            yield from ([base] if node.module else [base + a.name for a in node.names])
+
+
+def test_layering():
+    """tinygpt never imports gradio; a tab imports only tabs.common, tabs.sessions and tabs.share, never another
+    tab."""
+    for f in repo_files():
+        rel = os.path.relpath(f, ROOT)
+        if not rel.endswith(".py"):
+            continue
+        names = list(imports_of(f))
+        if rel.startswith("tinygpt" + os.sep):
+            assert not [n for n in names if n.split(".")[0] == "gradio"], rel
+        if rel.startswith("tabs" + os.sep):
+            tab_imports = {n.lstrip(".").split(".")[0] for n in names if n.startswith(".")}
+            tab_imports |= {n.split(".")[1] for n in names if n.startswith("tabs.") and n.count(".") >= 1}
+            assert tab_imports <= {"common", "sessions", "share"}, (rel, tab_imports)
 
 
 def test_embedded_model_writes_play_shaped_text():

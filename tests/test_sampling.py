@@ -27,7 +27,7 @@ def test_top_k_1_equals_greedy_equals_temperature_0(model):
     with torch.no_grad():  # argmax by hand, no cache
         seq = x
         for _ in range(15):
-            seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+            seq = torch.cat([seq, model(seq)[0][:, -1].argmax(-1, keepdim=True)], 1)
     assert greedy.tolist() == topk1.tolist() == seq.tolist()
 
 
@@ -77,7 +77,7 @@ def test_generation_crops_to_block_size(model):
     out = generate(model, x, 5, temperature=0.0)
     assert out.shape == (1, 85)
     with torch.no_grad():
-        first = model(x[:, -64:])[:, -1].argmax(-1).item()
+        first = model(x[:, -64:])[0][:, -1].argmax(-1).item()
     assert out[0, 80].item() == first
 
 

@@ -1,20 +1,10 @@
 """GPT-2 BPE ids are exact; the command line prints nanoGPT-style samples and one-line errors."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
 
 from tinygpt import CharTokenizer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_cli(*args, cwd=None):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "tinygpt", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=300)
 
 
 def test_gpt2_ids(tok):
@@ -59,7 +49,7 @@ def test_cli_sample_text_and_json(tiny_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--temperature", "-1"], ["--top-p", "0"], ["--top-p", "1.5"],
-                                  ["--top-k", "0"], ["--model", "no-such-model"], ["--layers", "0,x"],
+                                  ["--top-k", "-1"], ["--model", "no-such-model"], ["--layers", "0,x"],
                                   ["--layers", "0,99"], ["--temperature", "abc"]])
 def test_cli_bad_values_one_line(args, tiny_dir):
     full = ["sample", "--max-new-tokens", "2", "--num-samples", "1"]

@@ -12,10 +12,36 @@ from collections import defaultdict
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from .evaluate import token_logprobs
 from .model import GPT
-from .train import trainable_parameters
+from .train import TrainConfig, trainable_parameters
+
+# One source for the defaults of the Fine-tune tab and `python -m tinygpt finetune`: sized for a free CPU Space
+# (2 vCPU), measured by benchmarks/bench_finetune.py. Top 2 blocks, 40 steps of 4 x 128 tokens, lr 1e-3, and the
+# best held-out weights kept: a 10k-character text is fitted in well under a minute without overfitting.
+DEFAULTS = dict(trainable="top:2", steps=40, context=128, batch_size=4, lr=1e-3, seed=1337, keep_best=True,
+                val_fraction=0.1)
+
+
+def finetune_config(steps: int = DEFAULTS["steps"], context: int = DEFAULTS["context"],
+                    batch_size: int = DEFAULTS["batch_size"], lr: float = DEFAULTS["lr"], seed: int = DEFAULTS["seed"],
+                    trainable: str = DEFAULTS["trainable"], keep_best: bool = DEFAULTS["keep_best"],
+                    **overrides) -> TrainConfig:
+    """The TrainConfig of a fine-tune: short warm-up and ten evaluations over the run."""
+    every = max(1, steps // 10)
+    return TrainConfig(**{**dict(steps=steps, batch_size=batch_size, context=context, lr=lr, warmup=every,
+                                 eval_interval=every, eval_batches=4, seed=seed, trainable=trainable,
+                                 keep_best=keep_best), **overrides})
+
+
+def holdout_split(ids: torch.Tensor, context: int, fraction: float = DEFAULTS["val_fraction"]):
+    """(train, held-out): the last `fraction` of the text is held out, but never less than one window."""
+    n_val = max(int(len(ids) * fraction), context + 2)
+    if len(ids) - n_val < context + 2:
+        raise ValueError(f"The text is too short: {len(ids):,} tokens, but fine-tuning needs at least "
+                         f"{2 * (context + 2):,} for a context of {context} (training plus a held-out part).")
+    return ids[:-n_val], ids[-n_val:]
 
 
 def trainable_copy(base: GPT, trainable: str = "all") -> GPT:
@@ -40,19 +66,6 @@ def trainable_copy(base: GPT, trainable: str = "all") -> GPT:
     return model
 
 
-@torch.no_grad()
-def token_logprobs(model, ids: torch.Tensor, context: int) -> torch.Tensor:
-    """Log-probability the model gives each next token of `ids` (1-D), in non-overlapping windows -> (N,)."""
-    out = []
-    for s in range(0, len(ids) - 1, context):
-        x = ids[s:s + context].unsqueeze(0)
-        y = ids[s + 1:s + 1 + context]
-        x = x[:, :len(y)]
-        logp = F.log_softmax(model(x).float(), -1)[0]  # (T, V)
-        out.append(logp.gather(-1, y.unsqueeze(-1)).squeeze(-1))
-    return torch.cat(out)
-
-
 def probability_shifts(base, tuned, tok, ids: torch.Tensor, context: int, top: int = 15, min_count: int = 2):
     """Tokens of `ids` whose probability rose most after fine-tuning.
 
@@ -62,7 +75,7 @@ def probability_shifts(base, tuned, tok, ids: torch.Tensor, context: int, top: i
     a = token_logprobs(base, ids, context)
     b = token_logprobs(tuned, ids, context)
     sums = defaultdict(lambda: [0, 0.0, 0.0, 0.0])  # count, gain, p_before, p_after
-    for t, la, lb in zip(ids[1:1 + len(a)].tolist(), a.tolist(), b.tolist()):
+    for t, la, lb in zip(a.targets.tolist(), a.logprobs.tolist(), b.logprobs.tolist()):
         s = sums[t]
         s[0] += 1
         s[1] += lb - la

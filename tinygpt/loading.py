@@ -5,6 +5,7 @@ instead, and `model.info.fallback` / `model.info.notice` say so (the UI shows th
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import INDEX, WEIGHTS, load_checkpoint
 
 EMBEDDED_NAME = "tiny-shakespeare"
 HUB_MODELS = {  # names users type -> Hub repository
@@ -22,7 +23,6 @@ HUB_MODELS = {  # names users type -> Hub repository
     "gpt2-large": "openai-community/gpt2-large",
     "gpt2-xl": "openai-community/gpt2-xl",
 }
-HUB_FILES = ("config.json", "model.safetensors")
 
 
 @dataclass
@@ -37,8 +37,29 @@ def embedded_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / EMBEDDED_NAME
 
 
+def _hub_weights(repo: str, cache_dir=None, local_only: bool = False) -> str:
+    """Directory holding config.json and the weights (model.safetensors, or an index and its shards)."""
+    from huggingface_hub import hf_hub_download
+
+    def get(name):
+        return hf_hub_download(repo, name, local_files_only=local_only, cache_dir=cache_dir)
+
+    get("config.json")
+    try:
+        return os.path.dirname(get(WEIGHTS))
+    except Exception as single_error:  # noqa: BLE001 - a sharded repository has an index instead
+        try:
+            index = get(INDEX)
+        except Exception:  # noqa: BLE001
+            raise single_error from None
+        with open(index) as f:
+            for name in sorted(set(json.load(f)["weight_map"].values())):
+                get(name)
+        return os.path.dirname(index)
+
+
 def _hub_snapshot(repo: str, timeout: float, cache_dir=None) -> str:
-    """Directory with config.json + model.safetensors from the HF cache, downloading if needed.
+    """Directory with config.json + the weights from the HF cache, downloading if needed.
 
     The first small file is fetched under `timeout` seconds in a worker thread (a dead network can
     otherwise hang for minutes); once it arrives the network works and the weights are fetched.
@@ -46,9 +67,8 @@ def _hub_snapshot(repo: str, timeout: float, cache_dir=None) -> str:
     from huggingface_hub import hf_hub_download
 
     try:  # already cached: no network at all
-        paths = [hf_hub_download(repo, f, local_files_only=True, cache_dir=cache_dir) for f in HUB_FILES]
-        return os.path.dirname(paths[0])
-    except Exception:
+        return _hub_weights(repo, cache_dir, local_only=True)
+    except Exception:  # noqa: BLE001 - not (fully) cached: download below
         pass
     result: dict = {}
     # huggingface_hub logs every retry of an unreachable host as a warning; the caller reports the outcome in
@@ -66,9 +86,9 @@ def _hub_snapshot(repo: str, timeout: float, cache_dir=None) -> str:
     t.join(timeout)
     if "path" not in result:
         err = result.get("error")
-        raise ConnectionError(f"the Hugging Face Hub could not be reached ({type(err).__name__ if err else 'timed out'})")
-    weights = hf_hub_download(repo, "model.safetensors", cache_dir=cache_dir)
-    return os.path.dirname(weights)
+        why = type(err).__name__ if err else "timed out"
+        raise ConnectionError(f"the Hugging Face Hub could not be reached ({why})")
+    return _hub_weights(repo, cache_dir)
 
 
 def load_model(name_or_path: str = "gpt2", dtype: torch.dtype = torch.float32, hub_timeout: float = 5.0,
@@ -84,7 +104,7 @@ def load_model(name_or_path: str = "gpt2", dtype: torch.dtype = torch.float32, h
     notice, fallback, loaded_name = "", False, name
     if key == EMBEDDED_NAME:
         path, loaded_name = str(embedded_dir()), EMBEDDED_NAME
-        if not os.path.exists(os.path.join(path, "model.safetensors")):
+        if not os.path.exists(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"The embedded model is missing from {path}.")
     elif os.path.isdir(name):
         path = name
@@ -95,7 +115,8 @@ def load_model(name_or_path: str = "gpt2", dtype: torch.dtype = torch.float32, h
             if not allow_fallback:
                 raise
             path, loaded_name, fallback = str(embedded_dir()), EMBEDDED_NAME, True
-            notice = f"Offline: {key} could not be downloaded ({e}), so the embedded {EMBEDDED_NAME} model is used instead."
+            notice = (f"Offline: {key} could not be downloaded ({e}), so the embedded {EMBEDDED_NAME} model is used"
+                      " instead.")
     else:
         raise ValueError(f"Unknown model {name!r}: use one of {', '.join([*HUB_MODELS, EMBEDDED_NAME])} "
                          f"or a checkpoint directory.")

@@ -3,20 +3,22 @@
     idx (B, T) -> wte + wpe -> drop -> h[0..n_layer-1] -> ln_f -> lm_head -> logits (B, T, vocab)
     each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
 
-Extras for teaching: `layers=[...]` runs a chosen subset/order of blocks (pruning), `return_hidden`
-exposes the residual stream after every block (logit lens, contextual embeddings), the config can turn
-off the causal mask / LayerNorm / 1/sqrt(d_k) scaling, and a `KVCache` makes generation incremental.
+`forward` always returns `(logits, loss)` (loss is None without targets), as nanoGPT. Extras for teaching:
+`layers=[...]` runs a chosen subset/order of blocks (pruning); `hidden_states` gives the residual stream after
+every block (logit lens, contextual embeddings) and `attention_weights` the softmax weights of every head; the
+config can turn off the causal mask / LayerNorm / 1/sqrt(d_k) scaling; a `KVCache` makes generation incremental.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GPTConfig
+from .positions import rope_cos_sin, rope_rotate, sinusoidal_rows
 
 
 class LayerNorm(nn.Module):
@@ -30,6 +32,28 @@ class LayerNorm(nn.Module):
 
     def forward(self, x):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (LLaMA): x / rms(x) * weight; no mean subtraction, no bias."""
+
+    def __init__(self, ndim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.eps = eps
+
+    def forward(self, x):
+        xf = x.float()  # (..., C): the mean square in float32, as LLaMA does
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    """The normalisation layer the config asks for (Identity when the LayerNorm ablation switch is off)."""
+    if not config.layernorm:
+        return nn.Identity()
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, config.layer_norm_epsilon)
+    return LayerNorm(config.n_embd, config.bias, config.layer_norm_epsilon)
 
 
 class KVCache:
@@ -51,20 +75,26 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.n_kv_head, self.hs = config.n_head, config.kv_heads, config.head_dim
         kv_dim = self.n_kv_head * self.hs
-        # q, k, v for all heads in one matmul: (C) -> (C + 2 * kv_dim)
-        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv_dim, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        # q, k, v for all heads in one matmul: (C) -> (n_head * hs + 2 * kv_dim); n_head * hs = C in GPT-2
+        self.c_attn = nn.Linear(config.n_embd, config.attn_dim + 2 * kv_dim, bias=config.has_qkv_bias)
+        self.c_proj = nn.Linear(config.attn_dim, config.n_embd, bias=config.bias)
         self.attn_dropout = config.attn_pdrop
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
         self.causal = config.causal
         self.scale = 1.0 / math.sqrt(self.hs) if config.attn_scale else 1.0
 
-    def forward(self, x, cache: Optional[KVCache] = None, layer_slot: int = 0, return_attn: bool = False):
+    def forward(self, x, cache: Optional[KVCache] = None, layer_slot: int = 0, attn: Optional[list] = None,
+                rope: Optional[tuple] = None):
+        """x (B, T, C) -> (B, T, C). attn: if a list, the softmax weights (B, nh, T, past+T) are appended.
+        rope: (cos, sin) of this step's positions, (T, hs) each, to rotate q and k (RoPE models only)."""
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split([C, self.n_kv_head * self.hs, self.n_kv_head * self.hs], dim=2)
+        A = self.n_head * self.hs  # width of all query heads (= C in GPT-2)
+        q, k, v = self.c_attn(x).split([A, self.n_kv_head * self.hs, self.n_kv_head * self.hs], dim=2)
         q = q.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_kv_head, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = v.view(B, T, self.n_kv_head, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
+        if rope is not None:  # rotate q and k by their absolute positions: q.k then depends on m - n only
+            q, k = rope_rotate(q, *rope), rope_rotate(k, *rope)
         past = 0
         if cache is not None:
             past = cache.pos
@@ -84,49 +114,91 @@ class CausalSelfAttention(nn.Module):
                 is_causal = True
             else:
                 mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-        if return_attn:  # explicit path: the attention weights themselves, (B, nh, T, past+T)
+        if attn is not None:  # explicit path: the attention weights themselves, (B, nh, T, past+T)
             att = (q @ k.transpose(-2, -1)) * self.scale
             if is_causal:
                 mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             if mask is not None:
                 att = att.masked_fill(~mask, float("-inf"))
             att = F.softmax(att, dim=-1)
+            attn.append(att)
             y = att @ v
         else:
-            att = None
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
                 dropout_p=self.attn_dropout if self.training else 0.0)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side
-        y = self.resid_dropout(self.c_proj(y))
-        return (y, att) if return_attn else y
+        y = y.transpose(1, 2).contiguous().view(B, T, A)  # re-assemble heads side by side
+        return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
+    """The feed-forward layer: GPT-2's c_fc -> GELU -> c_proj, or LLaMA's gated SiLU(c_gate x) * c_fc x -> c_proj."""
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.ffn_dim, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
+        self.gated = config.mlp == "gated"
+        if self.gated:
+            self.c_gate = nn.Linear(config.n_embd, config.ffn_dim, bias=config.bias)
+            self.act = nn.SiLU()  # SwiGLU (Shazeer 2020), as LLaMA
+        else:
+            self.act = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
         self.c_proj = nn.Linear(config.ffn_dim, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.resid_pdrop)
 
-    def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+    def forward(self, x, moe: Optional[list] = None):
+        h = self.act(self.c_gate(x)) * self.c_fc(x) if self.gated else self.act(self.c_fc(x))  # (B, T, ff)
+        return self.dropout(self.c_proj(h))
+
+
+class MoE(nn.Module):
+    """Mixture-of-Experts feed-forward layer: a router picks the top-k of n_experts MLPs for every token.
+
+    top-1 (Switch Transformer, Fedus et al. 2021): the token's output is gate probability x its expert's output;
+    top-k > 1 renormalises the k gate probabilities (as Mixtral). Dropless: every token reaches its experts (no
+    capacity limit), so the load per expert is what the router decided. The load-balancing loss is Switch's
+    aux = n_experts * sum_e f_e * P_e, with f_e the fraction of assignments to expert e and P_e the mean router
+    probability of e; it is 1 when the load is uniform and grows when the router favours a few experts.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_experts, self.top_k = config.n_experts, config.moe_top_k
+        self.router = nn.Linear(config.n_embd, config.n_experts, bias=False)
+        self.experts = nn.ModuleList([MLP(config) for _ in range(config.n_experts)])
+
+    def forward(self, x, moe: Optional[list] = None):
+        B, T, C = x.shape
+        flat = x.reshape(-1, C)  # (N, C), N = B * T tokens
+        probs = F.softmax(self.router(flat).float(), dim=-1)  # (N, E)
+        gate, choice = probs.topk(self.top_k, dim=-1)  # (N, k) each
+        if self.top_k > 1:
+            gate = gate / gate.sum(-1, keepdim=True)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            rows, slot = (choice == e).nonzero(as_tuple=True)  # the tokens routed to expert e, and which of their k
+            if rows.numel():
+                out.index_add_(0, rows, expert(flat[rows]) * gate[rows, slot, None].to(flat.dtype))
+        if moe is not None:
+            counts = torch.bincount(choice.reshape(-1), minlength=self.n_experts)  # (E,) assignments per expert
+            f = counts.float() / choice.numel()
+            aux = self.n_experts * (f * probs.mean(0)).sum()  # gradient flows through P_e only
+            moe.append({"aux": aux, "counts": counts, "choice": choice[:, 0].view(B, T), "probs": probs.view(B, T, -1)})
+        return out.view(B, T, C)
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        norm = (lambda: LayerNorm(config.n_embd, config.bias, config.layer_norm_epsilon)) \
-            if config.layernorm else nn.Identity
-        self.ln_1 = norm()
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = norm()
-        self.mlp = MLP(config)
+        self.ln_2 = make_norm(config)
+        self.mlp = MoE(config) if config.n_experts else MLP(config)
 
-    def forward(self, x, cache: Optional[KVCache] = None, layer_slot: int = 0):
-        x = x + self.attn(self.ln_1(x), cache, layer_slot)  # communicate across positions
-        x = x + self.mlp(self.ln_2(x))  # compute per position
+    def forward(self, x, cache: Optional[KVCache] = None, layer_slot: int = 0, attn: Optional[list] = None,
+                rope: Optional[tuple] = None, moe: Optional[list] = None):
+        x = x + self.attn(self.ln_1(x), cache, layer_slot, attn, rope)  # communicate across positions
+        x = x + self.mlp(self.ln_2(x), moe)  # compute per position
         return x
 
 
@@ -134,13 +206,15 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embeddings (vocab, C)
+        if config.pos_encoding == "learned":
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # position embeddings (block, C)
+        # "sinusoidal" adds a fixed table (no parameters); "rope" rotates q and k in attention; "none" has nothing
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings (vocab, C)
-            wpe=nn.Embedding(config.block_size, config.n_embd),  # position embeddings (block, C)
+            **modules,
             drop=nn.Dropout(config.embd_pdrop),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=LayerNorm(config.n_embd, config.bias, config.layer_norm_epsilon) if config.layernorm
-            else nn.Identity(),
+            ln_f=make_norm(config),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
@@ -166,17 +240,9 @@ class GPT(nn.Module):
         """Trainable parameters, the tied matrix counted once (what GPT-2's 124M counts)."""
         return sum(p.numel() for p in self.parameters())
 
-    def check_layers(self, layers: Optional[Sequence[int]]) -> list[int]:
-        n = self.config.n_layer
-        if layers is None:
-            return list(range(n))
-        layers = list(layers)
-        if not layers:
-            raise ValueError("Choose at least one block to run.")
-        bad = [i for i in layers if not isinstance(i, int) or not 0 <= i < n]
-        if bad:
-            raise ValueError(f"Block numbers must be between 0 and {n - 1}; got {bad}.")
-        return layers
+    def check_layers(self, layers) -> list[int]:
+        """The blocks to run: None = all, else a list of block indices (or "0,2,4"), checked."""
+        return parse_layers(layers, self.config.n_layer)
 
     def new_cache(self, batch: int, max_len: int, n_blocks: Optional[int] = None) -> KVCache:
         c = self.config
@@ -184,38 +250,109 @@ class GPT(nn.Module):
         return KVCache(n_blocks or c.n_layer, batch, c.kv_heads, max_len, c.head_dim, p.dtype, p.device)
 
     # ---- forward ---------------------------------------------------------------------------
-    def forward(self, idx, targets=None, layers: Optional[Sequence[int]] = None,
-                cache: Optional[KVCache] = None, return_hidden: bool = False, last_only: bool = False):
-        """idx (B, T) token ids -> logits (B, T, vocab), or (logits, loss) when targets (B, T) are given.
+    def position_embedding(self, pos):
+        """What is added to the token embeddings for positions pos (T,): (T, C), or 0 when positions enter
+        elsewhere (RoPE) or not at all ("none")."""
+        c = self.config
+        if c.pos_encoding == "learned":
+            return self.transformer.wpe(pos)
+        if c.pos_encoding == "sinusoidal":
+            return sinusoidal_rows(pos, c.n_embd).to(self.transformer.wte.weight.dtype)
+        return 0
 
-        layers: block indices to run, in order (None = all). cache: a KVCache; positions continue from
-        cache.pos and the cache advances by T. return_hidden: also return the residual stream after the
-        embeddings and after each run block, a list of (B, T, C). last_only: logits for the last position only.
+    def _run(self, idx, layers=None, cache: Optional[KVCache] = None, hidden: Optional[list] = None,
+             attn: Optional[list] = None, moe: Optional[list] = None):
+        """Embeddings and the chosen blocks: idx (B, T) -> residual stream (B, T, C) before ln_f.
+
+        hidden: if a list, receives the stream after the embeddings and after each block run.
+        attn: if a list, receives each run block's attention weights (B, nh, T, past+T).
+        moe: if a list, receives each MoE block's routing (aux loss, expert counts, chosen expert per token).
         """
+        c = self.config
         B, T = idx.size()
         layers = self.check_layers(layers)
         past = cache.pos if cache is not None else 0
         if past + T > self.config.block_size:
             raise ValueError(f"Sequence of {past + T} tokens is longer than the context ({self.config.block_size}).")
         pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        hidden = [x] if return_hidden else None
+        x = self.transformer.drop(self.transformer.wte(idx) + self.position_embedding(pos))  # (B, T, C)
+        rope = rope_cos_sin(pos, c.head_dim, c.rope_base) if c.pos_encoding == "rope" else None  # (T, hs) x 2
+        if hidden is not None:
+            hidden.append(x)
         for slot, i in enumerate(layers):
-            x = self.transformer.h[i](x, cache, slot)
-            if return_hidden:
+            x = self.transformer.h[i](x, cache, slot, attn, rope, moe)
+            if hidden is not None:
                 hidden.append(x)
         if cache is not None:
             cache.pos += T
+        return x
+
+    def logits(self, x):
+        """Residual stream (..., C) -> logits (..., vocab): the final LayerNorm, then the LM head."""
         x = self.transformer.ln_f(x)
-        if last_only:
-            x = x[:, -1:, :]  # (B, 1, C): generation only needs the next-token logits
         # as one 2-D matmul: a strided 3-D input would make some dtypes copy the (vocab, C) weight per row
-        logits = self.lm_head(x.reshape(-1, x.size(-1))).view(B, x.size(1), -1)  # (B, T, vocab)
-        out = (logits,)
+        return self.lm_head(x.reshape(-1, x.size(-1))).view(*x.shape[:-1], -1)
+
+    def forward(self, idx, targets=None, layers=None, cache: Optional[KVCache] = None, last_only: bool = False):
+        """idx (B, T) token ids -> (logits (B, T, vocab), loss), as nanoGPT; loss is None without targets.
+
+        layers: block indices to run, in order (None = all). cache: a KVCache; positions continue from
+        cache.pos and the cache advances by T. last_only: logits for the last position only, (B, 1, vocab).
+        """
+        moe: Optional[list] = [] if self.config.n_experts and targets is not None else None
+        x = self._run(idx, layers, cache, moe=moe)
+        if last_only:
+            x = x[:, -1:, :]  # generation only needs the next-token logits
+        logits = self.logits(x)  # (B, T, vocab)
+        loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                                    ignore_index=-1)
-            out = (logits, loss)
-        if return_hidden:
-            out = out + (hidden,)
-        return out[0] if len(out) == 1 else out
+            if moe:  # Switch Transformer: + weight * load-balancing loss, averaged over the MoE blocks
+                loss = loss + self.config.moe_aux_weight * torch.stack([m["aux"] for m in moe]).mean()
+        return logits, loss
+
+    def hidden_states(self, idx, layers=None) -> list:
+        """The residual stream after the embeddings and after each run block: len(layers) + 1 of (B, T, C).
+
+        What the logit lens and contextual embeddings read."""
+        hidden: list = []
+        self._run(idx, layers, hidden=hidden)
+        return hidden
+
+    def moe_routing(self, idx, layers=None) -> list:
+        """For an MoE model: per run block a dict {aux (load-balancing loss), counts (n_experts,) tokens sent to
+        each expert, choice (B, T) the top expert of every token, probs (B, T, n_experts) the router's softmax}."""
+        if not self.config.n_experts:
+            raise ValueError("This model has no Mixture-of-Experts layers (n_experts is 0).")
+        moe: list = []
+        self._run(idx, layers, moe=moe)
+        return moe
+
+    def attention_weights(self, idx, layers=None) -> list:
+        """The softmax attention weights of each run block, exactly as the forward pass uses them:
+        one (B, n_head, T, T) per block (rows sum to 1; zero above the diagonal when causal)."""
+        attn: list = []
+        self._run(idx, layers, attn=attn)
+        return attn
+
+
+def parse_layers(spec, n_layer: int) -> list[int]:
+    """Which blocks to run. None -> all; a list of ints or text like "0, 2,4" -> that list, checked against
+    n_layer. Repeats and any order are allowed (the blocks run in the order given).
+    Raises ValueError with a plain sentence for an empty list, non-numbers or out-of-range blocks."""
+    if spec is None:
+        return list(range(n_layer))
+    if isinstance(spec, str):
+        parts = [t for t in spec.replace(" ", "").split(",") if t != ""]
+        try:
+            spec = [int(t) for t in parts]
+        except ValueError:
+            raise ValueError(f"Layers must be whole numbers separated by commas, like 0,2,4 (got {spec!r}).") from None
+    layers = list(spec)
+    if not layers:
+        raise ValueError(f"Choose at least one block to run, e.g. 0,2,4 (blocks are numbered 0 to {n_layer - 1}).")
+    bad = [i for i in layers if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_layer]
+    if bad:
+        raise ValueError(f"Block numbers must be between 0 and {n_layer - 1} for this model; got {bad}.")
+    return layers

@@ -1,5 +1,8 @@
 """Sampling: turning next-token logits into a token, and generating text with a KV cache.
 
+Also what the Sampling tab shows about one step: the next-token distribution before and after the knobs,
+its entropy and "effective number of choices".
+
 The knobs, in the order they are applied (as in Hugging Face and the OpenAI playground):
   temperature  logits / T; T -> 0 is argmax (T = 0 means exactly argmax), large T flattens towards uniform
   top_k        keep only the k most likely tokens
@@ -7,10 +10,20 @@ The knobs, in the order they are applied (as in Hugging Face and the OpenAI play
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+
+
+def encode_prompt(tok, text: str, block_size: Optional[int] = None) -> list[int]:
+    """Token ids of a prompt: an empty prompt becomes the end-of-text token (GPT-2's start of a document),
+    and a long one keeps its last block_size tokens (what the model can see, as GPT-2 does)."""
+    ids = tok.encode(text or "")
+    if not ids:
+        ids = [tok.eot_token if tok.eot_token is not None else 0]
+    return ids[-block_size:] if block_size else ids
 
 
 def check_sampling_args(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
@@ -101,13 +114,13 @@ def generate_stream(model, idx: torch.Tensor, max_new_tokens: int, temperature: 
     step_input = None
     for _ in range(int(max_new_tokens)):
         if not use_cache:
-            logits = model(seq[:, -block:], layers=layers, last_only=True)
+            logits, _ = model(seq[:, -block:], layers=layers, last_only=True)
         elif cache is not None and cache.pos < block:
-            logits = model(step_input, layers=layers, cache=cache, last_only=True)
+            logits, _ = model(step_input, layers=layers, cache=cache, last_only=True)
         else:  # first step, or the context is full: (re)fill a cache with the last block tokens
             window = seq[:, -block:]
             cache = model.new_cache(window.size(0), block, len(layers))
-            logits = model(window, layers=layers, cache=cache, last_only=True)
+            logits, _ = model(window, layers=layers, cache=cache, last_only=True)
         nxt = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
         seq = torch.cat([seq, nxt], dim=1)
         step_input = nxt
@@ -122,3 +135,55 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
     new = list(generate_stream(model, idx, max_new_tokens, temperature, top_k, top_p, generator, layers,
                                use_cache))
     return torch.cat([idx] + new, dim=1) if new else idx
+
+
+# ---- one step under the microscope (the Sampling tab's distribution and Explain) -------------------------
+@torch.inference_mode()
+def next_token_logits(model, ids: Sequence[int], layers=None) -> torch.Tensor:
+    """Next-token logits (V,) float32 after the prompt ids (cropped to the last block_size tokens)."""
+    x = torch.tensor([list(ids)[-model.config.block_size:]], dtype=torch.long)
+    logits, _ = model(x, layers=layers, last_only=True)
+    return logits[0, -1].float()
+
+
+def entropy(probs: torch.Tensor) -> float:
+    """Shannon entropy in nats of a distribution (V,); exp(entropy) is the effective number of choices."""
+    p = probs[probs > 0]
+    return float(-(p * p.log()).sum())
+
+
+DRAWABLE_MIN_P = 1e-6  # "can realistically be drawn": probability above one in a million
+
+
+def distribution_summary(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
+                         k: int = 20) -> dict:
+    """Compare the raw distribution (T=1, nothing removed) with the one sampled from after the knobs.
+
+    Returns the top-k token ids by raw probability with `before` and `after` probabilities, plus:
+    kept (tokens the knobs leave with probability > 0 in float32: at low T the others underflow to exactly 0),
+    drawable (tokens with probability above DRAWABLE_MIN_P after the knobs: those that can realistically be
+    drawn), kept_mass (raw probability of the kept tokens), entropies in nats, effective choices exp(entropy)
+    (1 = deterministic, V = uniform), and the top-1 probability after.
+    """
+    logits = logits.float()
+    before = F.softmax(logits, -1)
+    after = F.softmax(filter_logits(logits, temperature, top_k, top_p), -1)
+    top = torch.topk(before, min(k, before.numel())).indices
+    kept = after > 0
+    h_before, h_after = entropy(before), entropy(after)
+    # mass of the raw distribution on the kept tokens: how much of what the model believed survives the filter
+    return {
+        "ids": top.tolist(),
+        "before": before[top].tolist(),
+        "after": after[top].tolist(),
+        "kept": int(kept.sum()),
+        "drawable": int((after > DRAWABLE_MIN_P).sum()),
+        "kept_mass": float(before[kept].sum()),
+        "entropy_before": h_before,
+        "entropy_after": h_after,
+        "choices_before": math.exp(h_before),
+        "choices_after": math.exp(h_after),
+        "top1_after": float(after.max()),
+        "mass_top_k_after": float(after[top].sum()),
+        "vocab": int(logits.numel()),
+    }

@@ -1,4 +1,4 @@
-"""One small training loop for both experiments: training from scratch and fine-tuning.
+"""One small training loop for every experiment: training from scratch, fine-tuning (and the MoE/positions runs).
 
 AdamW with decoupled weight decay on matrices only, linear warm-up then cosine decay, gradient clipping,
 a train/validation split, and periodic evaluation on fixed validation windows. It knows nothing about any
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
+
+from .data import get_batch
+from .evaluate import evaluate
 
 
 @dataclass
@@ -33,53 +35,6 @@ class TrainConfig:
     seed: int = 1337  # batch sampling and dropout
     trainable: str = "all"  # "all", or "top:N" = only the last N blocks + ln_f (fine-tuning on a CPU)
     keep_best: bool = False  # end with the weights of the best evaluation (early stopping, as nanoGPT saves)
-
-
-def split_tokens(tokens: torch.Tensor, val_fraction: float = 0.1):
-    """First (1 - val_fraction) for training, the rest held out (the end of the text, as nanoGPT)."""
-    n = int(len(tokens) * (1 - val_fraction))
-    return tokens[:n], tokens[n:]
-
-
-def get_batch(data: torch.Tensor, batch_size: int, context: int, generator: torch.Generator):
-    """Random windows: x (B, T) and the next-token targets y (B, T)."""
-    hi = len(data) - context - 1
-    ix = torch.randint(0, max(hi, 0) + 1, (batch_size,), generator=generator)
-    x = torch.stack([data[i:i + context] for i in ix.tolist()])
-    y = torch.stack([data[i + 1:i + 1 + context] for i in ix.tolist()])
-    return x, y
-
-
-@torch.no_grad()
-def evaluate(model, data: torch.Tensor, context: int, max_windows: Optional[int] = None, batch_size: int = 32,
-             layers=None) -> dict:
-    """Mean next-token loss and accuracy on non-overlapping windows of `context` tokens.
-
-    Windows are taken in order from the start (evenly spaced if there are more than max_windows), so the
-    same data always gives the same number. Returns {loss, accuracy, perplexity, tokens}.
-    """
-    was_training = model.training
-    model.eval()
-    n = (len(data) - 1) // context
-    if n < 1:
-        raise ValueError(f"Need more than {context} tokens to evaluate (have {len(data)}).")
-    starts = [i * context for i in range(n)]
-    if max_windows is not None and n > max_windows:
-        starts = [starts[round(j * (n - 1) / (max_windows - 1))] for j in range(max_windows)] \
-            if max_windows > 1 else starts[:1]
-    total_loss, correct, count = 0.0, 0, 0
-    for b in range(0, len(starts), batch_size):
-        s = starts[b:b + batch_size]
-        x = torch.stack([data[i:i + context] for i in s])
-        y = torch.stack([data[i + 1:i + 1 + context] for i in s])
-        logits = model(x, layers=layers)
-        total_loss += F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
-                                      reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
-        count += y.numel()
-    model.train(was_training)
-    loss = total_loss / count
-    return {"loss": loss, "accuracy": correct / count, "perplexity": math.exp(min(loss, 50)), "tokens": count}
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -145,8 +100,7 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
         ev = {"step": step, "steps_total": cfg.steps, "train_loss": lv, "val_loss": None, "val_accuracy": None,
               "tokens_per_s": tokens_seen / max(train_time, 1e-9), "lr": lr, "elapsed": time.perf_counter() - t0}
         if evaluate_now:
-            res = evaluate(model, val_data, cfg.context, max_windows=val_windows, batch_size=8)
-            model.train()
+            res = evaluate(model, val_data, cfg.context, max_windows=val_windows)
             ev.update(val_loss=res["loss"], val_accuracy=res["accuracy"], elapsed=time.perf_counter() - t0)
             if cfg.keep_best and res["loss"] < best["loss"]:
                 best.update(loss=res["loss"], step=step, event=dict(ev),
@@ -184,6 +138,7 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
     for p in model.parameters():  # leave flags as we found them (frozen shared tensors stay frozen)
         p.requires_grad_(flags[id(p)])
     last = last or {}
-    return {"steps": step, "best_step": best.get("step"), "train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
-            "val_accuracy": last.get("val_accuracy"), "tokens_per_s": last.get("tokens_per_s"),
+    return {"steps": step, "best_step": best.get("step"), "train_loss": last.get("train_loss"),
+            "val_loss": last.get("val_loss"), "val_accuracy": last.get("val_accuracy"),
+            "tokens_per_s": last.get("tokens_per_s"),
             "seconds": time.perf_counter() - t0, "stopped": stopped, "history": history}

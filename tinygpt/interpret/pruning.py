@@ -7,7 +7,6 @@ logit lens (the final LayerNorm and LM head applied after every block) to see wh
 """
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from typing import Optional, Sequence
@@ -15,11 +14,11 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .analysis import ngram_stats
-from .sampling import generate_stream
+from ..evaluate import ngram_stats, perplexity
+from ..model import parse_layers
+from ..sampling import encode_prompt, generate_stream
 
 CONFIGS = ("full", "even", "odd", "first half", "last half", "custom")
-PPL_CONTEXT = 128  # perplexity windows: min(block_size, 128) tokens, so every model is scored the same way
 
 # Public-domain reference passages (Jane Austen, 1813; Shakespeare, Hamlet III.1, c. 1600).
 AUSTEN = """It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in \
@@ -80,24 +79,6 @@ def default_reference(model_name: str) -> str:
     return SHAKESPEARE if "shakespeare" in str(model_name).lower() else AUSTEN
 
 
-def parse_layer_list(text, n_layer: int) -> list[int]:
-    """"0, 2,4" -> [0, 2, 4], checked against the model's n_layer. Repeats and any order are allowed."""
-    if isinstance(text, (list, tuple)):
-        parts = [str(t) for t in text]
-    else:
-        parts = [t for t in str(text if text is not None else "").replace(" ", "").split(",") if t != ""]
-    if not parts:
-        raise ValueError(f"Choose at least one block to run, e.g. 0,2,4 (blocks are numbered 0 to {n_layer - 1}).")
-    try:
-        layers = [int(t) for t in parts]
-    except ValueError:
-        raise ValueError(f"Layers must be whole numbers separated by commas, like 0,2,4 (got {text!r}).") from None
-    bad = [i for i in layers if not 0 <= i < n_layer]
-    if bad:
-        raise ValueError(f"Block numbers must be between 0 and {n_layer - 1} for this model; got {bad}.")
-    return layers
-
-
 def named_layers(name: str, n_layer: int, custom=None) -> list[int]:
     """Block indices for a named configuration: full, even (0,2,4,...), odd, first half, last half, custom."""
     key = str(name).strip().lower()
@@ -112,40 +93,12 @@ def named_layers(name: str, n_layer: int, custom=None) -> list[int]:
     elif key == "last half":
         layers = list(range(n_layer - max(1, n_layer // 2), n_layer))
     elif key == "custom":
-        return parse_layer_list(custom, n_layer)
+        return parse_layers(custom if custom is not None else "", n_layer)
     else:
         raise ValueError(f"Unknown configuration {name!r}; choose from {', '.join(CONFIGS)}.")
     if not layers:
         raise ValueError(f"This model has only {n_layer} block, so the {key!r} configuration is empty.")
     return layers
-
-
-@torch.no_grad()
-def perplexity(model, tok, text: str, layers: Optional[Sequence[int]] = None, context: Optional[int] = None) -> dict:
-    """Next-token loss and perplexity of `text` with the chosen blocks.
-
-    The passage is cut into consecutive windows of `context` = min(block_size, 128) tokens; every token after
-    the first is predicted exactly once, from the previous tokens of its own window.
-    Returns {loss (mean, nats), perplexity = exp(loss), accuracy (top-1), tokens (predicted), context}.
-    """
-    ids = tok.encode(text or "")
-    if len(ids) < 2:
-        raise ValueError("The reference passage needs at least two tokens.")
-    context = int(context or min(model.config.block_size, PPL_CONTEXT))
-    data = torch.tensor(ids, dtype=torch.long)
-    starts = list(range(0, len(ids) - 1, context))
-    total, correct, count = 0.0, 0, 0
-    for s in starts:
-        x = data[s:s + context][None]  # (1, T)
-        y = data[s + 1:s + 1 + context][None]  # (1, T') with T' <= T at the end
-        x = x[:, :y.size(1)]
-        logits = model(x, layers=layers)  # (1, T, V)
-        total += F.cross_entropy(logits[0].float(), y[0], reduction="sum").item()
-        correct += (logits[0].argmax(-1) == y[0]).sum().item()
-        count += y.numel()
-    loss = total / count
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": correct / count, "tokens": count,
-            "context": context}
 
 
 def run_configuration(model, tok, prompt: str, layers: Optional[Sequence[int]], max_new_tokens: int = 60,
@@ -157,8 +110,7 @@ def run_configuration(model, tok, prompt: str, layers: Optional[Sequence[int]], 
     ms_per_token (median time of one generation step), and loss/perplexity/accuracy on `reference` when given}.
     """
     layers = model.check_layers(layers)
-    ids = tok.encode(prompt) or [tok.eot_token if tok.eot_token is not None else 0]
-    x = torch.tensor([ids[-model.config.block_size:]], dtype=torch.long)  # (1, T)
+    x = torch.tensor([encode_prompt(tok, prompt, model.config.block_size)], dtype=torch.long)  # (1, T)
     gen = torch.Generator().manual_seed(int(seed))
     new, step_s = [], []
     t0 = time.perf_counter()
@@ -189,9 +141,9 @@ def logit_lens(model, tok, prompt: str, layers: Optional[Sequence[int]] = None) 
     if not ids:
         raise ValueError("Type a prompt first.")
     x = torch.tensor([ids[-model.config.block_size:]], dtype=torch.long)
-    _, hidden = model(x, layers=layers, return_hidden=True, last_only=True)  # list of (1, T, C)
+    hidden = model.hidden_states(x, layers)  # list of (1, T, C)
     last = torch.stack([h[0, -1] for h in hidden])  # (L+1, C): the last position after each stage
-    probs = F.softmax(model.lm_head(model.transformer.ln_f(last)).float(), dim=-1)  # (L+1, V)
+    probs = F.softmax(model.logits(last).float(), dim=-1)  # (L+1, V): final LayerNorm + LM head
     answer = int(probs[-1].argmax())
     names = ["embeddings"] + [f"block {i}" for i in layers]
     rows = []

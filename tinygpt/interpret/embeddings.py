@@ -193,7 +193,7 @@ def contextual_similarity(model, tok, sentences: Sequence[str], word: str) -> di
         if pos is None:
             raise ValueError(f"Sentence {k} does not contain {word!r} (the match is case-sensitive).")
         positions.append(pos)
-        _, hidden = model(torch.tensor([ids]), return_hidden=True)  # list of (1, T, C)
+        hidden = model.hidden_states(torch.tensor([ids]))  # list of (1, T, C)
         wte_row = model.transformer.wte.weight[torch.tensor(ids)[pos]].float().mean(0)  # (C,)
         states = [wte_row] + [h[0, pos].float().mean(0) for h in hidden]  # L+2 of (C,)
         rest = [i for i in range(1, len(ids)) if i not in pos]
