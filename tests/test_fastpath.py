@@ -194,3 +194,103 @@ def test_disable_restores_plain_linear():
     assert fastpath.enable_fast_inference(nn.Sequential(nn.ReLU()))["reason"] == "The model has no nn.Linear layers."
     with pytest.raises(ValueError, match="needs a torch.nn.Module"):
         enable_fast_inference("gpt2")
+
+
+# ---- load_model integration: on by default for fp32, checked once, off on request, training unaffected ----------
+def linear_types(model):
+    return {type(m) for m in model.modules() if isinstance(m, nn.Linear)}
+
+
+@needs_onednn
+def test_load_model_takes_fast_path_with_same_weights_and_logits(tiny_dir, tok, tmp_path):
+    from conftest import state_checksum
+
+    from tabs.common import model_card
+
+    fast, _ = tinygpt.load_model(tiny_dir)
+    plain, _ = tinygpt.load_model(tiny_dir, fast_path=False)
+    report = fast.info.fast_path
+    assert report["enabled"] and report["path"] == "onednn-dense" and report["max_abs_diff"] <= 1e-4
+    assert linear_types(fast) == {FastLinear} and linear_types(plain) == {nn.Linear}
+    assert plain.info.fast_path == {} and fastpath.fast_inference_path(plain) == "standard"
+    assert "oneDNN" in model_card(fast) and "oneDNN" not in model_card(plain)
+    assert not any(p.requires_grad for p in fast.parameters())  # still read-only
+    assert fast.lm_head.weight is fast.transformer.wte.weight
+    sd_fast, sd_plain = fast.state_dict(), plain.state_dict()
+    assert list(sd_fast) == list(sd_plain) and all(torch.equal(sd_fast[k], sd_plain[k]) for k in sd_plain)
+    assert state_checksum(fast) == state_checksum(plain)
+    idx = torch.randint(0, 50257, (3, 10), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        a, b = fast(idx)[0], plain(idx)[0]
+    assert (a - b).abs().max().item() <= 1e-4 * max(1.0, b.abs().max().item())
+    # checkpoint saving: the saved weights are the loaded ones, byte for byte
+    tinygpt.save_checkpoint(fast, tok, str(tmp_path / "saved"))
+    again, _ = tinygpt.load_model(str(tmp_path / "saved"))
+    assert state_checksum(again) == state_checksum(plain) and linear_types(again) == {FastLinear}
+
+
+@pytest.mark.parametrize("env, path", [("0", "standard"), ("off", "standard"), ("packed", "onednn-packed"),
+                                       ("1", "onednn-dense")])
+def test_env_variable_chooses_the_path(monkeypatch, tiny_dir, env, path):
+    if path != "standard" and not torch.backends.mkldnn.is_available():
+        pytest.skip("oneDNN not built in")
+    monkeypatch.setenv("TINYGPT_FASTPATH", env)
+    model, _ = tinygpt.load_model(tiny_dir)
+    assert fastpath.fast_inference_path(model) == path
+    assert (model.info.fast_path == {}) == (path == "standard")
+
+
+def test_load_falls_back_silently_when_onednn_is_unavailable(monkeypatch, tiny_dir):
+    def broken(*args):
+        raise RuntimeError("no oneDNN here")
+
+    plain, _ = tinygpt.load_model(tiny_dir, fast_path=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", broken)
+    model, _ = tinygpt.load_model(tiny_dir)  # no exception, no warning: the standard path
+    assert linear_types(model) == {nn.Linear} and not model.info.fast_path["enabled"]
+    assert model.info.notice == "" and fastpath.fast_inference_path(model) == "standard"
+    idx = torch.zeros(2, 5, dtype=torch.long)
+    with torch.inference_mode():
+        assert torch.equal(model(idx)[0], plain(idx)[0])
+
+
+def test_bf16_load_stays_standard(tiny_dir, op_calls):
+    model, _ = tinygpt.load_model(tiny_dir, dtype=torch.bfloat16)
+    assert linear_types(model) == {nn.Linear} and model.info.fast_path == {}
+    with torch.inference_mode():
+        model(torch.zeros(1, 4, dtype=torch.long))
+    assert op_calls == []
+
+
+@needs_onednn
+@pytest.mark.parametrize("trainable", ["all", "top:2"])
+def test_trainable_copy_of_fast_model_trains(tiny_dir, op_calls, trainable):
+    """The shared model keeps its fast path and its bytes; a copy gets gradients on the standard path and learns
+    exactly as a copy of the standard model does."""
+    from conftest import state_checksum
+
+    from tinygpt.finetune import trainable_copy
+    from tinygpt.train import TrainConfig, train, trainable_parameters
+
+    base, _ = tinygpt.load_model(tiny_dir)
+    plain, _ = tinygpt.load_model(tiny_dir, fast_path=False)
+    before = state_checksum(base)
+    tuned = trainable_copy(base, trainable)
+    data = torch.arange(100, 148).repeat(30)  # a 48-token cycle: easy to learn
+    x, y = data[:32].view(1, -1), data[1:33].view(1, -1)
+    params = trainable_parameters(tuned, trainable)
+    for p in params:
+        p.requires_grad_(True)
+    n_calls = len(op_calls)
+    tuned(x, targets=y)[1].backward()
+    assert len(op_calls) == n_calls  # under autograd every Linear used F.linear
+    assert all(p.grad is not None and p.grad.abs().sum().item() > 0 for p in params)
+    for p in params:
+        p.grad = None
+    cfg = TrainConfig(steps=30, batch_size=4, context=32, lr=2e-2, warmup=3, eval_interval=30, eval_batches=2,
+                      trainable=trainable)
+    runs = [train(m, data[:1200], data[1200:], cfg) for m in (tuned, trainable_copy(plain, trainable))]
+    losses = [[e["train_loss"] for e in r["history"]] for r in runs]
+    assert losses[0][-1] < losses[0][0] - (2.0 if trainable == "all" else 0.25), losses[0]  # it learns
+    assert max(abs(a - b) for a, b in zip(*losses)) <= 1e-4  # as the standard model's copy does
+    assert state_checksum(base) == before and linear_types(base) == {FastLinear}

@@ -3,6 +3,7 @@ from .fastpath import (
     FastLinear,
     disable_fast_inference,
     enable_fast_inference,
+    fast_inference_path,
     fast_linear,
     refresh_fast_inference,
 )
@@ -16,4 +17,5 @@ __all__ = ["attention_memory_prediction", "flash_attention", "flash_attention_tr
            "kv_cache_latency", "convert_kv_heads", "kv_cache_measurement", "compare_kv_heads", "kv_label",
            "uptrain", "uptrain_corpus", "measure_attention", "lengths_offered", "mem_available_bytes",
            "check_memory", "profile_forward",
-           "FastLinear", "disable_fast_inference", "enable_fast_inference", "fast_linear", "refresh_fast_inference"]
+           "FastLinear", "disable_fast_inference", "enable_fast_inference", "fast_inference_path",
+           "fast_linear", "refresh_fast_inference"]

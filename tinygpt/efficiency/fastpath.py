@@ -142,6 +142,14 @@ def enable_fast_inference(model: nn.Module, packed: bool = False) -> dict:
     return report
 
 
+def fast_inference_path(model: nn.Module) -> str:
+    """Which path the model's fp32 inference matmuls take now: "onednn-dense", "onednn-packed" or "standard"."""
+    fast = [m for m in model.modules() if isinstance(m, FastLinear)]
+    if not fast:
+        return "standard"
+    return "onednn-packed" if any(m.__dict__.get("fast_packed") for m in fast) else "onednn-dense"
+
+
 def refresh_fast_inference(model: nn.Module) -> None:
     """Drop cached packed weights (needed only after in-place edits through `.data`, which skip `_version`)."""
     for m in model.modules():
