@@ -162,7 +162,15 @@ def model_card(model) -> str:
     n = model.num_params()
     return (f"**{html.escape(name)}** · {c.n_layer} layers · {c.n_head} heads · d_model {c.n_embd} · "
             f"feed-forward {c.ffn_dim} (GELU) · context {c.block_size} · vocab {c.vocab_size:,} · "
-            f"**{human(n)} parameters** ({n:,}) · weights {str(model.transformer.wte.weight.dtype)[6:]}")
+            f"**{human(n)} parameters** ({n:,}) · weights {str(model.transformer.wte.weight.dtype)[6:]}"
+            + fast_path_note(model))
+
+
+def fast_path_note(model) -> str:
+    """' · fp32 matmuls via oneDNN' when the loaded model's Linear layers take the fast path, else ''."""
+    from tinygpt.efficiency.fastpath import fast_inference_path
+
+    return "" if fast_inference_path(model) == "standard" else " · fp32 matmuls via oneDNN (checked against F.linear)"
 
 
 def banner(model) -> str:

@@ -2,6 +2,10 @@
 
 If the Hub cannot be reached within a few seconds, asking for a GPT-2 gives the embedded default model
 instead, and `model.info.fallback` / `model.info.notice` say so (the UI shows that notice as a banner).
+
+fp32 models take the oneDNN inference path for their nn.Linear layers (tinygpt/efficiency/fastpath.py): checked
+once here against F.linear, silently left on the standard path when oneDNN is missing or disagrees.
+`model.info.fast_path` holds that check's report. TINYGPT_FASTPATH=0 turns it off, =packed picks packed weights.
 """
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +35,7 @@ class ModelInfo:
     requested: str  # what was asked for
     fallback: bool  # True when the Hub was unreachable and the embedded model stands in
     notice: str  # one sentence for a banner ("" when there is nothing to say)
+    fast_path: dict = field(default_factory=dict)  # enable_fast_inference's report ({} when not attempted)
 
 
 def embedded_dir() -> Path:
@@ -91,13 +96,26 @@ def _hub_snapshot(repo: str, timeout: float, cache_dir=None) -> str:
     return _hub_weights(repo, cache_dir)
 
 
+def fast_path_setting(fast_path: bool | str | None = None) -> str | None:
+    """"dense", "packed" or None (standard path): the argument if given, else TINYGPT_FASTPATH (default dense)."""
+    if fast_path is None:
+        fast_path = os.environ.get("TINYGPT_FASTPATH", "dense")
+    if isinstance(fast_path, str):
+        value = fast_path.strip().lower()
+        if value in ("0", "off", "false", "no", "standard", ""):
+            return None
+        return "packed" if value == "packed" else "dense"
+    return "dense" if fast_path else None
+
+
 def load_model(name_or_path: str = "gpt2", dtype: torch.dtype = torch.float32, hub_timeout: float = 5.0,
-               allow_fallback: bool = True, hub_cache_dir=None):
+               allow_fallback: bool = True, hub_cache_dir=None, fast_path: bool | str | None = None):
     """Return (model, tokenizer). The model is in eval mode; `model.info` is a ModelInfo.
 
     name_or_path: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" (Hub), "tiny-shakespeare" (embedded),
     or a directory with config.json + model.safetensors (transformers' save_pretrained or ours).
     hub_cache_dir: the Hugging Face cache to use (None = the standard one, HF_HUB_CACHE).
+    fast_path: fp32 only: None = TINYGPT_FASTPATH (on unless "0"), True/"dense", "packed", or False (standard).
     """
     name = str(name_or_path).strip()
     key = name.lower().removeprefix("openai-community/")
@@ -127,6 +145,12 @@ def load_model(name_or_path: str = "gpt2", dtype: torch.dtype = torch.float32, h
         c = model.config
         notice += f" It has {c.n_layer} layers, d_model {c.n_embd}, and was trained on Tiny Shakespeare only."
     model.info = ModelInfo(name=loaded_name, requested=name, fallback=fallback, notice=notice)
+    setting = fast_path_setting(fast_path)
+    if setting and dtype == torch.float32:
+        from .efficiency.fastpath import enable_fast_inference
+
+        # under grad (training) FastLinear still calls F.linear, so copies of this model train as usual
+        model.info.fast_path = enable_fast_inference(model, packed=setting == "packed")
     return model, tokenizer
 
 
