@@ -55,3 +55,7 @@ __all__ = [
     "word_vectors", "cosine_matrix", "nearest_neighbours", "vocab_norms", "pca_2d", "contextual_similarity",
     "named_layers", "run_configuration", "logit_lens",
 ]
+
+from .batching import Batcher, Batchers  # noqa: E402 - continuous batching (many requests, one forward pass)
+
+__all__ += ["Batcher", "Batchers"]
