@@ -23,11 +23,14 @@ MAX_THREADS = 256  # worker threads for handlers (see launch_kwargs)
 def make_batchers() -> Batchers | None:
     """Concurrent Sampling requests share forward passes (one Batcher per model, created on first use).
     TINYGPT_BATCHING=0 turns it off (every request then decodes alone, one after another: the load test's
-    "before"); TINYGPT_BATCH_MEMORY_GB is each batcher's budget for weights + KV caches (default 4)."""
+    "before"); TINYGPT_BATCH_MEMORY_GB is each batcher's budget for weights + KV caches (default 4);
+    TINYGPT_BATCH_EXACT=0 drops the padding rows that make a row's text independent of its neighbours (a lone
+    request is then faster, but a near-tie can flip between alone and in a batch)."""
     if os.environ.get("TINYGPT_BATCHING", "1").strip() == "0":
         return None
     gb = float(os.environ.get("TINYGPT_BATCH_MEMORY_GB", "4"))
-    return Batchers(memory_budget=int(gb * 1024 ** 3))
+    exact = os.environ.get("TINYGPT_BATCH_EXACT", "1").strip() != "0"
+    return Batchers(memory_budget=int(gb * 1024 ** 3), exact=exact)
 
 
 def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",

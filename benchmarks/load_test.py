@@ -146,15 +146,18 @@ def lecture(a):
     print(f"GPT-2-124M-sized model (random weights) in {model}; each request: 1 sample x {a.tokens} new tokens,"
           " T 0.8, top-k 200")
     table = {}
-    for mode, flag in (("before", "0"), ("after", "1")):
-        env = {"TINYGPT_MODEL": model, "TINYGPT_BATCHING": flag}
+    modes = {"before": {"TINYGPT_BATCHING": "0"}, "after": {"TINYGPT_BATCHING": "1"},
+             "after-unpadded": {"TINYGPT_BATCHING": "1", "TINYGPT_BATCH_EXACT": "0"}}
+    for mode in a.modes.split(","):
+        env = {"TINYGPT_MODEL": model, **modes[mode]}
+        flag = env["TINYGPT_BATCHING"]
         if a.threads:
             env["OMP_NUM_THREADS"] = str(a.threads)
         proc, url, cold = start_server(env)
         try:
             sample_once(url, model, 999, a.tokens, a.timeout)  # warm-up: first-call costs stay out of the numbers
             single = statistics.median(sample_once(url, model, 1000 + k, a.tokens, a.timeout) for k in range(3))
-            print(f"[{mode}] batching {'on' if flag == '1' else 'off'}: server up in {cold:.1f} s; single request"
+            print(f"[{mode}] {'batching' if flag == '1' else 'no batching'}: server up in {cold:.1f} s; single request"
                   f" {single:.2f} s (median of 3)", flush=True)
             rows = []
             for n in sizes:
@@ -169,14 +172,17 @@ def lecture(a):
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    print("\n| N | before: p50 / p95 / max (s) | after: p50 / p95 / max (s) | p95 / single, before -> after |"
-          " failures before / after |")
-    print("|---|---|---|---|---|")
-    (s0, before), (s1, after) = table["before"], table["after"]
-    print(f"| 1 | {s0:.2f} | {s1:.2f} | | |")
-    for b, f in zip(before, after):
-        print(f"| {b['n']} | {b['p50']:.1f} / {b['p95']:.1f} / {b['max']:.1f} | {f['p50']:.1f} / {f['p95']:.1f} /"
-              f" {f['max']:.1f} | {b['p95'] / s0:.1f}x -> {f['p95'] / s1:.1f}x | {b['failed']} / {f['failed']} |")
+    names = list(table)
+    print("\n| N | " + " | ".join(f"{m}: p50 / p95 / max (s), p95 ÷ single, failed" for m in names) + " |")
+    print("|---|" + "---|" * len(names))
+    print("| 1 (single) | " + " | ".join(f"{table[m][0]:.2f}" for m in names) + " |")
+    for k, n in enumerate(sizes):
+        cells = []
+        for m in names:
+            single, rows = table[m]
+            r = rows[k]
+            cells.append(f"{r['p50']:.1f} / {r['p95']:.1f} / {r['max']:.1f}, {r['p95'] / single:.1f}x, {r['failed']}")
+        print(f"| {n} | " + " | ".join(cells) + " |")
 
 
 def main():
@@ -188,6 +194,9 @@ def main():
     ap.add_argument("--lecture", action="store_true", help="the lecture scenario (see the module docstring)")
     ap.add_argument("--sizes", default="10,40,100", help="--lecture: concurrent clients per round")
     ap.add_argument("--threads", type=int, default=0, help="--lecture: the server's torch threads (0 = default)")
+    ap.add_argument("--modes", default="before,after",
+                    help="--lecture: servers to compare: before (TINYGPT_BATCHING=0), after, after-unpadded"
+                         " (TINYGPT_BATCH_EXACT=0)")
     a = ap.parse_args()
     if a.lecture:
         a.tokens, a.timeout = a.tokens or 40, a.timeout or 1800
