@@ -190,7 +190,7 @@ class Batcher:
     def rows(self) -> int:
         """Rows decoding right now."""
         with self._cond:
-            return sum(r.rows for r in self._active)
+            return sum(r.rows for r in self._active if not r.stream.cancelled)
 
     @property
     def waiting(self) -> int:
