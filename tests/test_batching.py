@@ -239,3 +239,17 @@ def test_sample_handler_shows_the_queue_position(models, tiny_dir, tiny):
                                         batcher=other))
     other.close()
     assert last[0] == ref[0]
+
+
+def test_app_lets_every_sampler_in_at_once(models, tiny_dir):
+    """With batching the /sample event has its own queue without a concurrency limit (the batcher serialises the
+    model work); without it, /sample stays in the one-at-a-time model queue. Training keeps its queue of one."""
+    from app import build_demo, launch_kwargs
+
+    on = {d.api_name: d for d in build_demo(models, tiny_dir, batchers=Batchers()).fns.values()}
+    assert (on["sample"].concurrency_id, on["sample"].concurrency_limit) == ("sample", None)
+    assert on["train"].concurrency_limit == 1 and on["finetune"].concurrency_limit == 1
+    assert on["prune"].concurrency_id == on["sample_distribution"].concurrency_id == "model"
+    off = {d.api_name: d for d in build_demo(models, tiny_dir, batchers=None).fns.values()}
+    assert off["sample"].concurrency_id == "model"
+    assert launch_kwargs()["max_threads"] >= 100  # a lecture hall of streaming handlers, each holding a thread
