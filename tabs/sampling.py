@@ -45,7 +45,8 @@ def stream_samples(model, tok, prompt, num_samples, max_new_tokens, temperature,
         tokens = batcher.submit(x, max_new_tokens, temperature, top_k, top_p, gen, layers)
     try:
         while batcher is not None and not tokens.wait_started(every_s * 2):
-            yield [""] * num_samples, 0, tokens.position
+            if tokens.position:  # all rows taken: show the place in the queue
+                yield [""] * num_samples, 0, tokens.position
         last = time.perf_counter()
         for step, nxt in enumerate(tokens, 1):
             for row, t in zip(new, nxt[:, 0].tolist()):

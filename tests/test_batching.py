@@ -118,7 +118,7 @@ def test_finished_rows_leave_and_new_requests_join(tiny):
     for _ in range(3):
         b.step()
     late = submit(b, ([7, 8], 2, 3, 0.0, None, None, 2))  # arrives mid-batch: joins at the next step
-    assert b.rows == 1 and late.position == 1
+    assert b.rows == 1 and late.position == 0  # not started yet, but rows are free: no waiting
     run_until_done(b)
     assert list(b.batch_sizes) == [1, 1, 1, 3, 3, 3, 1, 1]  # joined, then its 2 rows left after 3 tokens
     assert b.rows == 0 and b.waiting == 0
@@ -148,7 +148,7 @@ def test_row_cap_from_memory_and_queue_positions(tiny):
     b = Batcher(tiny, memory_budget=budget, start=False)
     assert b.max_rows == 3
     streams = [submit(b, ([i + 1], 1, 2 + i, 0.8, None, None, i)) for i in range(5)]
-    assert [s.position for s in streams] == [1, 2, 3, 4, 5]
+    assert [s.position for s in streams] == [0, 0, 0, 1, 2]  # three fit, two must wait for free rows
     b.step()
     assert b.rows == 3 and b.waiting == 2
     assert [s.position for s in streams] == [0, 0, 0, 1, 2]
@@ -229,7 +229,7 @@ def test_sample_handler_shows_the_queue_position(models, tiny_dir, tiny):
     first = submit(b, ([1, 2], 1, 3, 0.0, None, None, 0))  # takes the only row
     gen = sampling.stream_samples(tiny, models.get(tiny_dir)[1], "Hi", 1, 4, 0.0, None, None, 1, every_s=0.01,
                                   batcher=b)
-    assert next(gen) == ([""], 0, 2)  # no tokens yet, second in the queue
+    assert next(gen) == ([""], 0, 1)  # no tokens yet, first in line for the taken row
     run_until_done(b)
     assert len(list(first)) == 3
     last = list(gen)[-1]

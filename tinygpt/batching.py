@@ -67,7 +67,8 @@ def max_rows_for(model, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
 
 class Stream:
     """One request's tokens, as they are produced. Iterate it to get (rows, 1) LongTensors, one per step,
-    exactly what `tinygpt.generate_stream` yields; `position` is the place in the queue (0 once decoding)."""
+    exactly what `tinygpt.generate_stream` yields. `position`: 0 when decoding or joining at the next step,
+    k > 0 when k-th in line for rows that are still taken (the cap on rows)."""
 
     def __init__(self, rows: int):
         self.rows = rows
@@ -170,7 +171,7 @@ class Batcher:
             if self._closed:
                 raise RuntimeError("This batcher is closed.")
             self._waiting.append(req)
-            stream.position = len(self._waiting)
+            self._number_queue()
             if self._thread is None and self._autostart:
                 self._thread = threading.Thread(target=self._loop, name="tinygpt-batcher", daemon=True)
                 self._thread.start()
@@ -218,8 +219,20 @@ class Batcher:
             rows += r.rows
             r.stream.position = 0
             r.stream._started.set()
-        for i, r in enumerate(self._waiting, 1):
-            r.stream.position = i
+        self._number_queue()
+
+    def _number_queue(self) -> None:
+        """(lock held) Queue positions: 0 for the waiting requests that fit and join at the next step, then 1, 2,
+        ... for those that must wait for rows to be freed (first come, first served)."""
+        free = self.max_rows - sum(r.rows for r in self._active if not r.stream.cancelled)
+        ahead = 0
+        for r in self._waiting:
+            if not ahead and (r.rows <= free or free == self.max_rows):
+                free -= r.rows
+                r.stream.position = 0
+            else:
+                ahead += 1
+                r.stream.position = ahead
 
     def step(self) -> bool:
         """Admit what fits and decode one token for every active request; False when there was nothing to do.
