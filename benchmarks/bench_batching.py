@@ -64,16 +64,19 @@ def run_batched(model, reqs, tokens, exact=True, alone=False):
     return outs, (max(b.batch_sizes) if b.batch_sizes else 0)
 
 
-def compare(a, b) -> tuple[int, int, int]:
-    """(requests that differ, tokens after the first difference, all tokens)."""
+def compare(a, b, reqs) -> tuple[int, int, int, dict]:
+    """(requests that differ, tokens after the first difference, all tokens, {knobs: (differ, requests)})."""
     differ = tail = total = 0
-    for x, y in zip(a, b):
+    per_knobs: dict = {}
+    for x, y, (_, knobs, _) in zip(a, b, reqs):
         total += len(x)
         first = next((i for i, (u, v) in enumerate(zip(x, y)) if u != v), None)
+        d, n = per_knobs.get(knobs, (0, 0))
+        per_knobs[knobs] = (d + (first is not None), n + 1)
         if first is not None:
             differ += 1
             tail += len(x) - first
-    return differ, tail, total
+    return differ, tail, total, per_knobs
 
 
 def step_cost(model, rows_list, prompt_len=8, reps=5, exact=True):
@@ -103,6 +106,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=60)
     ap.add_argument("--rows", default="1,4,10,40,100")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--no-cost", action="store_true", help="skip the step-cost table")
+    ap.add_argument("--skip-alone", action="store_true", help="skip running every request alone in the batcher")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -116,19 +121,27 @@ def main():
     t = time.perf_counter()
     together, widest = run_batched(model, reqs, a.tokens)
     t_batched = time.perf_counter() - t
-    alone, _ = run_batched(model, reqs, a.tokens, alone=True)
     t = time.perf_counter()
     ref = [generate(model, torch.tensor([ids]), a.tokens, tt, k, p, torch.Generator().manual_seed(seed))[0, len(ids):]
            .tolist() for ids, (tt, k, p), seed in reqs]
     t_generate = time.perf_counter() - t
-    loose, _ = run_batched(model, reqs, a.tokens, exact=False)
     print(f"decoded together ({widest} rows at once) in {t_batched:.1f} s; one after another with generate"
-          f" {t_generate:.1f} s")
-    for label, x, y in (("batched vs alone in the batcher (padded, exact)", together, alone),
-                        ("batched (padded) vs tinygpt.generate (1-row matmuls)", together, ref),
-                        ("batched without padding (exact=False) vs tinygpt.generate", loose, ref)):
-        d, tail, total = compare(x, y)
+          f" {t_generate:.1f} s", flush=True)
+    runs = [("batched (padded) vs tinygpt.generate (1-row matmuls)", lambda: together, ref),
+            ("batched without padding (exact=False) vs tinygpt.generate",
+             lambda: run_batched(model, reqs, a.tokens, exact=False)[0], ref)]
+    if not a.skip_alone:
+        runs.insert(0, ("batched vs alone in the batcher (padded, exact)",
+                        lambda: run_batched(model, reqs, a.tokens, alone=True)[0], together))
+    for label, make, y in runs:
+        d, tail, total, per_knobs = compare(make(), y, reqs)
         print(f"  {label}: {d} of {len(reqs)} requests differ; {tail} of {total} tokens from the first difference on")
+        if d:
+            print("    by (temperature, top-k, top-p): " + ", ".join(
+                f"{k}: {dk} of {n}" for k, (dk, n) in per_knobs.items() if dk))
+        sys.stdout.flush()
+    if a.no_cost:
+        return
     rows = [int(r) for r in a.rows.split(",")]
     one = step_cost(model, [1], exact=False)[1]
     cost = step_cost(model, rows)
