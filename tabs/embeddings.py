@@ -10,6 +10,7 @@ import gradio as gr
 import pandas as pd
 import torch
 
+from tinygpt.interpret.bert import BERT_NAME, bert_contextual_similarity, load_bert
 from tinygpt.interpret.embeddings import (
     POOLS,
     contextual_similarity,
@@ -22,6 +23,7 @@ from tinygpt.interpret.embeddings import (
     word_vectors,
 )
 
+from . import share
 from .common import (
     UserError,
     banner,
@@ -43,6 +45,8 @@ DEFAULT_SENTENCES = ("I switched the TV over to another channel\n"
 MAX_WORDS = 20  # per group: the heatmap stays readable
 MAX_SENTENCES = 8
 BASELINE_TOKENS = 500  # random vocabulary pairs for the "unrelated tokens" cosine
+SAME_MODEL = "the model picked above (GPT)"
+CONTEXT_MODELS = [SAME_MODEL, BERT_NAME]
 
 
 def parse_words(text, group: str) -> list[str]:
@@ -238,7 +242,7 @@ def explain(model, a) -> str:
     return "\n".join(lines)
 
 
-def contextual_figure(res):
+def contextual_figure(res, who: str = ""):
     fig = new_figure(9, 4.2)
     ax = fig.add_subplot(111)
     cos, S = res["cos"], len(res["sentences"])
@@ -250,8 +254,8 @@ def contextual_figure(res):
     ax.plot(xs, res["baseline"], color="#868e96", ls="--", lw=1.5, label="baseline: word vs other tokens")
     ax.set_xticks(xs, res["layers"], rotation=40, ha="right", fontsize=8)
     ax.set_ylabel("cosine similarity")
-    ax.set_title(f"{res['word']!r} in {S} sentences: static row, then the hidden state after each block",
-                 fontsize=10)
+    ax.set_title(f"{who + ': ' if who else ''}{res['word']!r} in {S} sentences: static row, then the hidden state"
+                 " after each block", fontsize=10)
     ax.axhline(1.0, color="#ced4da", lw=0.8)
     ax.legend(fontsize=8, loc="best")
     return fig
@@ -305,14 +309,74 @@ def on_neighbours(models, name, word, k, pool, space):
 
 
 @user_errors
-def on_contextual(models, name, word, sentences):
-    """Per-layer cosine between one word's hidden states in several sentences: (figure, markdown)."""
+def on_contextual(models, name, word, sentences, ctx_model=SAME_MODEL):
+    """Per-layer cosine between one word's hidden states in several sentences: (figure, markdown).
+    ctx_model: the picked GPT (default), bert-base-uncased, or a directory with a BERT saved by save_pretrained."""
     lines = [s for s in str(sentences or "").splitlines() if s.strip()]
     if len(lines) > MAX_SENTENCES:
         raise UserError(f"At most {MAX_SENTENCES} sentences, please.")
     model, tok = get_model(models, name, False)
+    if str(ctx_model or "").strip() not in ("", SAME_MODEL):
+        return bert_contextual(models, model, tok, lines, str(word or ""), str(ctx_model).strip())
     res = contextual_similarity(model, tok, lines, str(word or ""))
     return contextual_figure(res), contextual_md(res)
+
+
+def probe_sentences(lines, word: str) -> list[str]:
+    """The same words before the word, different words after it: "The channel, <rest of sentence i>"."""
+    tails = [re.sub(re.escape(word), "", s, flags=re.I).strip(" ,.") for s in lines]
+    return [f"The {word}, {t}" for t in tails]
+
+
+def bert_contextual(models, model, tok, lines, word, ctx_model):
+    """BERT's per-layer plot, explained against the picked GPT on the same sentences and on a probe."""
+    try:
+        bert, btok = load_bert(ctx_model, getattr(models, "hub_timeout", 5.0))
+    except ConnectionError as e:
+        return None, f"⚠️ **{ctx_model} cannot be fetched** ({e}), so this section cannot show BERT here."
+    except OSError as e:
+        raise UserError(f"{ctx_model} could not be loaded: {str(e).splitlines()[0] if str(e) else e}") from None
+    res = bert_contextual_similarity(bert, btok, lines, word)
+    try:
+        gpt = contextual_similarity(model, tok, lines, word)
+        probe = probe_sentences(lines, word)
+        pb, pg = bert_contextual_similarity(bert, btok, probe, word), contextual_similarity(model, tok, probe, word)
+    except ValueError:  # e.g. the GPT's case-sensitive match fails: show BERT alone
+        gpt = pb = pg = None
+    name = getattr(getattr(model, "info", None), "name", "GPT")
+    return contextual_figure(res, f"BERT ({ctx_model.rstrip('/').split('/')[-1]})"), bert_md(res, gpt, pb, pg, name)
+
+
+def bert_md(res, gpt, pb, pg, gpt_name: str) -> str:
+    """The table for BERT plus the encoder-vs-decoder comparison, read from the numbers."""
+    names, mean, base = res["layers"], res["mean_cos"], res["baseline"]
+    low = min(range(1, len(mean)), key=lambda k: mean[k])
+    rows = [f"| {n} | {m:.3f} | {b:.3f} |" for n, m, b in zip(names, mean, base)]
+    out = ["| BERT stage | mean cosine between sentences | baseline (word vs other tokens) |", "|---|---|---|",
+           *rows, "",
+           f"**BERT** ({len(names) - 2} encoder layers) takes {res['word']!r} from **{mean[1]:.3f}** after its"
+           f" embedding layer to **{mean[low]:.3f}** at {names[low]} (last layer {mean[-1]:.3f}; the baseline there"
+           f" is {base[-1]:.3f})."]
+    if gpt is not None:
+        g = gpt["mean_cos"]
+        glow = min(range(1, len(g)), key=lambda k: g[k])
+        out.append(f"The GPT ({gpt_name}) on the same sentences goes from {g[1]:.3f} to {g[glow]:.3f} at"
+                   f" {gpt['layers'][glow]} (last block {g[-1]:.3f}).")
+    if pb is not None and pg is not None:
+        same = pg["mean_cos"][-1] > 0.9999
+        out += ["", "**Bidirectional encoder vs causal decoder.** A probe keeps the words *before*"
+                f" {res['word']!r} the same and changes only the words after it ({pb['sentences'][0]!r}, ...)."
+                f" The GPT's vectors for it: mean cosine **{pg['mean_cos'][-1]:.4f}** after its last block"
+                + (" — identical, because in a causal decoder position *t* is computed from positions ≤ *t* only,"
+                   " so words that come later cannot change it." if same else
+                   " — it should be 1: a causal decoder only reads earlier positions.")
+                + f" BERT's: **{pb['mean_cos'][-1]:.4f}** after its last layer"
+                + (": every position of an encoder attends to the whole sentence, left *and* right, so the words"
+                   " after the word change its vector too. That is why an encoder such as BERT is the usual tool"
+                   " for contextual word embeddings, while a GPT reads (and generates) left to right."
+                   if pb["mean_cos"][-1] < pg["mean_cos"][-1] else
+                   " (this BERT barely reacts to the words after the word: an untrained or tiny model).")]
+    return "\n".join(out)
 
 
 def build(models, default_model: str = "gpt2"):
@@ -347,6 +411,8 @@ def build(models, default_model: str = "gpt2"):
         with gr.Row():
             ctx_word = gr.Textbox(DEFAULT_WORD, label="Word", scale=1)
             ctx_sent = gr.Textbox(DEFAULT_SENTENCES, label="Sentences (one per line)", lines=3, scale=3)
+            ctx_model = gr.Dropdown(CONTEXT_MODELS, value=SAME_MODEL, allow_custom_value=True, scale=1,
+                                    label="Model for this section (BERT: a bidirectional encoder)")
         ctx_go = gr.Button("Compare contexts")
         ctx_plot = gr.Plot(label="Cosine between contexts, per layer", elem_id="emb-context")
         ctx_md = gr.Markdown()
@@ -358,6 +424,17 @@ def build(models, default_model: str = "gpt2"):
                     api_name="embeddings_neighbours", concurrency_id="model")
         nn_word.submit(partial(on_neighbours, models), [model_dd, nn_word, nn_k, pool, space], [nn_df],
                        api_visibility="private", concurrency_id="model")
-        ctx_go.click(partial(on_contextual, models), [model_dd, ctx_word, ctx_sent], [ctx_plot, ctx_md],
+        ctx_go.click(partial(on_contextual, models), [model_dd, ctx_word, ctx_sent, ctx_model], [ctx_plot, ctx_md],
                      api_name="embeddings_contextual", concurrency_id="model")
         model_dd.change(partial(on_model_change, models), [model_dd], [banner_md, card_md], api_visibility="private")
+        share.register("embeddings", fields={
+            "model": model_dd, "common": common, "rare": rare, "pool": pool, "space": space, "nn_word": nn_word,
+            "nn_k": nn_k, "ctx_word": ctx_word, "ctx_sentences": ctx_sent, "ctx_model": ctx_model},
+            command=command, run=[go, nn_go, ctx_go])
+
+
+def command(v: dict) -> str:
+    """The Compare button as `python -m tinygpt embed` (the same ids, norms and cosines; --json for all)."""
+    words = parse_words(v["common"], "common") + parse_words(v["rare"], "rare")
+    return share.cli("embed", model=v["model"], words=",".join(words), pool=check_pool(v["pool"]),
+                     space=bool(v["space"]))

@@ -23,6 +23,7 @@ from tinygpt.finetune import finetune_config, holdout_split, probability_shifts,
 from tinygpt.sampling import encode_prompt
 from tinygpt.train import trainable_parameters
 
+from . import share
 from .common import clamp_int, get_model, model_picker, new_figure, parse_float, sample_cards, stop_session, user_errors
 from .sessions import SessionStore, run_jobs, session_tmpdir
 
@@ -224,3 +225,24 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                  concurrency_limit=1)
         stop.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)
         dl.click(partial(on_download, sessions), None, files, api_visibility="private")
+        share.register("finetune", fields={
+            "model": model_dd, "lossy": lossy, "drop_boilerplate": drop, "prompt": prompt, "trainable": trainable,
+            "steps": steps, "context": context, "batch_size": batch, "lr": lr, "seed": seed,
+            "max_new_tokens": max_new}, command=command, run=[prep, go])
+
+
+def command(v: dict) -> str:
+    """The fine-tune and the before/after samples as command lines. Your text is not in a link or a command:
+    save the cleaned text (the box on the right) as essay.txt."""
+    st, _ = check_settings(v["steps"], v["context"], v["batch_size"], v["lr"], v["seed"], v["max_new_tokens"], 1024)
+    prompt = str(v["prompt"] or "").strip() or "A PHRASE FROM YOUR TEXT"
+    sample = dict(start=prompt, num_samples=1, max_new_tokens=st.max_new_tokens, temperature=SAMPLE_T,
+                  top_k=SAMPLE_TOP_K, seed=st.seed)
+    return "\n".join([
+        "# save the cleaned text as essay.txt, then:",
+        share.cli("finetune", model=v["model"], text="essay.txt",
+                  trainable=TRAINABLE.get(v["trainable"], v["trainable"]), steps=st.steps, block_size=st.context,
+                  batch_size=st.batch_size, lr=st.lr, seed=st.seed, out="finetuned"),
+        "# before and after (same prompt and seed)",
+        share.cli("sample", model=v["model"], **sample),
+        share.cli("sample", model="finetuned", **sample)])

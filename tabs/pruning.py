@@ -17,6 +17,7 @@ from tinygpt.interpret.pruning import (
     run_configuration,
 )
 
+from . import share
 from .common import (
     UserError,
     banner,
@@ -275,3 +276,24 @@ def build(models, default_model: str = "gpt2"):
         stop.click(None, cancels=[ev])  # configurations already shown stay on screen
         model_dd.change(partial(on_model, models), [model_dd, prompt, reference],
                         [banner_md, card_md, prompt, reference], api_visibility="private")
+        share.register("pruning", fields={
+            "model": model_dd, "configs": configs, "custom": custom, "prompt": prompt, "max_new_tokens": max_new,
+            "temperature": temperature, "top_k": top_k, "seed": seed, "reference": reference},
+            command=command, run=go)
+
+
+def command(v: dict) -> str:
+    """One `python -m tinygpt sample --layers ...` per configuration: the same texts as the cards (the CLI has
+    no perplexity per configuration)."""
+    k, _ = check_knobs(v["prompt"], 1, v["max_new_tokens"], v["temperature"], v["top_k"], 1.0, v["seed"],
+                       max_tokens=MAX_NEW_TOKENS)
+    chosen = [str(c).strip().lower() for c in (v["configs"] or [])]
+    lines = []
+    for name in CONFIGS:
+        if name == "full" or name in chosen:
+            layers = None if name == "full" else str(v["custom"]).replace(" ", "") if name == "custom" else \
+                name.replace(" ", "-")
+            lines.append(f"# {name}\n" + share.cli(
+                "sample", model=v["model"], start=k.prompt, num_samples=1, max_new_tokens=k.max_new_tokens,
+                temperature=k.temperature, top_k=k.top_k or 0, seed=k.seed, layers=layers))
+    return "\n".join(lines)

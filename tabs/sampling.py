@@ -9,13 +9,11 @@ import gradio as gr
 import torch
 
 import tinygpt
-from tinygpt.efficiency import kv_cache_latency
 from tinygpt.sampling import DRAWABLE_MIN_P, distribution_summary, encode_prompt, next_token_logits
 
+from . import share
 from .common import (
     check_knobs,
-    check_prompt,
-    clamp_int,
     get_model,
     model_picker,
     new_figure,
@@ -179,35 +177,6 @@ def on_sample(models, name, fast, prompt, num_samples, max_new_tokens, temperatu
         "seconds": round(time.perf_counter() - t0, 3)}
 
 
-@user_errors
-def on_kv_cache(models, name, fast, prompt, n_new):
-    """Time greedy decoding with and without the KV cache: (figure, explanation)."""
-    notes: list = []
-    n = clamp_int(n_new, 1, 256, "Tokens to time", notes)
-    prompt = check_prompt(prompt, [])
-    model, tok = get_model(models, name, fast)
-    r = kv_cache_latency(model, encode_prompt(tok, prompt), n)
-    fig = new_figure(8, 3.4)
-    ax = fig.add_subplot(111)
-    ax.plot(r["lengths"], r["nocache_ms"], label="no cache: recompute the whole sequence", color="#e8590c")
-    ax.plot(r["lengths"], r["cached_ms"], label="KV cache: feed only the new token", color="#1c7ed6")
-    ax.set(xlabel="sequence length (tokens)", ylabel="ms per generated token",
-           title=f"{n} greedy tokens: {r['nocache_s']:.2f} s without vs {r['cached_s']:.2f} s with the cache")
-    ax.grid(alpha=.3)
-    ax.legend(fontsize=9)
-    speed = r["nocache_s"] / max(r["cached_s"], 1e-9)
-    c = model.config
-    capped = f" ({' '.join(notes)})" if notes else ""
-    md = (f"**{speed:.1f}× faster with the KV cache** for these {n} tokens{capped}. Without a cache every"
-          f" step runs all {c.n_layer} blocks over the whole sequence again, so its cost grows with the length; with"
-          f" the cache each step computes keys and values for the new token only and reuses the stored ones"
-          f" ({2 * c.n_layer * c.kv_heads * c.head_dim:,} numbers per token), so its cost stays nearly flat — it is"
-          f" dominated by reading the weights once per token (its first step also reads the prompt: the prefill)."
-          f" Both ways produced "
-          f"{'the same' if r['same_tokens'] else 'DIFFERENT'} tokens.")
-    return fig, md
-
-
 def build(models, default_model: str = "gpt2", batchers=None):
     """The Sampling tab. `models` is a tinygpt.ModelCache shared by all tabs; `batchers` a
     tinygpt.batching.Batchers (None = every request decodes on its own, one after another)."""
@@ -236,16 +205,7 @@ def build(models, default_model: str = "gpt2", batchers=None):
         with gr.Accordion("Explain", open=True):
             explain_md = gr.Markdown(explain0)
 
-        with gr.Accordion("KV cache: measure the speed-up (latency vs sequence length)", open=False):
-            with gr.Row():
-                kv_n = gr.Slider(8, 256, 64, step=8, label="Tokens to time")
-                kv_go = gr.Button("Measure")
-            kv_plot = gr.Plot(label="Latency per token", elem_id="sampling-kv")
-            kv_md = gr.Markdown()
-
         knobs = [model_dd, fast, prompt, temperature, top_k, top_p]
-        kv_go.click(partial(on_kv_cache, models), [model_dd, fast, prompt, kv_n], [kv_plot, kv_md],
-                    api_name="kv_cache", concurrency_id="model")
         # With a batcher, every request may be in its handler at once: the batcher serialises the model work
         # (one forward pass per step for all of them), so nobody waits for a whole generation to finish.
         queueing = dict(concurrency_id="sample", concurrency_limit=None) if batchers is not None else \
@@ -264,3 +224,16 @@ def build(models, default_model: str = "gpt2", batchers=None):
             c.release(**redraw)
         for c in (prompt, top_k):
             c.submit(**redraw)
+        share.register("sampling", fields={
+            "model": model_dd, "fast": fast, "prompt": prompt, "num_samples": num_samples, "max_new_tokens": max_new,
+            "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed},
+            command=command, run=go, refresh=(partial(on_dist, models), knobs, [dist_plot, explain_md]))
+
+
+def command(v: dict) -> str:
+    """The Generate button as `python -m tinygpt sample` (same model, seed and knobs -> the same texts)."""
+    k, _ = check_knobs(v["prompt"], v["num_samples"], v["max_new_tokens"], v["temperature"], v["top_k"], v["top_p"],
+                       v["seed"], MAX_SAMPLES, MAX_NEW_TOKENS)
+    return share.cli("sample", model=v["model"], start=k.prompt, num_samples=k.num_samples,
+                     max_new_tokens=k.max_new_tokens, temperature=k.temperature, top_k=k.top_k or 0,
+                     top_p=k.top_p or 1.0, seed=k.seed, dtype="bf16" if v.get("fast") else None)

@@ -66,16 +66,3 @@ def test_build_demo_and_serve_offline(models, tiny_dir):
         assert js["samples"][0].startswith("Hello")
     finally:
         demo.close()
-
-
-def test_kv_cache_experiment(models, tiny_dir):
-    from tinygpt.efficiency import kv_cache_latency
-
-    model, tok = models.get(tiny_dir)
-    r = kv_cache_latency(model, tok.encode("Hello"), 70)  # crosses the tiny model's 64-token context
-    assert r["same_tokens"] and len(r["cached_ms"]) == len(r["nocache_ms"]) == len(r["lengths"]) == 70
-    assert r["lengths"][0] == len(tok.encode("Hello")) + 1
-    fig, md = sampling.on_kv_cache(models, tiny_dir, False, "Hello", 16)
-    assert fig.axes and "the same tokens" in md
-    with pytest.raises(gr.Error, match="prompt"):
-        sampling.on_kv_cache(models, tiny_dir, False, "  ", 16)

@@ -87,7 +87,9 @@ def plot_image(pg, elem_id):
 
 
 GROUPS = {"Sampling": "Generate", "Layer pruning": "Generate", "Embeddings": "Inside the model",
-          "Train from scratch": "Train", "Fine-tune": "Train", "Parameters & compute": "Compute & efficiency"}
+          "Train from scratch": "Train", "Fine-tune": "Train", "Parameters & compute": "Compute & efficiency",
+          "Efficiency": "Compute & efficiency"}
+GROUPS.update({"Scaling laws": "Beyond pretraining", "DPO": "Beyond pretraining", "RLHF": "Beyond pretraining"})
 
 
 def open_tab(pg, name):
@@ -126,6 +128,35 @@ def test_calculator_tab(page):
     page.wait_for_function("document.querySelector('#calc-summary').innerText.includes('209,494,272')",
                            timeout=30_000)
     shot(page, "02_calculator")
+
+
+MISTRAL_CONFIG = ('{"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,'
+                  ' "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000,'
+                  ' "max_position_embeddings": 32768, "sliding_window": 4096, "tie_word_embeddings": false}')
+
+
+def test_calculator_any_model(page):
+    """A pasted config.json fills the form (Mistral-7B exactly), an unreachable Hub id answers in one sentence,
+    and the new controls work: 8 experts, top-2 on Mistral's blocks is Mixtral-8x7B, total vs active."""
+    open_tab(page, "Parameters & compute")
+    page.get_by_text("Start from a Hugging Face model").click()
+    page.locator("#calc-config-text textarea").fill(MISTRAL_CONFIG)
+    page.get_by_role("button", name="Use the pasted config.json").click()
+    page.wait_for_function("document.querySelector('#calc-summary').innerText.includes('7,241,732,096')",
+                           timeout=30_000)
+    assert "mistral" in page.locator("#calc-source").inner_text()
+    assert page.locator("#calc-n-kv-head input").input_value() == "8"
+    page.locator("#calc-hub-id textarea, #calc-hub-id input").first.fill("mistralai/Mistral-7B-v0.1")
+    page.get_by_role("button", name="Fetch config.json").click()
+    page.wait_for_selector("text=could not be fetched from the Hugging Face Hub", timeout=30_000)  # offline
+    set_number(page, "calc-n-experts", 8)
+    set_number(page, "calc-moe-top-k", 2)
+    page.get_by_role("button", name="Calculate").click()
+    page.wait_for_function("document.querySelector('#calc-summary').innerText.includes('46,702,792,704')",
+                           timeout=30_000)
+    summary = page.locator("#calc-summary").inner_text()
+    assert "total vs active" in summary and "12,879,925,248" in summary
+    shot(page, "02b_calculator_any_model")
 
 
 def test_embeddings_tab(page):
@@ -172,3 +203,261 @@ def test_train_tab(page):
     assert "no causal mask" in page.locator("#tr-samples").inner_text()
     assert plot_image(page, "tr-plot")
     shot(page, "06_train")
+
+
+def test_efficiency_tab(page):
+    open_tab(page, "Efficiency")
+    page.get_by_role("button", name="Measure", exact=True).click()  # KV cache: latency vs length, bytes
+    assert plot_image(page, "eff-kv")
+    page.wait_for_function("document.querySelector('#eff-kv-md').innerText.includes('(equal)')", timeout=120_000)
+    page.get_by_text("GQA / MQA on the loaded model").click()
+    page.get_by_role("button", name="Measure MHA / GQA / MQA").click()
+    page.wait_for_function("document.querySelector('#eff-gqa-md').innerText.includes('MQA')", timeout=180_000)
+    assert plot_image(page, "eff-gqa-plot")
+    page.get_by_text("FlashAttention-2: tiling step by step").click()
+    page.get_by_role("button", name="Trace").click()
+    page.wait_for_function("document.querySelector('#eff-flash-check').innerText.includes('equal within')",
+                           timeout=60_000)
+    page.get_by_role("button", name="Next ▶").click()
+    page.wait_for_function("document.querySelector('#eff-flash-md').innerText.includes('Step 2/')", timeout=60_000)
+    for method in ("standard", "tiled"):  # the quickest case only: SDPA at 1,024 tokens
+        page.locator("#eff-bench-methods").get_by_text(method, exact=True).click()
+    page.get_by_role("button", name="Run benchmark").click()
+    page.wait_for_function("document.querySelector('#eff-bench-md').innerText.includes('Done')", timeout=180_000)
+    assert "sdpa" in page.locator("#eff-bench-table").inner_text()
+    page.get_by_text("Forward-pass profile by component").click()
+    page.locator("#eff-prof-lens textarea").fill("32,128")
+    page.get_by_role("button", name="Profile", exact=True).click()
+    page.wait_for_function("document.querySelector('#eff-prof-md').innerText.includes('Reading the profile')",
+                           timeout=180_000)
+    assert plot_image(page, "eff-prof-plot")
+    shot(page, "07_efficiency")
+
+
+def test_train_tab_moe(page):
+    open_tab(page, "Train from scratch")
+    page.get_by_role("button", name="Preset: dense vs MoE, equal active parameters").click()
+    page.wait_for_timeout(500)
+    set_number(page, "tr-steps", 20)
+    set_number(page, "tr-sample-len", 50)
+    page.get_by_role("button", name="Train both").click()
+    # the earlier run's "Done" may still show: wait for this run's own note as well
+    page.wait_for_function("document.querySelector('#tr-status').innerText.includes('Done') && "
+                           "document.querySelector('#tr-status').innerText.includes('feed-forward width')",
+                           timeout=300_000)
+    assert "MoE 4 experts" in page.locator("#tr-samples").inner_text()
+    page.wait_for_function("document.querySelector('#tr-routing').innerText.includes('layer 3')", timeout=60_000)
+    page.locator("#tr-route-text textarea").fill("To be, or not to be")
+    page.get_by_role("button", name="Colour by expert").click()
+    page.wait_for_function("document.querySelector('#tr-routing').innerText.includes('To be, or not to be')",
+                           timeout=60_000)
+    assert plot_image(page, "tr-plot")
+    shot(page, "07_train_moe")
+
+
+def test_scaling_tab(page):
+    open_tab(page, "Scaling laws")
+    assert plot_image(page, "sc-plot")  # the shipped sweep, drawn at start-up
+    assert "Kaplan" in page.locator("#sc-explain").inner_text()
+    page.get_by_text("Re-run the sweep").first.click()
+    page.locator("#sc-shapes textarea").fill("1x1x8, 1x2x16, 1x2x24")
+    page.locator("#sc-budgets textarea").fill("1e9, 3e9")
+    set_number(page, "sc-steps", 10)
+    set_number(page, "sc-min-steps", 5)
+    set_number(page, "sc-max-steps", 600)
+    page.get_by_role("button", name="Estimate time").click()
+    page.wait_for_function("document.querySelector('#sc-estimate').innerText.includes('runs')", timeout=120_000)
+    page.get_by_role("button", name="Re-run the sweep", exact=True).click()
+    page.wait_for_function("document.querySelector('#sc-status').innerText.includes('Done')", timeout=300_000)
+    assert "9 runs" in page.locator("#sc-status").inner_text()
+    assert plot_image(page, "sc-plot")
+    shot(page, "08_scaling")
+
+
+# ---- for lecturers and students: course map, links, downloads, lecture mode (tabs/share.py) --------------------
+def map_button(pred) -> str:
+    """The course-map button of the first entry matching pred."""
+    from tabs.coursemap import ENTRIES
+
+    return f"#map-{next(k for k, e in enumerate(ENTRIES) if pred(e))}"
+
+
+def field(pg, label):
+    """The visible input of a number field or slider with this label."""
+    return pg.locator(f"input[aria-label='{label}']:visible, "
+                      f"input[aria-label='number input for {label}']:visible").first
+
+
+def open_map(pg):
+    pg.get_by_role("tab", name="Course map", exact=True).click()
+    pg.wait_for_timeout(300)
+
+
+def test_course_map_opens_tabs_with_presets(page, server):
+    from tinygpt import GPTConfig, count_parameters
+
+    page.goto(server, wait_until="load")
+    page.wait_for_selector("text=What are you asked to find out?")
+    shot(page, "07_course_map")
+    # 1. temperature 10 with top-k 2 -> Sampling
+    page.locator(map_button(lambda e: e.settings == {"temperature": 10, "top_k": 2})).click()
+    page.wait_for_function("document.querySelector('#sampling-prompt textarea') !== null")
+    assert page.get_by_role("tab", name="Sampling", exact=True).get_attribute("aria-selected") == "true"
+    page.wait_for_function("document.querySelector('#sampling-share-command')?.innerText.includes('--top-k 2')")
+    assert field(page, "Temperature (0 = greedy)").input_value() == "10"
+    assert field(page, "Top-k (0 = off)").input_value() == "2"
+    # 2. GPT-3's configuration -> the calculator, and its parameter count is computed
+    open_map(page)
+    page.locator(map_button(lambda e: e.tab == "calculator" and e.settings.get("n_layer") == 96)).click()
+    total = f"{count_parameters(GPTConfig.from_preset('gpt3'))['total']:,}"
+    page.wait_for_function(f"document.querySelector('#calc-summary')?.innerText.split('\\n')[0].includes('{total}')",
+                           timeout=60_000)
+    assert page.locator("#calc-n-layer input").input_value() == "96"
+    assert field(page, "n_embd (d)").input_value() == "12288"
+    # 3. even layers -> Layer pruning
+    open_map(page)
+    page.locator(map_button(lambda e: e.settings == {"configs": ["full", "even"]})).click()
+    page.wait_for_timeout(1500)
+    assert page.get_by_role("checkbox", name="even", exact=True).first.is_checked()
+    assert not page.get_by_role("checkbox", name="first half", exact=True).first.is_checked()
+    # a question whose tab is not merged yet is greyed out with a note; a merged one opens its tab
+    from tabs.coursemap import ENTRIES, UPCOMING
+
+    open_map(page)
+    pending = [e for e in ENTRIES if e.tab in UPCOMING]
+    if pending:
+        assert page.locator(map_button(lambda e: e is pending[0])).is_disabled()
+    page.locator(map_button(lambda e: e.tab == "dpo")).click()
+    page.wait_for_timeout(1000)
+    assert page.get_by_role("tab", name="DPO", exact=True).get_attribute("aria-selected") == "true"
+
+
+def test_crafted_link_restores_state_and_copies_back(page, server):
+    page.goto(server + "?tab=sampling&temperature=10&top_k=2&prompt=Hello%20there&seed=abc&bogus=1",
+              wait_until="load")
+    page.wait_for_selector("#share-banner")
+    banner = page.locator("#share-banner").inner_text()
+    assert "bogus" in banner and "seed" in banner  # ignored, each with a note; the rest applied
+    assert page.locator("#sampling-prompt textarea").input_value() == "Hello there"
+    assert field(page, "Temperature (0 = greedy)").input_value() == "10"
+    assert field(page, "Seed").input_value() == "1337"
+    # the distribution is re-drawn for the link's knobs (the explanation marks "your settings")
+    page.wait_for_function("document.body.innerText.includes('T=10, top-k=2 (your settings)')", timeout=60_000)
+    page.locator("#sampling-share-link").click()
+    box = page.locator("#sampling-share-url textarea, #sampling-share-url input").first
+    page.wait_for_function("(() => { const e = document.querySelector('#sampling-share-url textarea, "
+                           "#sampling-share-url input'); return e && e.value.startsWith('http'); })()")
+    url = box.input_value()
+    from urllib.parse import parse_qsl, urlsplit
+
+    assert url.startswith(server)  # only what differs from the start-up values: not seed, not bogus
+    assert dict(parse_qsl(urlsplit(url).query)) == {"tab": "sampling", "temperature": "10", "top_k": "2",
+                                                     "prompt": "Hello there"}
+    # opening the copied link gives the same state, without a note
+    page.goto(url, wait_until="load")
+    page.wait_for_function("document.querySelector('#sampling-prompt textarea')?.value === 'Hello there'")
+    assert not page.locator("#share-banner").is_visible()
+    shot(page, "08_link_restored")
+
+
+def download(pg, files_id: str, name: str) -> bytes:
+    """Click a file (its name starts with `name`) of a gr.File list and return the downloaded bytes."""
+    link = pg.locator(f"#{files_id} a[download^='{name}']").first
+    with pg.expect_download() as info:
+        link.click()
+    with open(info.value.path(), "rb") as f:
+        return f.read()
+
+
+def test_downloads_figure_table_and_report(page, server):
+    page.goto(server + "?tab=calculator&n_layer=24", wait_until="load")
+    page.wait_for_function("document.querySelector('#calc-summary')?.innerText.split('\\n')[0].includes('209,494,272')",
+                           timeout=60_000)
+    page.locator("#calculator-share-export").click()
+    page.wait_for_selector("#calculator-share-files a", timeout=60_000)
+    png = download(page, "calculator-share-files", "calculator-memory.png")
+    svg = download(page, "calculator-share-files", "calculator-memory.svg").decode()
+    csv = download(page, "calculator-share-files", "calculator-memory.csv").decode().splitlines()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert svg.lstrip().startswith(("<?xml", "<svg")) and "<path" in svg
+    assert csv[0] == "what,part,GiB" and len(csv) == 7 and csv[1].startswith("training,weights,")
+    page.locator("#calculator-share-report").click()
+    page.wait_for_selector("#calculator-share-files a", timeout=60_000)
+    page.wait_for_function("document.querySelector('#calculator-share-files')?.innerText.includes('report')")
+    html = download(page, "calculator-share-files", "tinygpt-calculator-report-").decode()
+    assert "209,494,272" in html and "--n-layer 24" in html  # the number and the command shown on the page
+    assert "data:image/png;base64," in html and "src='http" not in html and 'src="http' not in html
+    # the sampling distribution (a matplotlib figure) downloads as a real vector SVG
+    page.goto(server + "?tab=sampling&temperature=2", wait_until="load")
+    page.wait_for_function("document.body.innerText.includes('T=2, top-k=200 (your settings)')", timeout=60_000)
+    page.locator("#sampling-share-export").click()
+    page.wait_for_selector("#sampling-share-files a", timeout=60_000)
+    svg = download(page, "sampling-share-files", "sampling-next-token-distribution.svg").decode()
+    assert svg.lstrip().startswith("<?xml") and "<path" in svg and "<image" not in svg
+
+
+def test_lecture_mode_and_dark_theme(page, server):
+    page.goto(server + "?tab=sampling&lecture=1&temperature=10&top_k=2", wait_until="load")
+    page.wait_for_function("document.documentElement.classList.contains('tg-lecture')", timeout=30_000)
+    assert page.locator("#lecture-toggle input").is_checked()
+    size = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#sampling-prompt textarea')).fontSize)")
+    page.wait_for_function("document.body.innerText.includes('T=10, top-k=2 (your settings)')", timeout=60_000)
+    shot(page, "09_lecture_mode")
+    page.locator("#lecture-toggle input").uncheck()
+    page.wait_for_function("!document.documentElement.classList.contains('tg-lecture')")
+    normal = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#sampling-prompt textarea')).fontSize)")
+    assert size >= 1.2 * normal
+    font = "parseFloat(getComputedStyle(document.querySelector('#calc-n-layer input')).fontSize)"
+    sizes = {}
+    for name, query in (("10_dark_sampling", "?__theme=dark&tab=sampling&temperature=10&top_k=2"),
+                        ("11_dark_lecture_calculator", "?__theme=dark&lecture=1&tab=calculator&n_layer=24"),
+                        ("", "?__theme=dark&tab=calculator")):
+        page.goto(server + query, wait_until="load")
+        page.wait_for_function("document.body.classList.contains('dark') || "
+                               "document.documentElement.classList.contains('dark')", timeout=30_000)
+        page.wait_for_timeout(4000)
+        if name:
+            shot(page, name)
+        if "calculator" in query:
+            sizes[query] = page.evaluate(font)
+    big, normal = sizes.values()
+    assert big >= 1.2 * normal  # the dark theme re-declares Gradio's sizes: lecture mode must still win
+    # matplotlib figures keep their own opaque white background: black text stays legible on the dark page
+    page.goto(server + "?__theme=dark&tab=sampling", wait_until="load")
+    page.wait_for_function("document.querySelector('#sampling-dist img')?.complete", timeout=60_000)
+    corner = page.evaluate("""(() => { const img = document.querySelector('#sampling-dist img');
+        const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+        return Array.from(g.getImageData(2, 2, 1, 1).data); })()""")
+    assert min(corner[:3]) >= 250 and corner[3] == 255, corner
+
+
+def test_dpo_tab(page):
+    open_tab(page, "DPO")
+    set_number(page, "dpo-pairs", 20)
+    set_number(page, "dpo-steps", 3)
+    page.get_by_role("button", name="Train with DPO").click()
+    page.wait_for_function("document.querySelector('#dpo-status').innerText.includes('Done')", timeout=300_000)
+    text = page.locator("#dpo-samples").inner_text()
+    assert "Before (reference)" in text and "After DPO" in text
+    assert "ln 2" in page.locator("#dpo-explain").inner_text()
+    assert plot_image(page, "dpo-plot")
+    shot(page, "07_dpo")
+
+
+def test_rlhf_tab(page):
+    open_tab(page, "RLHF")
+    set_number(page, "rlhf-sft-steps", 10)
+    set_number(page, "rlhf-rm-steps", 5)
+    set_number(page, "rlhf-ppo-steps", 2)
+    page.get_by_role("button", name="Run RLHF (SFT → reward model → PPO)").click()
+    page.wait_for_function("document.querySelector('#rlhf-status').innerText.includes('Done')", timeout=600_000)
+    assert "SFT · reward" in page.locator("#rlhf-samples").inner_text()
+    assert plot_image(page, "rlhf-plot")
+    set_number(page, "rlhf-kl", 0)
+    page.get_by_role("button", name="Re-run PPO only (new KL coefficient)").click()
+    page.wait_for_function("document.querySelector('#rlhf-samples').innerText.includes('PPO (KL coef 0)')",
+                           timeout=600_000)
+    page.wait_for_function("document.querySelector('#rlhf-status').innerText.includes('Done')", timeout=600_000)
+    assert "3. PPO, KL coef 0 " in page.locator("#rlhf-explain").inner_text()
+    shot(page, "08_rlhf")

@@ -41,7 +41,8 @@ def test_presets_match_built_model_and_form(preset):
     assert r["params"]["total"] == sum(p.numel() for p in params)
     assert parameter_tensors(cfg) == len(params)
     # The tab's form reproduces the preset exactly (FFN multiplier included).
-    form_cfg = calculator.make_config(*calculator.preset_values(preset)[:9])
+    v = calculator.preset_values(preset)
+    form_cfg = calculator.make_config(*v[:9], *v[10:])  # the 9 original fields + the architecture options
     assert count_parameters(form_cfg) == count_parameters(cfg)
 
 
@@ -290,4 +291,296 @@ def test_cli_invalid_configs_exit_non_zero(args, match, capsys):
 def test_cli_invalid_config_subprocess():
     r = run_cli("params", "--n-embd", "100", "--json")
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.strip() == "error: n_embd (100) must be divisible by n_head (12)."
+    assert r.stderr.strip() == "error: n_embd (100) must be divisible by n_head (12), or set the head size explicitly."
+
+
+# ---- any architecture, any Hugging Face config.json (issue: the calculator for any model) ----------------------
+def arch_config(rng):
+    """A random config using every architecture option (decoupled head size, GQA, gated MLP, RMSNorm, positions,
+    q/k/v biases, tied or not, Mixture-of-Experts)."""
+    n_head = rng.choice([1, 2, 4, 6])
+    E = rng.choice([0, 0, 2, 4])
+    d = rng.choice([8, 12, 24, 48])
+    head_size = rng.choice([None, 2, 4, 16]) if d % n_head == 0 else rng.choice([2, 4, 16])
+    return GPTConfig(vocab_size=rng.randint(5, 500), block_size=rng.randint(2, 32), n_layer=rng.randint(1, 3),
+                     n_head=n_head, n_kv_head=rng.choice([k for k in range(1, n_head + 1) if n_head % k == 0]),
+                     n_embd=d, head_size=head_size, n_inner=rng.randint(4, 64), bias=rng.random() < 0.5,
+                     qkv_bias=rng.choice([None, True, False]), tie_weights=rng.random() < 0.5,
+                     mlp=rng.choice(["gelu", "gated"]), norm=rng.choice(["layernorm", "rmsnorm"]),
+                     layernorm=rng.random() < 0.9, pos_encoding=rng.choice(["learned", "sinusoidal", "none", "rope"])
+                     if (head_size or d // n_head) % 2 == 0 else "learned",
+                     n_experts=E, moe_top_k=rng.randint(1, E) if E else 1)
+
+
+def test_parameter_tensors_for_every_architecture_option():
+    rng = random.Random(99)
+    for _ in range(60):
+        cfg = arch_config(rng)
+        assert parameter_tensors(cfg) == len(list(meta_model(cfg).parameters())), cfg
+        r = estimate(cfg)
+        assert r["params"]["total"] == sum(p.numel() for p in meta_model(cfg).parameters())
+        rows = calculator.breakdown_rows(cfg, r)
+        assert [row for row in rows if row[0] == "TOTAL (exact)"][0][2] == f"{r['params']['total']:,}"
+
+
+@pytest.mark.parametrize("options", [
+    dict(mlp="gated", norm="rmsnorm", bias=False, tie_weights=False, pos_encoding="rope", head_size=12, n_kv_head=2),
+    dict(bias=False, qkv_bias=True, norm="rmsnorm", mlp="gated", pos_encoding="none"),
+    dict(n_experts=4, moe_top_k=2, mlp="gated", bias=False, norm="rmsnorm"),
+])
+def test_adamw_memory_equals_torch_allocation_for_llama_style_models(options):
+    cfg = GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=97, n_inner=40, **options)
+    real = one_step(cfg, lambda p: torch.optim.AdamW(p, lr=1e-3))
+    est = training_memory(cfg, batch_size=2, seq_len=16, dtype="fp32", optimizer="adamw")
+    for k in ("weights", "gradients", "optimizer"):
+        assert est[k] == real[k], k
+    P = count_parameters(cfg)["total"]  # MoE: every expert is stored, trained and has optimizer state
+    assert est["weights"] + est["gradients"] + est["optimizer"] == 16 * P + 4 * parameter_tensors(cfg)
+
+
+def test_flops_agree_with_flop_counter_for_gated_decoupled_moe(monkeypatch):
+    """Decoupled heads (A = 3·16 = 48 ≠ d = 32), GQA, a gated MLP and top-2 of 4 experts: the matmuls a token runs
+    are 2·N FLOPs with N the ACTIVE parameters, and the attention term uses A, not d."""
+    monkeypatch.setattr(F, "scaled_dot_product_attention", math_sdpa)
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=2, n_head=3, n_kv_head=1, n_embd=32, head_size=16, block_size=32, vocab_size=512,
+                    n_inner=48, mlp="gated", norm="rmsnorm", pos_encoding="rope", bias=False, tie_weights=False,
+                    n_experts=4, moe_top_k=2)
+    model = GPT(cfg)
+    B, T = 2, 32
+    x = torch.randint(0, cfg.vocab_size, (B, T))
+    est = flops_per_token(cfg, T)
+    counts = count_parameters(cfg)
+    assert est["compute_params"] == counts["active"] - counts["embedding"]  # untied: active incl. the LM head
+    assert est["attention_forward"] == 2 * cfg.n_layer * T * cfg.attn_dim
+    _, by_op = counted(lambda: model(x))
+    assert by_op["aten.bmm"] == 2 * est["attention_forward"] * B * T  # full square = 2 × the causal half
+    matmul_weights = est["compute_params"] - counts["layer_norm"]  # no biases: N is matmul weights + norm weights
+    assert by_op["aten.mm"] + by_op.get("aten.addmm", 0) == 2 * matmul_weights * B * T
+
+
+def test_activation_formula_generalises_the_paper():
+    s, b = 64, 2
+    base = GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=64, n_inner=96)
+    act = lambda cfg: activation_bytes(cfg, b, s, "bf16")["per_layer"]  # noqa: E731
+    e, ff = 2, 96
+    assert act(base.replace(mlp="gated")) - act(base) == 2 * e * s * b * ff  # c_gate output, product
+    # head 16 -> 32 doubles A (Q, out-projection input) and kv (K, V): 64 -> 128 each
+    assert act(base.replace(head_size=32)) - act(base) == e * s * b * (2 * (128 - 64) + 2 * (128 - 64))
+    moe = base.replace(n_experts=4, moe_top_k=2)
+    assert act(moe) - act(base) == e * s * b * 2 * ff + 4 * s * b * 4  # one more expert's FFN + fp32 router probs
+    assert act(base.replace(norm="rmsnorm", bias=False)) == act(base)  # a norm keeps its input either way
+
+
+def test_gpt3_table_2_1_presets_are_the_paper_shapes():
+    # Brown et al. 2020, Table 2.1: name, n_params label, n_layers, d_model, n_heads, d_head
+    table = [("gpt3-small", 125e6, 12, 768, 12, 64), ("gpt3-medium", 350e6, 24, 1024, 16, 64),
+             ("gpt3-large", 760e6, 24, 1536, 16, 96), ("gpt3-xl", 1.3e9, 24, 2048, 24, 128),
+             ("gpt3-2.7b", 2.7e9, 32, 2560, 32, 80), ("gpt3-6.7b", 6.7e9, 32, 4096, 32, 128),
+             ("gpt3-13b", 13e9, 40, 5140, 40, 128), ("gpt3-175b", 175e9, 96, 12288, 96, 128)]
+    for name, label, L, d, h, dh in table:
+        cfg = GPTConfig.from_preset(name)
+        assert (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.head_dim) == (L, d, h, dh), name
+        assert (cfg.block_size, cfg.vocab_size, cfg.ffn_dim) == (2048, 50257, 4 * d), name
+        total = count_parameters(cfg)["total"]
+        assert total == sum(p.numel() for p in meta_model(cfg).parameters())
+        if name != "gpt3-xl":
+            assert abs(total - label) / label < 0.02, name
+    # XL as printed (24 heads x 128 = 3072-wide attention) has 1.52B; its "1.3B" label fits a 2048-wide attention
+    assert count_parameters(GPTConfig.from_preset("gpt3-xl"))["total"] == 1_517_123_584
+    assert count_parameters(GPTConfig.from_preset("gpt3-xl", n_head=16))["total"] == 1_315_723_264  # 16 x 128
+    assert count_parameters(GPTConfig.from_preset("gpt3-175b")) == count_parameters(GPTConfig.from_preset("gpt3"))
+    assert count_parameters(GPTConfig.from_preset("gpt3-small"))["total"] == 125_226_240  # the issue's 125.2M
+
+
+def test_llama_mistral_llama3_presets_exact():
+    want = {"llama-7b": 6_738_415_616, "mistral-7b": 7_241_732_096, "llama3-8b": 8_030_261_248,
+            "mixtral-8x7b": 46_702_792_704}
+    for name, total in want.items():
+        assert count_parameters(GPTConfig.from_preset(name))["total"] == total, name
+    assert count_parameters(GPTConfig.from_preset("mixtral-8x7b"))["active"] == 12_879_925_248
+
+
+def write_config(tmp_path, d):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(d))
+    return str(path)
+
+
+def test_must_show_llama_7b_config_json(tmp_path, capsys):
+    from test_hf_config import LLAMA_7B
+
+    assert cli_main(["params", "--config", write_config(tmp_path, LLAMA_7B), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["params"]["total"] == 6_738_415_616
+    assert d["source"]["model_type"] == "llama" and d["config"]["mlp"] == "gated" and not d["config"]["tie_weights"]
+
+
+def test_must_show_mistral_7b_config_json_and_kv_cache(tmp_path):
+    from test_hf_config import MISTRAL_7B
+
+    r = run_cli("params", "--config", write_config(tmp_path, MISTRAL_7B), "--seq-len", "4096", "--batch-size", "1",
+                "--dtype", "fp16", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["params"]["total"] == 7_241_732_096
+    assert d["kv_cache_bytes"] == 536_870_912 == 2 * 32 * 4096 * 8 * 128 * 2
+    assert d["config"]["n_kv_head"] == 8 and d["config"]["head_dim"] == 128
+    assert any("sliding_window" in n for n in d["source"]["notes"])
+
+
+def test_must_show_fp32_adamw_is_16_bytes_per_parameter(capsys):
+    assert cli_main(["params", "--preset", "llama-7b", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    P, m, bpp = d["params"]["total"], d["memory_bytes"], d["bytes_per_param"]
+    assert bpp["weights"] + bpp["gradients"] + bpp["optimizer"] == 16
+    assert m["weights"] + m["gradients"] + m["optimizer"] == 16 * P + 4 * parameter_tensors(
+        GPTConfig.from_preset("llama-7b"))  # + one fp32 step counter per tensor (291 tensors: 1,164 B)
+
+
+def test_must_show_gpt3_xl_with_decoupled_head_dim():
+    r = run_cli("params", "--n-head", "24", "--head-dim", "128", "--n-embd", "2048", "--n-layer", "24",
+                "--block-size", "2048", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    cfg = GPTConfig(n_layer=24, n_head=24, head_size=128, n_embd=2048, block_size=2048)
+    m = meta_model(cfg)
+    assert m.transformer.h[0].attn.c_proj.weight.shape == (2048, 3072)  # that attention width, really built
+    assert d["params"]["total"] == sum(p.numel() for p in m.parameters()) == 1_517_123_584
+    assert (d["config"]["head_dim"], d["config"]["attn_dim"]) == (128, 3072)
+    assert d["flops"]["attention_forward"] == 2 * 24 * 2048 * 3072
+    assert d["params"] == count_parameters(GPTConfig.from_preset("gpt3-xl"))
+
+
+def test_cli_architecture_flags_match_built_model():
+    r = run_cli("params", "--n-layer", "2", "--n-embd", "32", "--n-head", "4", "--n-kv-head", "2", "--head-dim",
+                "12", "--n-inner", "40", "--mlp", "gated", "--norm", "rmsnorm", "--pos-encoding", "rope",
+                "--no-bias", "--qkv-bias", "--untied", "--n-experts", "4", "--moe-top-k", "2", "--block-size", "16",
+                "--vocab-size", "97", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    cfg = GPTConfig(n_layer=2, n_embd=32, n_head=4, n_kv_head=2, head_size=12, n_inner=40, mlp="gated",
+                    norm="rmsnorm", pos_encoding="rope", bias=False, qkv_bias=True, tie_weights=False, n_experts=4,
+                    moe_top_k=2, block_size=16, vocab_size=97)
+    assert d["params"] == count_parameters(cfg)
+    assert d["params"]["total"] == sum(p.numel() for p in meta_model(cfg).parameters())
+    assert d["params"]["active"] < d["params"]["total"]
+    assert d["formulas"]["params_active"].startswith("total − L·(E − k)")
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--config", "CONFIG", "--preset", "gpt2"], "use one of --preset, --config"),
+    (["--config", "MISSING"], "missing the field intermediate_size"),
+    (["--config", "FALCON"], "Unsupported architecture 'falcon'"),
+    (["--config", "NOWHERE"], "No config.json"),
+    (["--ffn-mult", "3", "--n-inner", "100"], "use one of --ffn-mult, --n-inner"),
+    (["--head-dim", "0"], "head_size must be a positive"),
+    (["--n-experts", "4", "--moe-top-k", "5"], "moe_top_k must be between"),
+    (["--hub-id", "not a/valid id"], "org/name"),
+])
+def test_cli_config_errors_are_one_line(args, match, tmp_path, capsys):
+    from test_hf_config import LLAMA_7B
+
+    files = {"CONFIG": LLAMA_7B, "MISSING": {**LLAMA_7B, "intermediate_size": None},
+             "FALCON": {**LLAMA_7B, "model_type": "falcon"}}
+    argv = []
+    for a in args:
+        if a in files:
+            (tmp_path / a).mkdir()
+            a = write_config(tmp_path / a, files[a])
+        argv.append(str(tmp_path / "nowhere") if a == "NOWHERE" else a)
+    assert cli_main(["params", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and match in err and "\n" not in err, err
+
+
+# ---- the tab with the architecture options and config.json ---------------------------------------------------
+def test_handler_with_16_inputs_is_gpt2_as_before():
+    v = calculator.preset_values("gpt2")
+    old = calculator.on_params(*v[:9], "fp32", "adamw", 1, 1024, 1e12, 312, 0.4)
+    new = calculator.on_params(*v[:9], "fp32", "adamw", 1, 1024, 1e12, 312, 0.4, *calculator.ARCH_DEFAULTS)
+    assert old[-1] == new[-1] and old[0] == new[0]
+    assert old[-1]["params"]["total"] == 124_439_808
+
+
+@pytest.mark.parametrize("preset", ["llama-7b", "mistral-7b", "llama3-8b", "mixtral-8x7b", "gpt3-xl", "gpt3-13b"])
+def test_handler_every_preset_equals_estimate(preset):
+    v = calculator.preset_values(preset)
+    md, rows, mem, kv, js = calculator.on_params(*v[:9], "bf16", "adamw", 1, v[9], 1e12, 312, 0.4, *v[10:])
+    cfg = GPTConfig.from_preset(preset)
+    assert js == calculator.json_safe(estimate(cfg, seq_len=cfg.block_size, dtype="bf16"))
+    assert f"{js['params']['total']:,}" in md
+    if cfg.n_experts:
+        assert "total vs active" in md and f"{js['params']['active']:,}" in md
+        assert [r for r in rows if r[0].startswith("ACTIVE")][0][2] == f"{js['params']['active']:,}"
+
+
+def test_config_json_paste_and_upload_fill_the_form(tmp_path):
+    from test_hf_config import GEMMA_7B, MISTRAL_7B
+
+    values = calculator.on_config_json(json.dumps(MISTRAL_7B))
+    *form, status = values
+    assert "mistral" in status and "sliding_window" in status
+    cfg = calculator.make_config(*form[:9], *form[10:])
+    assert count_parameters(cfg)["total"] == 7_241_732_096 and form[9] == 32768
+    js = calculator.on_params(*form[:9], "fp16", "adamw", 1, 4096, 1e12, 312, 0.4, *form[10:])[-1]
+    assert js["kv_cache_bytes"] == 536_870_912
+    *form, status = calculator.on_config_json("", write_config(tmp_path, GEMMA_7B))  # the upload wins
+    assert form[10] == 256 and count_parameters(calculator.make_config(*form[:9], *form[10:]))["total"] == \
+        8_537_680_896
+    for text, match in (("", "Paste"), ("{oops", "not valid JSON"), ('{"model_type": "bert"}', "Unsupported"),
+                        ('{"model_type": "llama", "hidden_size": 64}', "missing the field")):
+        with pytest.raises(gr.Error, match=match):
+            calculator.on_config_json(text)
+
+
+def test_hub_id_handler_uses_the_given_fetch_and_says_offline_in_one_sentence():
+    from test_hf_config import LLAMA3_8B
+
+    asked = []
+
+    def fake(hub_id):
+        asked.append(hub_id)
+        return LLAMA3_8B
+    *form, status = calculator.on_hub_id(fake, "  meta-llama/Meta-Llama-3-8B ")
+    assert asked == ["meta-llama/Meta-Llama-3-8B"] and "meta-llama/Meta-Llama-3-8B" in status
+    assert count_parameters(calculator.make_config(*form[:9], *form[10:]))["total"] == 8_030_261_248
+
+    def offline(hub_id):
+        raise ConnectionError("Offline: the config.json of x/y could not be fetched (timed out); give it instead.")
+    with pytest.raises(gr.Error, match="Offline"):
+        calculator.on_hub_id(offline, "x/y")
+    with pytest.raises(gr.Error, match="org/name"):
+        calculator.on_hub_id(calculator.fetch_hub_config, "not valid!")
+
+
+def test_tab_exposes_params_and_hub_api():
+    with gr.Blocks() as demo:
+        with gr.Tabs():
+            calculator.build(fetch_config=lambda hub_id: {})
+    names = {f.api_name: f.api_visibility for f in demo.fns.values()}
+    assert names["params"] == "public" and names["params_from_hub"] == "public"
+    fn = next(f for f in demo.fns.values() if f.api_name == "params")
+    assert len(fn.inputs) == 16 + 7  # the 16 original inputs first, the architecture options after them
+
+
+@pytest.mark.parametrize("arch,match", [
+    ((-4, "gelu", "layernorm", "learned", "auto", 0, 1), "head_dim must be a positive"),
+    ((0, "gelu", "layernorm", "rope", "auto", 0, 1), None),  # 0 = n_embd / n_head (a browser's empty box)
+    ((100, "gelu", "layernorm", "learned", "auto", 0, 1), None),  # decoupled: A = 1200 ≠ d = 768
+    ((0, "swish", "layernorm", "learned", "auto", 0, 1), "mlp must be one of"),
+    ((0, "gated", "rmsnorm", "learned", "sometimes", 0, 1), "q/k/v biases"),
+    ((0, "gated", "rmsnorm", "learned", "auto", 1, 1), "n_experts must be 0"),
+    ((0, "gated", "rmsnorm", "learned", "auto", 4, 5), "moe_top_k must be between"),
+    ((0, "gated", "rmsnorm", "learned", "auto", 4, 2.5), "whole number"),
+])
+def test_handler_architecture_inputs(arch, match):
+    v = calculator.preset_values("gpt2")
+    call = lambda: calculator.on_params(*v[:9], "fp32", "adamw", 1, 64, 1e12, 312, 0.4, *arch)  # noqa: E731
+    if match:
+        with pytest.raises(gr.Error, match=match):
+            call()
+        return
+    js = call()[-1]
+    cfg = GPTConfig(head_size=arch[0] or None, pos_encoding=arch[3])
+    assert js["params"]["total"] == sum(p.numel() for p in meta_model(cfg).parameters())

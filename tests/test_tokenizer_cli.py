@@ -49,7 +49,7 @@ def test_cli_sample_text_and_json(tiny_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--temperature", "-1"], ["--top-p", "0"], ["--top-p", "1.5"],
-                                  ["--top-k", "0"], ["--model", "no-such-model"], ["--layers", "0,x"],
+                                  ["--top-k", "-1"], ["--model", "no-such-model"], ["--layers", "0,x"],
                                   ["--layers", "0,99"], ["--temperature", "abc"]])
 def test_cli_bad_values_one_line(args, tiny_dir):
     full = ["sample", "--max-new-tokens", "2", "--num-samples", "1"]

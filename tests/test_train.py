@@ -108,7 +108,8 @@ def test_cli_train_json_and_sample(tmp_path):
                 "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert set(d) == {"steps", "train_loss", "val_loss", "val_accuracy", "tokens_per_s", "seconds"}
+    assert set(d) == {"steps", "train_loss", "val_loss", "val_accuracy", "tokens_per_s", "seconds", "params_total",
+                      "params_active"}  # a dense model: params_active == params_total, no expert_load
     assert d["steps"] == 20
     m, tok = load_model(str(out))
     assert m.config.causal is False and isinstance(tok, CharTokenizer)

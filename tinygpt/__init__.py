@@ -8,36 +8,27 @@ No UI code and no I/O at import: everything here is a plain function or class. W
     train.py       the training loop                finetune.py   trainable copies, fine-tune defaults
     checkpoint.py  save/load (sharded) safetensors  loading.py    load_model: Hub cache / dir / embedded
     params.py, compute.py   the calculator: parameter counts, memory, FLOPs, KV cache
-    interpret/     embeddings, pruning and the logit lens          efficiency/   KV-cache timing
+    hf_config.py   a Hugging Face config.json (file, text or Hub id) -> GPTConfig, for the calculator
+    interpret/     embeddings, pruning and the logit lens          efficiency/   KV cache, GQA, flash, profile
+    moe.py         Mixture-of-Experts load, equal-active dense     beyond/       scaling laws, DPO, toy RLHF
     cli.py         python -m tinygpt ...
 """
+from .beyond.dpo import dpo_loss, sequence_logps
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compute import activation_bytes, estimate, flops_per_token, gpu_hours, kv_cache_bytes, training_memory
 from .config import PRESETS, GPTConfig
-from .evaluate import TokenScores, evaluate, ngram_stats, perplexity, token_logprobs
-from .interpret.embeddings import (
-                                   contextual_similarity,
-                                   cosine_matrix,
-                                   nearest_neighbours,
-                                   pca_2d,
-                                   vocab_norms,
-                                   word_vectors,
-)
+from .efficiency import convert_kv_heads, flash_attention, kv_cache_measurement, profile_forward
+from .evaluate import TokenScores, evaluate, masked_logprobs, ngram_stats, perplexity, target_logprobs, token_logprobs
+from .hf_config import fetch_hub_config, from_hf_config
+from .interpret.embeddings import (contextual_similarity, cosine_matrix, nearest_neighbours, pca_2d, vocab_norms,
+                                   word_vectors)
 from .interpret.pruning import logit_lens, named_layers, run_configuration
 from .loading import EMBEDDED_NAME, HUB_MODELS, ModelCache, ModelInfo, load_model
 from .model import GPT, KVCache, parse_layers
+from .moe import dense_equivalent, dense_n_inner, expert_load, token_experts, with_expert_load
 from .params import approx_parameters, count_parameters, parameter_breakdown
-from .sampling import (
-                                   distribution_summary,
-                                   encode_prompt,
-                                   entropy,
-                                   filter_logits,
-                                   generate,
-                                   generate_stream,
-                                   next_token_logits,
-                                   next_token_probs,
-                                   sample_next_token,
-)
+from .sampling import (distribution_summary, encode_prompt, entropy, filter_logits, generate, generate_stream,
+                       next_token_logits, next_token_probs, sample_next_token)
 from .tokenizer import CharTokenizer, GPT2Tokenizer, gpt2_tokenizer
 from .train import TrainConfig, train
 
@@ -54,6 +45,10 @@ __all__ = [
     "evaluate", "perplexity", "token_logprobs", "TokenScores", "ngram_stats",
     "word_vectors", "cosine_matrix", "nearest_neighbours", "vocab_norms", "pca_2d", "contextual_similarity",
     "named_layers", "run_configuration", "logit_lens",
+    "from_hf_config", "fetch_hub_config",
+    "convert_kv_heads", "kv_cache_measurement", "profile_forward", "flash_attention",
+    "expert_load", "with_expert_load", "dense_n_inner", "dense_equivalent", "token_experts",
+    "target_logprobs", "masked_logprobs", "dpo_loss", "sequence_logps",
 ]
 
 from .batching import Batcher, Batchers  # noqa: E402 - continuous batching (many requests, one forward pass)

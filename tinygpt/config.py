@@ -107,7 +107,8 @@ class GPTConfig:
     # ---- presets -------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "GPTConfig":
-        """GPT-2 family, GPT-3 175B, a LLaMA-7B-like shape, and `tiny` for tests."""
+        """GPT-2 family, the eight GPT-3 sizes, LLaMA-7B, Mistral-7B, Llama-3-8B, Mixtral-8x7B, and `tiny` for tests
+        (sources in the comments of PRESETS)."""
         key = name.lower().strip()
         if key not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
@@ -177,9 +178,40 @@ PRESETS: dict[str, dict] = {
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
     "gpt3": dict(n_layer=96, n_head=96, n_embd=12288, block_size=2048),  # 175B
-    # LLaMA-7B-like shape in GPT-2 form (GPT-2 vocab, LayerNorm, GELU MLP): for memory/KV questions.
-    "llama-7b": dict(n_layer=32, n_head=32, n_embd=4096, block_size=4096, n_inner=11008 * 3 // 2,
-                     vocab_size=32000, bias=False, tie_weights=False),
+    # The eight GPT-3 sizes of Brown et al. 2020, "Language Models are Few-Shot Learners", Table 2.1 (n_layers,
+    # d_model, n_heads, d_head; context 2048, d_ff = 4·d_model, GPT-2's vocabulary and blocks). head_size is set
+    # where d_head differs from d_model / n_heads: XL (24 x 128 = 3072 vs 2048) and 13B (40 x 128 = 5120 vs 5140).
+    # Counted exactly, the table's XL shape has 1.52B parameters, not its "1.3B" label (that label fits a
+    # 2048-wide attention: 1.32B); the other seven land within 2% of their labels.
+    "gpt3-small": dict(n_layer=12, n_head=12, n_embd=768, block_size=2048),  # 125M
+    "gpt3-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=2048),  # 350M
+    "gpt3-large": dict(n_layer=24, n_head=16, n_embd=1536, block_size=2048),  # 760M
+    "gpt3-xl": dict(n_layer=24, n_head=24, n_embd=2048, head_size=128, block_size=2048),  # 1.3B
+    "gpt3-2.7b": dict(n_layer=32, n_head=32, n_embd=2560, block_size=2048),  # 2.7B
+    "gpt3-6.7b": dict(n_layer=32, n_head=32, n_embd=4096, block_size=2048),  # 6.7B
+    "gpt3-13b": dict(n_layer=40, n_head=40, n_embd=5140, head_size=128, block_size=2048),  # 13B
+    "gpt3-175b": dict(n_layer=96, n_head=96, n_embd=12288, block_size=2048),  # 175B (= "gpt3")
+    # LLaMA-7B (Touvron et al. 2023, "LLaMA", Table 2: 32 layers, d 4096, 32 heads; SwiGLU FFN of 2/3·4d rounded
+    # to 11008, RMSNorm, RoPE, no biases, untied head, 32,000-token vocabulary): 6,738,415,616 parameters. The
+    # context is LLaMA 2-7B's 4096 (same parameters; LLaMA-1 used 2048).
+    "llama-7b": dict(n_layer=32, n_head=32, n_embd=4096, block_size=4096, n_inner=11008, vocab_size=32000,
+                     bias=False, tie_weights=False, mlp="gated", norm="rmsnorm", pos_encoding="rope"),
+    # Mistral-7B (Jiang et al. 2023, "Mistral 7B", Table 1: 32 layers, d 4096, 32 heads of 128, 8 KV heads, FFN
+    # 14336, vocab 32000, context 8192; sliding-window attention does not change the parameters): 7,241,732,096.
+    "mistral-7b": dict(n_layer=32, n_head=32, n_kv_head=8, n_embd=4096, block_size=8192, n_inner=14336,
+                       vocab_size=32000, bias=False, tie_weights=False, mlp="gated", norm="rmsnorm",
+                       pos_encoding="rope"),
+    # Llama-3-8B-shaped (Llama Team 2024, "The Llama 3 Herd of Models", Table 3, and the Hub's
+    # meta-llama/Meta-Llama-3-8B config.json: 32 layers, d 4096, 32 heads, 8 KV heads, FFN 14336, vocab 128256,
+    # RoPE base 500000, context 8192, untied): 8,030,261,248.
+    "llama3-8b": dict(n_layer=32, n_head=32, n_kv_head=8, n_embd=4096, block_size=8192, n_inner=14336,
+                      vocab_size=128256, bias=False, tie_weights=False, mlp="gated", norm="rmsnorm",
+                      pos_encoding="rope", rope_base=500000.0),
+    # Mixtral-8x7B (Jiang et al. 2024, "Mixtral of Experts", Table 1: Mistral-7B's blocks with 8 expert FFNs per
+    # layer, top-2 routing, context 32768): 46,702,792,704 parameters, 12,879,925,248 active per token.
+    "mixtral-8x7b": dict(n_layer=32, n_head=32, n_kv_head=8, n_embd=4096, block_size=32768, n_inner=14336,
+                         vocab_size=32000, bias=False, tie_weights=False, mlp="gated", norm="rmsnorm",
+                         pos_encoding="rope", n_experts=8, moe_top_k=2),
     # The embedded default model shipped in assets/ (see README for the training command).
     "tiny-shakespeare": dict(n_layer=6, n_head=4, n_embd=128, block_size=256),
     # Tiny model for tests: builds and runs in milliseconds (minGPT's gpt-nano).

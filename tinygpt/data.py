@@ -217,7 +217,10 @@ def python_docs(max_chars: int = 300_000) -> str:
             mod = importlib.import_module(name)
         except Exception:
             continue
-        objs = [mod] + [getattr(mod, a) for a in sorted(dir(mod)) if not a.startswith("_")]
+        # submodules are skipped: which of them a package exposes depends on what else was imported, and the
+        # corpus must be the same in the app and in a fresh `python -m tinygpt` process
+        objs = [mod] + [getattr(mod, a) for a in sorted(dir(mod))
+                        if not a.startswith("_") and not inspect.ismodule(getattr(mod, a))]
         for obj in objs:
             try:
                 doc = inspect.getdoc(obj)

@@ -1,9 +1,10 @@
 """How good is a model on a text: per-token log-probabilities, loss, perplexity, accuracy, and statistics of
 generated text (repetition, distinct-2).
 
-`token_logprobs` is the one primitive: it slices a token sequence into context-sized windows and scores every
-predicted token once. Held-out loss during training, perplexity of a pruned model, and the fine-tune tab's
-"tokens that rose" table all call it, so they always agree.
+`target_logprobs` is the one primitive: log p(target) from logits. `token_logprobs` slices a token sequence into
+context-sized windows and scores every predicted token once with it: held-out loss during training, perplexity of
+a pruned model, and the fine-tune tab's "tokens that rose" table all call it, so they always agree.
+`masked_logprobs` scores a padded batch (with gradients, for DPO and PPO): which tokens count is a mask.
 """
 from __future__ import annotations
 
@@ -63,6 +64,24 @@ def window_starts(n_tokens: int, context: int, max_windows: Optional[int] = None
     return starts
 
 
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits (..., V), targets (...) long -> log p(target) (...) in float32 nats: log-softmax, then the target's
+    entry. The one place a log-probability is computed from logits."""
+    return F.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def masked_logprobs(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of the tokens of a padded batch, where mask says which tokens count.
+
+    ids (B, T) long, mask (B, T) bool -> (B, T - 1) float32: entry [b, t] = log p(ids[b, t+1] | ids[b, :t+1])
+    where mask[b, t+1], else 0. Keeps gradients (training losses such as DPO's sum it); wrap the call in
+    torch.no_grad() to only score. Padding belongs at the end of a row: a causal model never looks ahead."""
+    if ids.shape != mask.shape or ids.dim() != 2:
+        raise ValueError(f"ids and mask must both be (B, T); got {tuple(ids.shape)} and {tuple(mask.shape)}.")
+    logits, _ = model(ids[:, :-1])  # (B, T-1, V): position t predicts token t+1
+    return target_logprobs(logits, ids[:, 1:]).masked_fill(~mask[:, 1:].bool(), 0.0)
+
+
 @torch.no_grad()
 def token_logprobs(model, ids, context: Optional[int] = None, layers: Optional[Sequence[int]] = None,
                    max_windows: Optional[int] = None, batch_size: int = 16) -> TokenScores:
@@ -89,8 +108,7 @@ def token_logprobs(model, ids, context: Optional[int] = None, layers: Optional[S
                 x = torch.stack([data[s:s + T] for s in ss])  # (B, T)
                 y = torch.stack([data[s + 1:s + 1 + T] for s in ss])  # (B, T)
                 logits, _ = model(x, layers=layers)  # (B, T, V)
-                logp = F.log_softmax(logits.float(), dim=-1)
-                lp = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (B, T)
+                lp = target_logprobs(logits, y)  # (B, T)
                 hit = logits.argmax(-1) == y  # (B, T)
                 for k, s in enumerate(ss):
                     scored.append((s, lp[k], hit[k], y[k], torch.arange(s + 1, s + 1 + T)))

@@ -1,6 +1,11 @@
 """Efficiency: attention kernels, KV cache, GQA, profiling, fast inference paths."""
 from .flash import attention_memory_prediction, flash_attention, flash_attention_trace, standard_attention
+from .gqa import compare_kv_heads, convert_kv_heads, kv_cache_measurement, kv_label, uptrain, uptrain_corpus
 from .kvcache import kv_cache_latency
+from .measure import check_memory, lengths_offered, measure_attention, mem_available_bytes
+from .profile import profile_forward
 
 __all__ = ["attention_memory_prediction", "flash_attention", "flash_attention_trace", "standard_attention",
-           "kv_cache_latency"]
+           "kv_cache_latency", "convert_kv_heads", "kv_cache_measurement", "compare_kv_heads", "kv_label",
+           "uptrain", "uptrain_corpus", "measure_attention", "lengths_offered", "mem_available_bytes",
+           "check_memory", "profile_forward"]

@@ -1,0 +1,544 @@
+"""Alignment tabs ("Beyond pretraining"): DPO on preference pairs, and a toy RLHF pipeline (SFT, reward model,
+PPO), both trained live with curves that update and an explanation that reads the run's numbers.
+
+DPO trains a per-session copy of the chosen model (tinygpt.beyond.dpo.train_dpo); two values of beta can run side
+by side. RLHF trains its own ~1M-parameter character model (tinygpt.beyond.rlhf); "Re-run PPO only" reuses the
+session's SFT model and reward model with another KL coefficient, which is how reward hacking is shown.
+Both are long jobs: one at a time per Space (concurrency_id="train"), a Stop button, and a time cap.
+"""
+from __future__ import annotations
+
+import html
+import threading
+import time
+from dataclasses import replace
+from functools import partial
+
+import gradio as gr
+import torch
+
+import tinygpt
+from tinygpt.beyond import dpo as D
+from tinygpt.beyond import rlhf as R
+from tinygpt.train import trainable_parameters
+
+from .common import (
+    UserError,
+    clamp_int,
+    get_model,
+    model_picker,
+    new_figure,
+    parse_float,
+    sample_cards,
+    stop_session,
+    user_errors,
+)
+from . import share
+from .sessions import SessionStore, run_jobs
+
+COLORS = {"A": "#1c7ed6", "B": "#e8590c"}
+
+# ---- DPO ---------------------------------------------------------------------------------------------------
+SYNTHETIC = "Synthetic pairs (kind vs unkind word)"
+UPLOAD = "Upload a JSONL file"
+TRAINABLE = {"All weights": "all", "Top 2 blocks": "top:2"}
+DPO_DEFAULTS = dict(n_synthetic=200, beta_a=0.1, beta_b=0.5, steps=40, batch=8, lr=1e-4, seed=1337,
+                    prompt="ROMEO:\nThou art most", sample_len=12)
+DPO_CAP_S = 300  # refuse runs estimated (tinygpt.beyond.dpo.dpo_seconds) to take longer on a 2-core CPU
+SAMPLE_T, SAMPLE_TOP_K = 0.8, 50
+
+
+def dpo_figure(hist: dict, betas: dict):
+    """2 x 2: held-out loss (ln 2 marked), implicit rewards chosen vs rejected, margin, accuracy."""
+    fig = new_figure(10, 6.4)
+    axes = [fig.add_subplot(2, 2, i) for i in range(1, 5)]
+    for name, h in hist.items():
+        if not h:
+            continue
+        c, lab = COLORS[name], f"{name}: β={betas[name]:g}"
+        ev = [e for e in h if e["val"] is not None]
+        steps = [e["step"] for e in ev]
+        axes[0].plot([e["step"] for e in h], [e["loss"] for e in h], color=c, lw=.7, alpha=.4)
+        axes[0].plot(steps, [e["val"]["loss"] for e in ev], "o-", color=c, ms=3, label=lab)
+        axes[1].plot(steps, [e["val"]["chosen_reward"] for e in ev], "o-", color=c, ms=3, label=f"{lab} chosen")
+        axes[1].plot(steps, [e["val"]["rejected_reward"] for e in ev], "s--", color=c, ms=3, label=f"{lab} rejected")
+        axes[2].plot(steps, [e["val"]["reward_margin"] for e in ev], "o-", color=c, ms=3, label=lab)
+        axes[3].plot(steps, [e["val"]["reward_accuracy"] for e in ev], "o-", color=c, ms=3, label=lab)
+    axes[0].axhline(D.LN2, color="gray", ls=":", lw=1)
+    axes[0].annotate("ln 2 = 0.693 (start)", (1, D.LN2), xycoords=("axes fraction", "data"), fontsize=8,
+                     color="gray", va="bottom", ha="right")
+    axes[1].axhline(0, color="gray", ls=":", lw=1)
+    axes[0].set(title="DPO loss (thin: batch, dots: evaluation pairs)", xlabel="step", ylabel="loss")
+    axes[1].set(title="implicit rewards β·log(π/π_ref)", xlabel="step")
+    axes[2].set(title="reward margin (chosen − rejected)", xlabel="step")
+    axes[3].set(title="reward accuracy (chosen > rejected)", xlabel="step", ylim=(-0.02, 1.02))
+    for ax in axes:
+        ax.grid(alpha=.3)
+        if any(hist.values()):
+            ax.legend(fontsize=7)
+    return fig
+
+
+def sample_text(model, tok, prompt, seed, n_tokens):
+    ids = tinygpt.encode_prompt(tok, prompt, model.config.block_size)
+    out = tinygpt.generate(model, torch.tensor([ids]), n_tokens, SAMPLE_T, SAMPLE_TOP_K, None,
+                           torch.Generator().manual_seed(int(seed)))
+    return tok.decode(out[0, len(ids):].tolist())
+
+
+def dpo_explain(results: dict, betas: dict, n_pairs: int, synthetic: bool, leaning: dict) -> str:
+    any_r = next(iter(results.values()))
+    where = (f"{any_r['held_out']} held-out pairs (not trained on)" if any_r["held_out"]
+             else f"the {any_r['train_pairs']} training pairs (too few pairs to hold some out)")
+    lines = ["### What happened (numbers from these runs)", "",
+             f"{n_pairs} pairs; the curves' dots and the table are measured on {where}.", "",
+             "| run | β | loss start → end | reward accuracy | chosen reward | rejected reward | margin | "
+             "log-prob gap moved (margin / β) | steps |", "|---|---|---|---|---|---|---|---|---|"]
+    for k, r in results.items():
+        e = r["end"]
+        lines.append(f"| {k} | {betas[k]:g} | {r['start']['loss']:.3f} → {e['loss']:.3f} | "
+                     f"{e['reward_accuracy']:.0%} | {e['chosen_reward']:+.3f} | {e['rejected_reward']:+.3f} | "
+                     f"{e['reward_margin']:+.3f} | {e['reward_margin'] / betas[k]:+.2f} nats | {r['steps']} |")
+    lines.append("")
+    a = results["A"]
+    lines.append(f"* At step 0 the policy *is* the reference: both implicit rewards are 0, every pair is a tie "
+                 f"(accuracy 0%) and the loss is −log σ(0) = ln 2 = {a['start']['loss']:.3f}. "
+                 f"After {a['steps']} steps run A's loss is {a['end']['loss']:.3f} and it ranks "
+                 f"{a['end']['reward_accuracy']:.0%} of the pairs correctly.")
+    c, rj = a["end"]["chosen_reward"], a["end"]["rejected_reward"]
+    if rj < 0 and abs(rj) > abs(c):
+        lines.append(f"* DPO raised the *gap*, mostly by pushing the rejected responses down (rejected reward "
+                     f"{rj:+.3f}, chosen {c:+.3f}): the loss only sees the difference, so both may even fall — a "
+                     "well-known DPO behaviour.")
+    else:
+        lines.append(f"* The chosen responses became more likely relative to the reference (reward {c:+.3f}) and the "
+                     f"rejected ones {'less' if rj < 0 else 'also more'} likely ({rj:+.3f}).")
+    if "B" in results:
+        b = results["B"]
+        ga, gb = a["end"]["reward_margin"] / betas["A"], b["end"]["reward_margin"] / betas["B"]
+        big, small = ("B", "A") if betas["B"] > betas["A"] else ("A", "B")
+        g = {"A": ga, "B": gb}
+        if abs(g[big] - g[small]) < 0.1 * max(abs(g[big]), abs(g[small]), 1e-9):
+            verdict = ("about the same so far: Adam's steps do not depend on the gradient's scale, so both runs "
+                       "start alike; β shows once the loss saturates — the larger β's loss flattens sooner and its "
+                       "policy stops drifting. Train longer to see it")
+        elif g[big] < g[small]:
+            verdict = ("the larger β reached its loss with a smaller change of the model: β sets how far the policy "
+                       "may drift from the reference")
+        else:
+            verdict = "here the larger β moved the model further — the optimiser, not β, limits the drift so far"
+        lines.append(f"* **Effect of β.** The loss reads β × (log-prob gap), so β={betas[big]:g} needs a smaller gap "
+                     f"than β={betas[small]:g} for the same loss. Run {big} moved the gap by {g[big]:+.2f} nats, "
+                     f"run {small} by {g[small]:+.2f}: {verdict}.")
+    if synthetic and leaning:
+        lines.append("* **Before vs after, measured.** Probability that the next token starts a kind adjective vs an "
+                     "unkind one after the sample prompt: "
+                     + "; ".join(f"{name}: kind {v[0]:.1%}, unkind {v[1]:.1%}" for name, v in leaning.items()) + ".")
+    return "\n".join(lines)
+
+
+@user_errors
+def on_dpo(models, sessions: SessionStore, model_name, source, n_synthetic, file, beta_a, beta_b, steps, batch, lr,
+           trainable, prompt, seed, request: gr.Request = None, progress=gr.Progress()):
+    """Stream (status, curves, before/after samples HTML, explanation) while DPO trains one or two copies."""
+    base, tok = get_model(models, model_name)
+    notes: list = []
+    n_syn = clamp_int(n_synthetic, 4, 2000, "Synthetic pairs", notes)
+    steps = clamp_int(steps, 1, 500, "Steps", notes)
+    batch = clamp_int(batch, 1, 64, "Pairs per step", notes)
+    seed = clamp_int(seed, 0, 2**31 - 1, "Seed", notes)
+    lr = parse_float(lr, "Learning rate", 1e-7, 1.0)
+    betas = {"A": parse_float(beta_a, "β (run A)", 0.0, 100.0)}
+    if betas["A"] <= 0:
+        raise UserError("β must be above 0: it sets how far the policy may move from the reference.")
+    if beta_b not in (None, "") and parse_float(beta_b, "β (run B)", 0.0, 100.0) > 0:
+        betas["B"] = float(beta_b)
+    spec = TRAINABLE.get(trainable, trainable)
+    n_trainable = sum(p.numel() for p in trainable_parameters(base, spec))
+    if source == UPLOAD:
+        if file is None:
+            raise UserError('Upload a .jsonl file (one {"prompt", "chosen", "rejected"} object per line), or use the '
+                            "synthetic pairs.")
+        pairs = D.read_pairs(getattr(file, "name", file))
+    else:
+        pairs = D.synthetic_pairs(n_syn, seed)
+    if len(pairs) < 2:
+        raise UserError("DPO needs at least 2 pairs.")
+    tokens = max(len(tok.encode(p.prompt)) + max(len(tok.encode(p.chosen)), len(tok.encode(p.rejected)))
+                 for p in pairs[:200])
+    est = len(betas) * D.dpo_seconds(base.num_params(), n_trainable, steps, batch, min(tokens, base.config.block_size))
+    if est > DPO_CAP_S:
+        raise UserError(f"These settings would take about {est / 60:.0f} minutes on a 2-core CPU; the limit here is "
+                        f"{DPO_CAP_S // 60} minutes. Use fewer steps, fewer pairs per step, one β, 'Top 2 blocks' or "
+                        "a smaller model.")
+    prompt = prompt if isinstance(prompt, str) and prompt.strip() else pairs[0].prompt
+    entry = sessions.get(request)
+    stop = entry["stop"] = threading.Event()
+    cfgs = {k: D.DPOConfig(steps=steps, batch_size=batch, lr=lr, beta=b, seed=seed, trainable=spec,
+                           eval_interval=max(1, steps // 10)) for k, b in betas.items()}
+    jobs = {k: partial(lambda c, cb, should_stop: D.train_dpo(base, tok, pairs, c, cb, should_stop), c)
+            for k, c in cfgs.items()}
+    hist = {k: [] for k in cfgs}
+    titles = ["Before (reference)"] + [f"After DPO, β={b:g}" for b in betas.values()]
+    note = " ".join(notes)
+    t0 = time.perf_counter()
+    before = sample_text(base, tok, prompt, seed, DPO_DEFAULTS["sample_len"])
+    waiting = sample_cards(prompt, [before] + [None] * len(betas), titles)
+    yield (f"Scoring {len(pairs)} pairs with the reference model… {note}", dpo_figure(hist, betas), waiting, "")
+    results = {}
+    for kind, payload in run_jobs(jobs, stop):
+        if kind == "done":
+            results = payload
+            break
+        for name, ev in payload:
+            hist[name].append(ev)
+        done = min((h[-1]["step"] if h else 0) for h in hist.values())
+        left = (time.perf_counter() - t0) / max(done, 1) * (steps - done)
+        progress((done, steps), desc=f"DPO, ~{left:.0f} s left")
+        status = " · ".join(f"{k} (β={betas[k]:g}): step {h[-1]['step']} loss {h[-1]['loss']:.3f}"
+                            for k, h in hist.items() if h)
+        yield f"{status} · about {left:.0f} s left. {note}", dpo_figure(hist, betas), waiting, ""
+    after = [sample_text(results[k]["policy"], tok, prompt, seed, DPO_DEFAULTS["sample_len"]) for k in betas]
+    synthetic = source != UPLOAD
+    leaning = {}
+    if synthetic:
+        for name, m in [("before", base)] + [(f"after β={betas[k]:g}", results[k]["policy"]) for k in betas]:
+            leaning[name] = (D.next_word_probability(m, tok, prompt, D.KIND),
+                             D.next_word_probability(m, tok, prompt, D.UNKIND))
+    stopped = " (stopped early)" if any(r["stopped"] for r in results.values()) else ""
+    secs = time.perf_counter() - t0
+    yield (f"Done{stopped} in {secs:.0f} s. {note}", dpo_figure(hist, betas),
+           sample_cards(prompt, [before] + after, titles, status=f"Same prompt and seed (T={SAMPLE_T}, "
+                                                                   f"top-k={SAMPLE_TOP_K}): only the weights differ."),
+           dpo_explain(results, betas, len(pairs), synthetic, leaning))
+
+
+# ---- RLHF --------------------------------------------------------------------------------------------------
+RC = R.RLHFConfig()
+# Wall seconds per step of each stage with the default model, measured with 1 thread on a shared 2-core machine
+# under load (its CPU time was ~4x lower): deliberately pessimistic, so the cap errs on the side of finishing.
+RLHF_SECONDS = {"sft": 0.45, "reward_model": 1.1, "ppo": 2.0, "fixed": 30.0}
+RLHF_CAP_S = 600
+
+
+def rlhf_seconds(sft_steps, rm_steps, ppo_steps) -> float:
+    s = RLHF_SECONDS
+    return s["fixed"] + sft_steps * s["sft"] + rm_steps * s["reward_model"] + ppo_steps * s["ppo"]
+
+
+def rlhf_figure(hist: dict, previous: list | None = None, kl_now=None, kl_before=None):
+    """2 x 2: SFT loss, reward-model accuracy, PPO reward (reward model and labeller), PPO KL and grammatical %."""
+    fig = new_figure(10, 6.4)
+    a1, a2, a3, a4 = (fig.add_subplot(2, 2, i) for i in range(1, 5))
+    sft = hist.get("sft", [])
+    if sft:
+        a1.plot([e["step"] for e in sft], [e["train_loss"] for e in sft], lw=.7, alpha=.5, label="train (batch)")
+        ev = [e for e in sft if e["val_loss"] is not None]
+        a1.plot([e["step"] for e in ev], [e["val_loss"] for e in ev], "o-", ms=3, label="validation")
+        a1.legend(fontsize=7)
+    a1.set(title="1. SFT: loss (nats per character)", xlabel="step")
+    rm = [e for e in hist.get("reward_model", []) if e["step"] > 0]
+    if hist.get("reward_model"):
+        a2.plot([e["step"] for e in rm], [e["accuracy"] for e in rm], lw=.7, alpha=.5, label="batch")
+        ev = [e for e in hist["reward_model"] if e["val_accuracy"] is not None]
+        a2.plot([e["step"] for e in ev], [e["val_accuracy"] for e in ev], "o-", ms=3, label="held-out pairs")
+        a2.axhline(0.5, color="gray", ls=":", lw=1)
+        a2.legend(fontsize=7)
+    a2.set(title="2. reward model: accuracy on pairs", xlabel="step", ylim=(0, 1.02))
+    a4b = a4.twinx()
+    runs = ([(previous, f"KL coef {kl_before:g} (before)", "--", .5)] if previous else []) + \
+        [(hist.get("ppo", []), f"KL coef {kl_now:g}" if kl_now is not None else "", "-", 1.0)]
+    for h, lab, ls, alpha in runs:
+        if not h:
+            continue
+        st = [e["step"] for e in h]
+        a3.plot(st, [e["reward"] for e in h], ls, color="#2f9e44", alpha=alpha, label=f"reward model · {lab}")
+        a3.plot(st, [e["gold"] for e in h], ls, color="#845ef7", alpha=alpha, label=f"labeller score · {lab}")
+        a4.plot(st, [e["kl"] for e in h], ls, color="#e8590c", alpha=alpha, label=f"KL · {lab}")
+        a4b.plot(st, [e["grammatical"] for e in h], ls, color="#495057", alpha=alpha * .7, lw=1,
+                 label=f"grammatical · {lab}")
+    a3.set(title="3. PPO: reward of each rollout", xlabel="PPO step")
+    a4.set(title="3. PPO: KL to the SFT model (nats) and grammatical share", xlabel="PPO step")
+    a4b.set_ylim(0, 1.02)
+    a4b.set_ylabel("grammatical share")
+    if hist.get("ppo") or previous:
+        a3.legend(fontsize=7)
+        h1, l1 = a4.get_legend_handles_labels()
+        h2, l2 = a4b.get_legend_handles_labels()
+        a4.legend(h1 + h2, l1 + l2, fontsize=7)
+    for ax in (a1, a2, a3, a4):
+        ax.grid(alpha=.3)
+    return fig
+
+
+def rlhf_samples_html(ppo_runs: list, n_prompts: int = 3) -> str:
+    """For the first evaluation prompts: an SFT sample and each PPO run's sample (same prompt, same seed)."""
+    if not ppo_runs:
+        return ""
+    sft = ppo_runs[-1]["samples"]["sft"]
+    per = R.EVAL_PER_PROMPT
+    blocks = []
+    for i in range(0, min(len(sft), per * n_prompts), per):
+        prompt = sft[i][0]
+        conts = [sft[i][1].rstrip("\n")]
+        titles = [f"SFT · reward {sft[i][2]:+.2f}"]
+        for run in ppo_runs:
+            p = run["samples"]["ppo"][i]
+            conts.append(p[1].rstrip("\n"))
+            titles.append(f"PPO (KL coef {run['kl_coef']:g}) · reward {p[2]:+.2f}")
+        blocks.append(sample_cards(prompt, conts, titles))
+    return "".join(blocks)
+
+
+def rlhf_explain(state: dict) -> str:
+    rm, runs = state["reward_model"], state["ppo_runs"]
+    p = runs[-1]
+    s, e = p["start"], p["end"]
+    lines = ["### What happened (numbers from this run)", "",
+             f"**Task.** {html.escape(R.TASK)}", "",
+             "| stage | result |", "|---|---|",
+             f"| 1. SFT ({state['params']:,} parameters, {state['sft']['steps']} steps) | validation loss "
+             f"{state['sft']['val_loss']:.3f} nats/character; {s['grammatical']:.0%} of its samples are grammatical |",
+             f"| 2. reward model ({rm['steps']} steps) | {rm['val_accuracy']:.1%} of {rm['val_pairs']} held-out "
+             f"pairs ranked as the labeller did (chance: 50%) |"]
+    for r in runs:
+        lines.append(f"| 3. PPO, KL coef {r['kl_coef']:g} ({r['steps']} steps) | reward {r['start']['reward']:+.2f} → "
+                     f"**{r['end']['reward']:+.2f}**, labeller score {r['start']['gold']:+.2f} → "
+                     f"**{r['end']['gold']:+.2f}**, KL {r['end']['kl']:.2f} nats, grammatical "
+                     f"{r['start']['grammatical']:.0%} → **{r['end']['grammatical']:.0%}** |")
+    lines += ["", "Rewards are in reward-model units: the demonstrations score mean 0 and standard deviation 1. The "
+              "labeller score (kind minus gloomy words) and grammaticality are what the reward model was meant to "
+              "capture; PPO never sees them.", ""]
+    up = e["reward"] > s["reward"] + 0.2
+    if s["grammatical"] < 0.5:
+        lines.append(f"* Only {s['grammatical']:.0%} of the SFT model's sentences are grammatical: it has not learned "
+                     "the demonstrations yet, so the reward model is judging text it never saw from the start. Train "
+                     f"SFT longer (the default is {R.RLHFConfig().sft_steps} steps) before reading PPO's effect.")
+    elif up and e["gold"] > s["gold"] + 0.2 and e["grammatical"] >= 0.6:
+        lines.append(f"* **PPO worked.** The reward rose and so did the labeller's score ({s['gold']:+.2f} → "
+                     f"{e['gold']:+.2f}) while {e['grammatical']:.0%} of the sentences stay grammatical: the KL "
+                     f"penalty (coefficient {p['kl_coef']:g}) held the policy near the SFT model ({e['kl']:.2f} nats "
+                     "per sentence), where the reward model is reliable. Try *Re-run PPO only* with a KL coefficient "
+                     "of 0 to see what happens without it.")
+    elif up and (e["gold"] <= s["gold"] + 0.2 or e["grammatical"] < s["grammatical"] - 0.3):
+        follow = (f"but the labeller's score did not follow ({s['gold']:+.2f} → {e['gold']:+.2f})"
+                  if e["gold"] <= s["gold"] + 0.2 else
+                  f"and the kind-word count rose too ({s['gold']:+.2f} → {e['gold']:+.2f}), but only "
+                  f"{e['grammatical']:.0%} of the sentences are still grammatical (SFT: {s['grammatical']:.0%})")
+        lines.append(f"* **Reward hacking.** The reward model's score rose ({s['reward']:+.2f} → {e['reward']:+.2f}) "
+                     f"{follow}; responses average {e['length']:.0f} characters (SFT: {s['length']:.0f}). With a KL "
+                     f"coefficient of {p['kl_coef']:g} the policy drifted {e['kl']:.1f} nats from the SFT model, into "
+                     "text the reward model never saw during training and scores wrongly. This is why RLHF keeps a "
+                     "KL penalty.")
+    elif up:
+        lines.append(f"* The reward rose ({s['reward']:+.2f} → {e['reward']:+.2f}), the labeller's score by "
+                     f"{e['gold'] - s['gold']:+.2f}, with {e['grammatical']:.0%} grammatical sentences.")
+    else:
+        lines.append(f"* The reward barely moved ({s['reward']:+.2f} → {e['reward']:+.2f}): more PPO steps, a smaller "
+                     "KL coefficient, or a better reward model would help.")
+    return "\n".join(lines)
+
+
+def check_rlhf(sft_steps, rm_steps, ppo_steps, kl_coef, seed):
+    notes: list = []
+    cfg = replace(RC, sft_steps=clamp_int(sft_steps, 10, 2000, "SFT steps", notes),
+                  rm_steps=clamp_int(rm_steps, 5, 500, "Reward-model steps", notes),
+                  ppo_steps=clamp_int(ppo_steps, 1, 300, "PPO steps", notes),
+                  kl_coef=parse_float(kl_coef, "KL coefficient", 0.0, 10.0),
+                  seed=clamp_int(seed, 0, 2**31 - 1, "Seed", notes))
+    return cfg, notes
+
+
+def refuse_if_long(est: float):
+    if est > RLHF_CAP_S:
+        raise UserError(f"These settings would take about {est / 60:.0f} minutes on a 2-core CPU; the limit here is "
+                        f"{RLHF_CAP_S // 60} minutes. Use fewer steps.")
+
+
+STAGE_NAMES = {"sft": "1/3 SFT", "reward_model": "2/3 reward model", "ppo": "3/3 PPO"}
+
+
+def stage_status(ev) -> str:
+    name = STAGE_NAMES[ev["stage"]]
+    if ev["stage"] == "sft":
+        return f"Stage {name}: step {ev['step']}/{ev['steps_total']}, loss {ev['train_loss']:.3f}"
+    if ev["stage"] == "reward_model":
+        acc = "" if ev["accuracy"] is None else f", batch accuracy {ev['accuracy']:.0%}"
+        return f"Stage {name}: step {ev['step']}/{ev['steps_total']}{acc}"
+    return (f"Stage {name}: step {ev['step']}/{ev['steps_total']}, reward {ev['reward']:+.2f}, KL {ev['kl']:.2f}, "
+            f"“{ev['sample'].strip()}”")
+
+
+def _stream(job, stop, hist, total_s, figure, note, progress):
+    """Run one job through run_jobs, appending events to hist[stage]; yields (status, figure) while it runs and
+    finally ("done", result)."""
+    t0 = time.perf_counter()
+    for kind, payload in run_jobs({"job": job}, stop):
+        if kind == "done":
+            yield "done", payload["job"]
+            return
+        for _, ev in payload:
+            hist.setdefault(ev["stage"], []).append(ev)
+        el = time.perf_counter() - t0
+        progress(min(el / total_s, 0.99), desc=f"{STAGE_NAMES[payload[-1][1]['stage']]}, {el:.0f} s")
+        yield f"{stage_status(payload[-1][1])} · {el:.0f} s. {note}", figure()
+
+
+@user_errors
+def on_rlhf(sessions: SessionStore, sft_steps, rm_steps, ppo_steps, kl_coef, seed, request: gr.Request = None,
+            progress=gr.Progress()):
+    """Stream (status, curves, samples HTML, explanation) through the three stages."""
+    cfg, notes = check_rlhf(sft_steps, rm_steps, ppo_steps, kl_coef, seed)
+    est = rlhf_seconds(cfg.sft_steps, cfg.rm_steps, cfg.ppo_steps)
+    refuse_if_long(est)
+    entry = sessions.get(request)
+    stop = entry["stop"] = threading.Event()
+    hist: dict = {}
+    note = " ".join(notes)
+    fig = lambda: rlhf_figure(hist, kl_now=cfg.kl_coef)  # noqa: E731
+    yield f"Starting: about {est / 60:.0f} minutes at most. {note}", fig(), "", ""
+    t0 = time.perf_counter()
+    result = None
+    for status, payload in _stream(lambda cb, st: R.run_rlhf(cfg, cb, st), stop, hist, est, fig, note, progress):
+        if status == "done":
+            result = payload
+            break
+        yield status, payload, "", ""
+    m = result["models"]
+    state = {"sft_model": m["sft"], "rm": m["reward_model"], "tok": result["tokenizer"], "cfg": cfg,
+             "sft": result["sft"], "reward_model": result["reward_model"], "ppo_runs": [result["ppo"]],
+             "hist": hist, "params": result["params"]}
+    entry["rlhf"] = state
+    stopped = " (stopped early)" if stop.is_set() else ""
+    yield (f"Done{stopped} in {time.perf_counter() - t0:.0f} s. {note}", fig(), rlhf_samples_html(state["ppo_runs"]),
+           rlhf_explain(state))
+
+
+@user_errors
+def on_rlhf_ppo(sessions: SessionStore, ppo_steps, kl_coef, seed, request: gr.Request = None,
+                progress=gr.Progress()):
+    """PPO again from the session's SFT model and reward model, with another KL coefficient (reward hacking)."""
+    entry = sessions.get(request)
+    state = entry.get("rlhf")
+    if not state:
+        raise UserError("Run the whole pipeline first: PPO needs this session's SFT model and reward model.")
+    cfg, notes = check_rlhf(state["cfg"].sft_steps, state["cfg"].rm_steps, ppo_steps, kl_coef, seed)
+    est = RLHF_SECONDS["fixed"] / 2 + cfg.ppo_steps * RLHF_SECONDS["ppo"]
+    refuse_if_long(est)
+    stop = entry["stop"] = threading.Event()
+    prev = state["ppo_runs"][-1]
+    hist = {k: v for k, v in state["hist"].items() if k != "ppo"}
+    note = " ".join(notes)
+    fig = lambda: rlhf_figure(hist, prev["history"], cfg.kl_coef, prev["kl_coef"])  # noqa: E731
+    yield f"PPO with KL coefficient {cfg.kl_coef:g}… {note}", fig(), rlhf_samples_html([prev]), ""
+    t0 = time.perf_counter()
+    res = None
+    job = lambda cb, st: R.run_ppo(state["sft_model"], state["rm"], state["tok"], cfg, cb, st)[1]  # noqa: E731
+    for status, payload in _stream(job, stop, hist, est, fig, note, progress):
+        if status == "done":
+            res = payload
+            break
+        yield status, payload, rlhf_samples_html([prev]), ""
+    state["ppo_runs"] = [prev, res]
+    state["hist"] = hist
+    stopped = " (stopped early)" if stop.is_set() else ""
+    yield (f"Done{stopped} in {time.perf_counter() - t0:.0f} s. {note}", fig(), rlhf_samples_html([prev, res]),
+           rlhf_explain(state))
+
+
+# ---- layout ------------------------------------------------------------------------------------------------
+def build(models, sessions: SessionStore, default_model: str = "gpt2"):
+    with gr.Tab("DPO", id="dpo"):
+        gr.Markdown(
+            "**Direct Preference Optimization** (Rafailov et al. 2023) learns from pairs *(prompt, chosen, rejected)* "
+            "with no reward model and no RL. A copy of the model (the policy π) is trained; the model itself stays "
+            "frozen as the reference π_ref. For each pair, implicit reward r = β·(log π(y|x) − log π_ref(y|x)) "
+            "(log-probabilities summed over the response's tokens) and loss = −log σ(r_chosen − r_rejected). "
+            "It starts at ln 2 = 0.693.\n\n"
+            f"**Synthetic pairs** (exercise 7): {D.SYNTHETIC_RULE}")
+        model_dd, _, _, _, _ = model_picker(models, default_model)
+        with gr.Row():
+            source = gr.Radio([SYNTHETIC, UPLOAD], value=SYNTHETIC, label="Preference pairs")
+            n_syn = gr.Slider(4, 1000, DPO_DEFAULTS["n_synthetic"], step=1, label="Synthetic pairs",
+                              elem_id="dpo-pairs")
+            upload = gr.File(label='JSONL: {"prompt", "chosen", "rejected"} per line', file_types=[".jsonl", ".json",
+                                                                                                    ".txt"],
+                             type="filepath")
+        with gr.Row():
+            beta_a = gr.Number(DPO_DEFAULTS["beta_a"], label="β, run A", elem_id="dpo-beta-a")
+            beta_b = gr.Number(DPO_DEFAULTS["beta_b"], label="β, run B (0 = no second run)", elem_id="dpo-beta-b")
+            steps = gr.Slider(1, 300, DPO_DEFAULTS["steps"], step=1, label="Steps", elem_id="dpo-steps")
+            batch = gr.Slider(1, 32, DPO_DEFAULTS["batch"], step=1, label="Pairs per step")
+        with gr.Row():
+            lr = gr.Number(DPO_DEFAULTS["lr"], label="Learning rate")
+            trainable = gr.Radio(list(TRAINABLE), value="All weights", label="Which weights to train")
+            seed = gr.Number(DPO_DEFAULTS["seed"], label="Seed", precision=0)
+        prompt = gr.Textbox(DPO_DEFAULTS["prompt"], label="Prompt for the before/after samples", lines=2)
+        gr.Markdown(f"Runs estimated to take over {DPO_CAP_S // 60} minutes on a 2-core CPU are refused; the numbers "
+                    "on the curves are measured on held-out pairs (10%) when there are at least 20 pairs.")
+        with gr.Row():
+            go = gr.Button("Train with DPO", variant="primary")
+            stop = gr.Button("Stop")
+        status = gr.Markdown(elem_id="dpo-status")
+        plot = gr.Plot(label="DPO curves", elem_id="dpo-plot")
+        samples = gr.HTML(elem_id="dpo-samples")
+        explain = gr.Markdown(elem_id="dpo-explain")
+        go.click(partial(on_dpo, models, sessions),
+                 [model_dd, source, n_syn, upload, beta_a, beta_b, steps, batch, lr, trainable, prompt, seed],
+                 [status, plot, samples, explain], api_name="dpo", concurrency_id="train", concurrency_limit=1)
+        stop.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)
+        share.register("dpo", fields={
+            "model": model_dd, "source": source, "synthetic": n_syn, "beta_a": beta_a, "beta_b": beta_b,
+            "steps": steps, "batch_size": batch, "lr": lr, "trainable": trainable, "prompt": prompt, "seed": seed},
+            command=dpo_command, run=go)
+
+    with gr.Tab("RLHF", id="rlhf"):
+        gr.Markdown(
+            "**A toy RLHF pipeline** (Ouyang et al. 2022), trained live on a ~1M-parameter character model: "
+            "**1. SFT** on demonstration sentences, **2. a reward model** (the transformer with a scalar head on the "
+            "last token) trained on labelled pairs with the Bradley–Terry loss, **3. PPO** (Schulman et al. 2017) "
+            "against the reward model, with a KL penalty that keeps the policy near the SFT model.\n\n"
+            f"**The task.** {R.TASK}\n\n"
+            "Toy scale, honestly: the \"labeller\" is a rule and the SFT model starts from random weights (there is no "
+            "pretraining), but every stage is the real algorithm. Set the KL coefficient to 0 and PPO finds text the "
+            "reward model likes and no one would write: **reward hacking**.")
+        with gr.Row():
+            sft_steps = gr.Slider(10, 1000, RC.sft_steps, step=10, label="SFT steps", elem_id="rlhf-sft-steps")
+            rm_steps = gr.Slider(5, 300, RC.rm_steps, step=5, label="Reward-model steps", elem_id="rlhf-rm-steps")
+            ppo_steps = gr.Slider(1, 200, RC.ppo_steps, step=1, label="PPO steps", elem_id="rlhf-ppo-steps")
+        with gr.Row():
+            kl = gr.Number(RC.kl_coef, label="KL coefficient (0 = no penalty)", elem_id="rlhf-kl")
+            rseed = gr.Number(RC.seed, label="Seed", precision=0)
+        gr.Markdown(f"Runs estimated to take over {RLHF_CAP_S // 60} minutes on a 2-core CPU are refused (the default "
+                    "takes a few minutes).")
+        with gr.Row():
+            run = gr.Button("Run RLHF (SFT → reward model → PPO)", variant="primary")
+            again = gr.Button("Re-run PPO only (new KL coefficient)")
+            rstop = gr.Button("Stop")
+        rstatus = gr.Markdown(elem_id="rlhf-status")
+        rplot = gr.Plot(label="RLHF curves", elem_id="rlhf-plot")
+        rsamples = gr.HTML(elem_id="rlhf-samples")
+        rexplain = gr.Markdown(elem_id="rlhf-explain")
+        run.click(partial(on_rlhf, sessions), [sft_steps, rm_steps, ppo_steps, kl, rseed],
+                  [rstatus, rplot, rsamples, rexplain], api_name="rlhf", concurrency_id="train", concurrency_limit=1)
+        again.click(partial(on_rlhf_ppo, sessions), [ppo_steps, kl, rseed], [rstatus, rplot, rsamples, rexplain],
+                    api_name="rlhf_ppo", concurrency_id="train", concurrency_limit=1)
+        rstop.click(partial(stop_session, sessions), None, rstatus, api_visibility="private", queue=False)
+        share.register("rlhf", fields={"sft_steps": sft_steps, "rm_steps": rm_steps, "ppo_steps": ppo_steps,
+                                       "kl_coef": kl, "seed": rseed}, command=rlhf_command, run=run)
+
+
+def dpo_command(v: dict) -> str:
+    """The DPO runs as `python -m tinygpt dpo` lines (one per beta; the tab's second run is β of run B)."""
+    pairs = dict(synthetic=int(v["synthetic"])) if v["source"] == SYNTHETIC else dict(pairs="your-pairs.jsonl")
+    betas = [b for b in (v["beta_a"], v["beta_b"]) if b not in (None, "") and float(b) > 0]
+    return "\n".join(share.cli("dpo", model=v["model"], **pairs, beta=float(b), steps=int(v["steps"]),
+                               batch_size=int(v["batch_size"]), lr=float(v["lr"]),
+                               trainable=TRAINABLE.get(v["trainable"], v["trainable"]), seed=int(v["seed"]),
+                               out=f"runs/dpo-beta{float(b):g}", json=True) for b in betas) or None
+
+
+def rlhf_command(v: dict) -> str:
+    return share.cli("rlhf", sft_steps=int(v["sft_steps"]), rm_steps=int(v["rm_steps"]),
+                     ppo_steps=int(v["ppo_steps"]), kl_coef=float(v["kl_coef"]), seed=int(v["seed"]), json=True)
+

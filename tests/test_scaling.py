@@ -1,0 +1,220 @@
+"""Scaling laws: the fit recovers known power laws (exact and noisy), the IsoFLOP analysis recovers Chinchilla's
+N_opt ∝ C^(β/(α+β)) from runs drawn from their parametric law, the sweep plan keeps C = 6ND, a tiny sweep runs on
+the command line and in the tab, and the shipped sweep is consistent with its own fits."""
+import json
+import math
+import os
+
+import gradio as gr
+import numpy as np
+import pytest
+from conftest import ROOT, drain, run_cli
+
+from tabs import scaling as scaling_tab
+from tabs.sessions import SessionStore
+from tinygpt.beyond import SweepConfig, analyse_sweep, fit_loglinear, fit_power_law, plan_sweep, scaling_sweep
+from tinygpt.beyond.scaling import compute_frontier, isoflop_optimum, parse_budgets, parse_shapes
+from tinygpt.config import GPTConfig
+from tinygpt.params import count_parameters
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 200
+TINY = dict(shapes=((1, 1, 8), (1, 2, 16), (1, 2, 24)), steps=10, budgets=(1e7, 3e7), context=16, batch_size=4,
+            min_steps=3, max_steps=400, eval_windows=8)
+
+
+def test_fit_recovers_an_exact_power_law():
+    N = np.geomspace(1e4, 1e8, 8)
+    fit = fit_power_law(N, 50 * N ** -0.35 + 1.2)
+    assert fit["a"] == pytest.approx(50, rel=1e-6) and fit["alpha"] == pytest.approx(0.35, rel=1e-6)
+    assert fit["c"] == pytest.approx(1.2, rel=1e-6) and fit["r2"] == pytest.approx(1.0, abs=1e-12)
+    pure = fit_power_law(N, 3.0 * N ** -0.076, c=0.0)  # Kaplan's form: no offset
+    assert pure["alpha"] == pytest.approx(0.076, rel=1e-9) and pure["a"] == pytest.approx(3.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fit_recovers_a_noisy_power_law(seed):
+    rng = np.random.default_rng(seed)
+    N = np.geomspace(1e3, 1e6, 10)
+    L = (20 * N ** -0.3 + 1.5) * (1 + 0.003 * rng.standard_normal(len(N)))  # 0.3% noise, like one seed's losses
+    fit = fit_power_law(N, L)
+    assert fit["alpha"] == pytest.approx(0.3, abs=0.05)
+    assert fit["c"] == pytest.approx(1.5, abs=0.1)
+    assert fit["r2"] > 0.99
+    # the least-squares optimum: no nearby offset does better
+    sse = float(np.sum((L - fit["c"] - fit["a"] * N ** -fit["alpha"]) ** 2))
+    for dc in (-0.01, 0.01):
+        assert fit_power_law(N, L, c=fit["c"] + dc)["r2"] <= fit["r2"] + 1e-12
+    assert sse >= 0
+
+
+def test_fit_bad_input():
+    with pytest.raises(ValueError, match="at least 3"):
+        fit_power_law([1, 2], [3, 2])
+    with pytest.raises(ValueError, match="above 0"):
+        fit_power_law([0, 1, 2], [3, 2, 1])
+    with pytest.raises(ValueError, match="equal"):
+        fit_power_law([1, 2, 3], [2, 2, 2])
+    with pytest.raises(ValueError, match="same length"):
+        fit_power_law([1, 2, 3], [2, 1])
+
+
+def test_loglinear_and_isoflop_optimum():
+    C = np.array([1e10, 1e11, 1e12])
+    f = fit_loglinear(C, 0.1 * C ** 0.5)
+    assert f["exponent"] == pytest.approx(0.5) and f["k"] == pytest.approx(0.1) and f["r2"] == pytest.approx(1)
+    n = np.geomspace(1e3, 1e5, 9)
+    opt = isoflop_optimum(n, 2.0 + 0.3 * (np.log10(n) - math.log10(12345)) ** 2)  # a parabola in log N
+    assert opt["params"] == pytest.approx(12345, rel=1e-6) and opt["val_loss"] == pytest.approx(2.0)
+    assert not opt["edge"] and opt["method"] == "parabola"
+    edge = isoflop_optimum(n, 3.0 - np.log10(n))  # still falling at the largest size
+    assert edge["edge"] and edge["params"] == pytest.approx(1e5)
+
+
+def chinchilla_loss(N, D, E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28):
+    """Hoffmann et al. 2022, eq. 10 with their fitted constants."""
+    return E + A / N ** alpha + B / D ** beta
+
+
+def test_analysis_recovers_chinchilla_from_its_own_law():
+    runs = []
+    D = 1e9
+    for N in np.geomspace(1e6, 1e9, 7):  # the size sweep: D fixed -> a N^-alpha + c with c = E + B / D^beta
+        runs.append({"params": N, "tokens": D, "flops": 6 * N * D, "val_loss": chinchilla_loss(N, D),
+                     "group": "size", "budget": None})
+    budgets = [1e19, 1e20, 1e21]
+    for C in budgets:
+        for N in np.geomspace(1e7, 1e11, 25):
+            runs.append({"params": N, "tokens": C / (6 * N), "flops": C, "val_loss": chinchilla_loss(N, C / (6 * N)),
+                         "group": "budget", "budget": C})
+    out = analyse_sweep(runs)
+    assert out["fit"]["alpha"] == pytest.approx(0.34, rel=1e-4)
+    assert out["fit"]["c"] == pytest.approx(1.69 + 410.7 / D ** 0.28, rel=1e-4)
+    # closed form: N_opt = G (C/6)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+beta))
+    a_true = 0.28 / (0.34 + 0.28)
+    G = (0.34 * 406.4 / (0.28 * 410.7)) ** (1 / 0.62)
+    assert out["optimum"]["exponent"] == pytest.approx(a_true, abs=0.01)
+    for b in out["budgets"]:
+        assert b["n_opt"] == pytest.approx(G * (b["flops"] / 6) ** a_true, rel=0.05)
+        assert b["d_opt"] == pytest.approx(b["flops"] / (6 * b["n_opt"]))
+    assert [b["flops"] for b in out["budgets"]] == budgets
+    assert out["optimum"]["loss_exponent"] < 0  # more compute, lower best loss
+    frontier = compute_frontier(runs)
+    assert all(a["flops"] <= b["flops"] and a["val_loss"] > b["val_loss"] for a, b in zip(frontier, frontier[1:]))
+
+
+def test_plan_keeps_c_equal_6nd():
+    cfg = SweepConfig(shapes=((1, 2, 16), (1, 2, 32), (2, 4, 64), (1, 1, 8)), steps=100, budgets=(3e9, 1e10),
+                      context=64, batch_size=16, min_steps=30, max_steps=5000)
+    plan = plan_sweep(cfg, 65)
+    size = [r for r in plan if r["group"] == "size"]
+    assert [r["params"] for r in size] == sorted(r["params"] for r in size)  # sorted by size
+    for r in plan:
+        N = count_parameters(GPTConfig(vocab_size=65, block_size=64, n_layer=r["shape"][0], n_head=r["shape"][1],
+                                       n_embd=r["shape"][2]))["non_embedding"]
+        assert r["params"] == N and r["tokens"] == r["steps"] * 1024 and r["flops"] == 6 * N * r["tokens"]
+        if r["group"] == "budget":
+            assert r["steps"] == round(r["budget"] / (6 * N * 1024))
+            assert 30 <= r["steps"] <= 5000
+            assert abs(r["flops"] - r["budget"]) <= 6 * N * 1024 / 2  # within half a step of the budget
+    with pytest.raises(ValueError, match="needs at least 3"):
+        plan_sweep(cfg.__class__(**{**cfg.__dict__, "budgets": (1e13,)}), 65)
+    with pytest.raises(ValueError, match="same number"):
+        plan_sweep(SweepConfig(shapes=((1, 2, 16), (1, 2, 16))), 65)
+    with pytest.raises(ValueError, match="divisible"):
+        plan_sweep(SweepConfig(shapes=((1, 3, 16),)), 65)
+
+
+def test_parse_settings():
+    assert parse_shapes("1x2x16, 2X4x64") == ((1, 2, 16), (2, 4, 64))
+    assert parse_budgets("1.5e10, 5e10") == (1.5e10, 5e10)
+    for bad in ("", "1x2", "axbxc", "1x0x16"):
+        with pytest.raises(ValueError, match="layers x heads"):
+            parse_shapes(bad)
+    for bad in ("", "x", "-1e10", "inf"):
+        with pytest.raises(ValueError, match="FLOPs"):
+            parse_budgets(bad)
+
+
+def test_tiny_sweep_reports_every_run_and_stops():
+    events = []
+    out = scaling_sweep(SweepConfig(**TINY), TEXT, events.append)
+    assert len(out["runs"]) == out["planned_runs"] and not out["stopped"]
+    assert [e["run"] for e in events if e["kind"] == "run"] == list(range(len(out["runs"])))
+    assert all(set(r) >= {"params", "tokens", "flops", "val_loss"} for r in out["runs"])
+    assert set(out["fit"]) == {"a", "alpha", "c", "r2"} and len(out["budgets"]) == 2
+    seen = []
+    stopped = scaling_sweep(SweepConfig(**TINY), TEXT, seen.append, should_stop=lambda: len(seen) >= 25)
+    assert stopped["stopped"] and 0 < len(stopped["runs"]) < out["planned_runs"]
+
+
+def test_cli_scaling_tiny_sweep(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text(TEXT)
+    out_file = tmp_path / "sweep.json"
+    r = run_cli("scaling", "--text", str(f), "--shapes", "1x1x8,1x2x16,1x2x24", "--steps", "10", "--budgets",
+                "1e7,3e7", "--context", "16", "--batch-size", "4", "--min-steps", "3", "--max-steps", "400",
+                "--eval-windows", "8", "--out", str(out_file), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {"runs", "fit", "budgets"} <= set(out)
+    assert all({"params", "tokens", "flops", "val_loss"} <= set(run) for run in out["runs"])
+    assert set(out["fit"]) == {"a", "alpha", "c", "r2"}
+    assert len(out["budgets"]) == 2 and all(b["flops"] in (1e7, 3e7) for b in out["budgets"])
+    assert out["command"].startswith("python -m tinygpt scaling --shapes 1x1x8,1x2x16,1x2x24 --steps 10")
+    assert json.loads(out_file.read_text())["runs"] == out["runs"]
+    bad = run_cli("scaling", "--shapes", "1x2", "--json")
+    assert bad.returncode == 2 and "layers x heads" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_cli("scaling", "--text", str(f), "--budgets", "1e20", "--json")
+    assert bad.returncode == 2 and "needs at least 3" in bad.stderr
+
+
+def test_shipped_sweep_is_consistent():
+    path = os.path.join(ROOT, "assets", "scaling", "default_sweep.json")
+    with open(path, encoding="utf-8") as f:
+        shipped = json.load(f)
+    assert shipped["command"].startswith("python -m tinygpt scaling")
+    redo = analyse_sweep(shipped["runs"])
+    assert redo["fit"] == pytest.approx(shipped["fit"])
+    assert [b["n_opt"] for b in redo["budgets"]] == pytest.approx([b["n_opt"] for b in shipped["budgets"]])
+    size = sorted((r for r in shipped["runs"] if r["group"] == "size"), key=lambda r: r["params"])
+    assert size[0]["val_loss"] > size[-1]["val_loss"]
+    assert len(shipped["budgets"]) == 3
+
+
+# ---- the tab ----------------------------------------------------------------------------------------------
+class Req:
+    session_hash = "scaling-tester"
+
+
+FORM = dict(corpus="Python docs (offline, built-in)", shapes="1x1x8, 1x2x16, 1x2x24", steps=10,
+            budgets="1e7, 3e7", lr=1e-2, batch=4, context=16, min_steps=3, max_steps=400)
+
+
+def test_tab_rerun_estimate_and_cap(monkeypatch):
+    sessions = SessionStore()
+    status, fig, tables, explain = drain(scaling_tab.on_rerun(sessions, **FORM, request=Req(),
+                                                              progress=lambda *a, **k: None))
+    result = sessions.get(Req())["scaling"]
+    assert status.startswith("Done") and len(result["runs"]) == result["planned_runs"]
+    assert len(fig.axes) == 4 and "N_opt" in tables and "Kaplan" in explain and "Hoffmann" in explain
+    assert "runs" in scaling_tab.on_estimate(**FORM) and "cap" in scaling_tab.on_estimate(**FORM)
+    monkeypatch.setattr(scaling_tab, "TIME_CAP_S", 0)
+    with pytest.raises(gr.Error, match="cap is 0 minutes"):
+        drain(scaling_tab.on_rerun(SessionStore(), **FORM, request=Req(), progress=lambda *a, **k: None))
+
+
+def test_tab_bad_settings():
+    for changes, msg in ((dict(shapes="1x2"), "layers x heads"), (dict(budgets="lots"), "FLOPs"),
+                         (dict(shapes="9x2x16"), "too big"), (dict(budgets="1e20"), "needs at least 3"),
+                         (dict(lr="abc"), "Learning rate")):
+        with pytest.raises(gr.Error, match=msg):
+            scaling_tab.on_estimate(**{**FORM, **changes})
+
+
+def test_tab_draws_the_shipped_sweep_and_nothing():
+    shipped = scaling_tab.load_sweep(scaling_tab.DEFAULT_SWEEP)
+    assert shipped and len(scaling_tab.sweep_figure(shipped).axes) == 4
+    text = scaling_tab.explain(shipped)
+    assert f"{shipped['fit']['alpha']:.3f}" in text and "0.076" in text and "0.50" in text
+    assert len(scaling_tab.sweep_figure(None).axes) == 4 and scaling_tab.explain(None) == ""
+    assert scaling_tab.load_sweep("/nonexistent.json") is None
