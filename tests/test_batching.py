@@ -70,9 +70,12 @@ def test_unpadded_lone_request_equals_generate(tiny):
 
 def test_grouped_caches_match_a_full_forward():
     """Independent reference: each group of rows decoded through its own cache at its own position gives the
-    logits of running that sequence alone without any cache (learned, sinusoidal and RoPE positions, GQA)."""
+    logits of running that sequence alone without any cache (every position encoding, GQA/MQA, decoupled head
+    width, SwiGLU + RMSNorm, Mixture-of-Experts)."""
     torch.manual_seed(0)
-    for kw in (dict(), dict(pos_encoding="sinusoidal"), dict(pos_encoding="rope", n_kv_head=2)):
+    for kw in (dict(), dict(pos_encoding="sinusoidal"), dict(pos_encoding="rope", n_kv_head=2),
+               dict(pos_encoding="none", head_size=12), dict(mlp="gated", norm="rmsnorm", qkv_bias=True, bias=False),
+               dict(pos_encoding="rope", n_kv_head=1, n_experts=4, moe_top_k=2)):
         model = GPT(GPTConfig(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=32, **kw)).eval()
         seqs = [torch.randint(0, 97, (1, n)) for n in (3, 9, 1)]
         with torch.no_grad():
@@ -253,3 +256,96 @@ def test_app_lets_every_sampler_in_at_once(models, tiny_dir):
     off = {d.api_name: d for d in build_demo(models, tiny_dir, batchers=None).fns.values()}
     assert off["sample"].concurrency_id == "model"
     assert launch_kwargs()["max_threads"] >= 100  # a lecture hall of streaming handlers, each holding a thread
+
+
+def test_moe_models_fall_back_to_solo_forward_passes():
+    """MoE: the rows reaching an expert depend on the neighbours, so each request runs its own forward pass
+    (still queued, streamed and capped by the batcher) and its text equals the text it gets alone."""
+    torch.manual_seed(0)
+    moe = GPT(GPTConfig(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=32, n_experts=4,
+                        moe_top_k=2)).eval()
+    reqs = [([5, 6, 7], 1, 6, 0.9, None, None, 1), ([1], 2, 4, 0.0, None, None, 2), ([9, 9], 1, 5, 1.2, 20, 0.9, 3)]
+    alone = [solo(moe, r) for r in reqs]
+    calls = []
+    hook = moe.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape))
+    b = Batcher(moe, start=False)
+    assert b.solo and not Batcher(GPT(GPTConfig(vocab_size=97, block_size=32, n_layer=1, n_head=2, n_embd=16)),
+                                  start=False).solo
+    streams = [submit(b, r) for r in reqs]
+    b.step()
+    assert len(calls) == 3 and all(s[0] % 4 == 0 for s in calls)  # one padded forward pass per request
+    run_until_done(b)
+    hook.remove()
+    assert b.batch_sizes[0] == 4  # still one batcher step for all their rows
+    for r, a, s in zip(reqs, alone, streams):
+        assert torch.equal(torch.cat(list(s), 1), a), r
+
+
+class SlowBatcher(Batcher):
+    """A batcher whose steps take a while, so a request is still decoding when Stop is pressed."""
+
+    def step(self):
+        import time
+        time.sleep(0.02)
+        return super().step()
+
+
+class SlowBatchers(Batchers):
+    def get(self, model):
+        with self._lock:
+            if id(model) not in self._batchers:
+                self._batchers[id(model)] = SlowBatcher(model, max_rows=4)
+            return self._batchers[id(model)]
+
+
+def test_stop_button_takes_the_rows_out_of_the_batch(models, tiny_dir, tiny):
+    """Through the served app (api_name /sample, as before batching): the Stop button cancels the streaming
+    request, and its rows leave the batch instead of decoding to the end; a request waiting in the queue shows
+    its place and leaves the queue when stopped."""
+    import time
+
+    from conftest import serve
+    from gradio_client import Client
+
+    from app import build_demo
+
+    batchers = SlowBatchers()
+    batcher = batchers.get(tiny)
+    demo = build_demo(models, tiny_dir, batchers=batchers)
+    client = Client(serve(demo), verbose=False)
+    try:
+        assert "/sample" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        job = client.submit(tiny_dir, False, "Stop me", 2, 500, 0.8, 50, 1.0, 1, api_name="/sample")
+        for _ in range(600):  # wait until it streams tokens
+            if batcher.rows == 2 and batcher.steps > 3:
+                break
+            time.sleep(0.05)
+        assert batcher.rows == 2
+        blocker = batcher.submit(torch.tensor([[1, 2]] * 2), 500, 1.0)  # 2 + 2 rows: the cap (4) is full now
+        other = Client(client.src, verbose=False)  # another student: Stop cancels only its own session's events
+        queued = other.submit(tiny_dir, False, "Me next", 1, 5, 0.8, 50, 1.0, 2, api_name="/sample")
+        for _ in range(600):
+            if batcher.waiting == 1 and any("number 1 in the queue" in str(o[0]) for o in queued.outputs()):
+                break
+            time.sleep(0.05)
+        assert any("number 1 in the queue" in str(o[0]) for o in queued.outputs())
+        job.cancel()  # what the Stop button does
+        for _ in range(600):
+            if batcher.waiting == 0 and batcher.rows <= 3:  # the blocker + the queued request, now decoding
+                break
+            time.sleep(0.05)
+        assert batcher.waiting == 0 and batcher.rows <= 3
+        steps = batcher.steps
+        assert steps < 500  # stopped long before its 500 tokens
+        html, js = queued.result(timeout=60)  # the waiting student got in when the rows were freed
+        assert js["samples"][0].startswith("Me next") and "number" not in html
+        blocker.cancel()
+        for _ in range(600):
+            if batcher.rows == 0:
+                break
+            time.sleep(0.05)
+        assert batcher.rows == 0 and batcher.waiting == 0
+    finally:
+        client.close() if hasattr(client, "close") else None
+        demo.close()
+        batchers.close()

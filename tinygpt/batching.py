@@ -21,8 +21,9 @@ multiples of 4, so a leftover of 1-3 rows per thread takes the small-row kernel 
 therefore padded to a multiple of ROW_MULTIPLE rows (dummy rows with their own scratch cache, thrown away).
 tests/test_batching.py checks the identity bit for bit; benchmarks/bench_batching.py measures how often the
 batcher's text differs from the unbatched `tinygpt.generate` (which multiplies 1-row matrices: a last-bit
-difference can flip a near-tie there). Mixture-of-Experts layers send a varying number of rows to each expert,
-so for MoE models the identity is not guaranteed.
+difference can flip a near-tie there). Mixture-of-Experts layers send a varying number of rows to each expert
+(whatever the padding), so for MoE models the batcher falls back to solo generation: every request still queues,
+joins, leaves and streams through the batcher, but runs its own forward pass (`Batcher.solo`).
 
 Memory stays bounded: the cap on rows comes from the model size and the KV-cache bytes of one row at full
 context (`tinygpt.compute.kv_cache_bytes`, the calculator's own formula): (budget - weights) // bytes per row.
@@ -121,7 +122,8 @@ class Batcher:
     max_rows: set the cap directly instead. start=False: no background loop, call `step()` yourself.
     exact=False: no padding rows; a lone 1-row request then runs the 1-row matmul kernel, as tinygpt.generate does
     (faster alone on a CPU), but a row's last bits may then depend on how many rows share the step.
-    `batch_sizes` remembers the rows decoded together at each recent step.
+    `batch_sizes` remembers the rows decoded together at each recent step. `solo` (Mixture-of-Experts models):
+    every request runs its own forward pass, so its text stays the same as alone.
     """
 
     def __init__(self, model, memory_budget: int = DEFAULT_MEMORY_BUDGET, max_rows: Optional[int] = None,
@@ -140,6 +142,9 @@ class Batcher:
         self._closed = False
         self._autostart = start
         self.exact = exact
+        # MoE: a row's expert matmuls have as many rows as tokens routed there in the whole batch, so its last bits
+        # would depend on the neighbours: each request then runs its own forward pass (same text as alone)
+        self.solo = bool(getattr(model.config, "n_experts", 0))
 
     # ---- the public side ----------------------------------------------------------------------------
     def submit(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
@@ -263,7 +268,8 @@ class Batcher:
             self.step()
 
     def _step(self, active: list) -> None:
-        """One token for every active request: one forward pass per (tokens fed, blocks) group."""
+        """One token for every active request: one forward pass per (tokens fed, blocks) group (per request
+        when solo)."""
         block = self.model.config.block_size
         groups: dict = {}
         for r in active:
@@ -272,8 +278,9 @@ class Batcher:
                 r.cache = self.model.new_cache(r.rows, r.max_len, len(r.layers))
             else:
                 inp = r.seq[:, -1:]  # (rows, 1): the token sampled last step
-            groups.setdefault((inp.size(1), r.layers), []).append((r, inp))
-        for (T, layers), items in groups.items():
+            key = (inp.size(1), r.layers, id(r) if self.solo else None)
+            groups.setdefault(key, []).append((r, inp))
+        for (T, layers, _), items in groups.items():
             for chunk in _chunks(items, T):
                 self._forward(chunk, T, layers)
         self.steps += 1
