@@ -10,13 +10,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics unles
 
 import gradio as gr  # noqa: E402
 
-from tabs import (  # noqa: E402  # noqa: E402
+from tabs import (  # noqa: E402
     alignment,
+    attention,
     calculator,
     coursemap,
     efficiency,
     embeddings,
     finetune,
+    positions,
     pruning,
     sampling,
     scaling,
@@ -64,6 +66,8 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
                 pruning.build(models, default_model)
             with gr.Tab("Inside the model", id="inside"), gr.Tabs():
                 embeddings.build(models, default_model)
+                attention.build(models, default_model)
+                positions.build(models, default_model)
             with gr.Tab("Train", id="training"), gr.Tabs():
                 train.build(sessions)
                 finetune.build(models, sessions, default_model)

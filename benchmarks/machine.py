@@ -2,19 +2,13 @@
 from __future__ import annotations
 
 import os
-import platform
 
 
 def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name (from /proc/cpuinfo on Linux): the same function the Efficiency tab prints."""
+    from tinygpt.efficiency.measure import cpu_model
+
+    return cpu_model()
 
 
 def describe() -> str:

@@ -36,7 +36,7 @@ class Entry:
 
 
 # Tabs other helpers are adding; their rows are greyed out until the tab registers under this id.
-UPCOMING = {"attention": "the Attention tab", "positions": "the Positions tab"}
+UPCOMING: dict[str, str] = {}
 
 G_SHAPE = "1 · Counting a GPT: parameters and shapes"
 G_GEN = "2 · Generating text"
@@ -82,9 +82,14 @@ ENTRIES = [
     Entry("Drop the last half of the blocks instead: which half matters more?", G_INSIDE, "pruning",
           dict(configs=["full", "first half", "last half"])),
     # 4 · attention and positions
-    Entry("See the causal mask in the attention weights: who may attend to whom?", G_ATTN, "attention"),
+    Entry("See the causal mask in the attention weights: who may attend to whom?", G_ATTN, "attention",
+          dict(view="mask off: what position i could see")),
     Entry("Why divide by √d_k before the softmax? What happens to the attention weights without it?", G_ATTN,
-          "attention"),
+          "attention", dict(view="1/√d_k removed: the sharper softmax")),
+    Entry("Draw the computational graph from the input tokens to the loss, with the tensor shapes on every edge.",
+          G_ATTN, "attention"),
+    Entry("Comment a multi-head attention implementation line by line: how many parameters does it have?",
+          G_ATTN, "attention"),
     Entry("Sinusoidal positional encodings: does the dot product between two positions fall smoothly with their"
           " distance?", G_ATTN, "positions"),
     Entry("RoPE: show that the query·key score depends only on the relative position.", G_ATTN, "positions"),
@@ -101,6 +106,8 @@ ENTRIES = [
           dict(b_causal=True, b_attn_scale=False)),
     Entry("Separate dropout rates for the embeddings, attention and residual connections.", G_TRAIN, "train",
           dict(b_causal=True, embd_pdrop=0.1, attn_pdrop=0.2, resid_pdrop=0.1)),
+    Entry("Learned positions against RoPE (or none at all): train both and compare the curves.", G_TRAIN, "train",
+          dict(b_causal=True, b_pos_encoding="rope")),
     Entry("Fine-tune GPT-2 on an essay of your own (5,000–15,000 characters): how do style, vocabulary and tone"
           " change for the same prompt?", G_TRAIN, "finetune", {}),
     Entry("A Mixture-of-Experts layer (4 experts, top-1 routing, load-balancing loss) against a dense model with"

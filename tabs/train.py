@@ -59,11 +59,24 @@ def get_corpus(choice, file, lossy=False) -> tuple[str, str]:
 
 
 def run_config(vocab, block, n_layer, n_head, n_embd, drops, causal, layernorm, attn_scale, n_experts=0,
-               moe_top_k=1, moe_aux_weight=0.01, n_inner=None):
+               moe_top_k=1, moe_aux_weight=0.01, n_inner=None, pos_encoding="learned"):
     return tinygpt.GPTConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                              embd_pdrop=drops[0], attn_pdrop=drops[1], resid_pdrop=drops[2], causal=bool(causal),
                              layernorm=bool(layernorm), attn_scale=bool(attn_scale), n_experts=n_experts,
-                             moe_top_k=moe_top_k, moe_aux_weight=moe_aux_weight, n_inner=n_inner)
+                             moe_top_k=moe_top_k, moe_aux_weight=moe_aux_weight, n_inner=n_inner,
+                             pos_encoding=pos_encoding)
+
+
+POS_LABELS = {"learned": "learned positions", "sinusoidal": "sinusoidal positions", "rope": "RoPE",
+              "none": "no positional encoding"}
+
+
+def check_pos(value) -> str:
+    """A run's position encoding (default learned, as GPT-2)."""
+    v = "learned" if value in (None, "") else str(value).strip().lower()
+    if v not in POS_LABELS:
+        raise UserError(f"Position encoding must be one of {', '.join(POS_LABELS)} (got {value!r}).")
+    return v
 
 
 def describe_run(cfg) -> str:
@@ -74,6 +87,8 @@ def describe_run(cfg) -> str:
         arch.append(f"MoE {cfg.n_experts} experts, top-{cfg.moe_top_k}, aux {cfg.moe_aux_weight:g}")
     elif cfg.n_inner is not None:
         arch.append(f"dense, FFN width {cfg.n_inner}")
+    if cfg.pos_encoding != "learned":  # GPT-2's learned wpe is the default and goes unmentioned
+        arch.append(POS_LABELS[cfg.pos_encoding])
     if not off:
         return ", ".join(arch) if arch else "full model"
     return ", ".join(arch + ["no " + ", no ".join(off)])
@@ -183,6 +198,22 @@ def explain(results: dict, cfgs: dict, samples: dict, tok_kind: str) -> str:
             lines.append(f"* Run {k} has **no 1/√d_k scaling**: the dot products q·k have a standard deviation of "
                          f"about √d_k = {math.sqrt(c.head_dim):.1f} times larger, so the softmax saturates towards "
                          f"one-hot attention with vanishing gradients (final val loss {r['val_loss']:.3f}).")
+    pos = {k: cfgs[k].pos_encoding for k in results}
+    if len(set(pos.values())) > 1 and all(cfgs[k].causal for k in results):
+        (ka, ra), (kb, rb) = sorted(results.items(), key=lambda kv: kv[1]["val_loss"])
+        lines.append(
+            f"* **Position encodings:** run {ka} ({POS_LABELS[pos[ka]]}) ends at a validation loss of"
+            f" **{ra['val_loss']:.3f}**, run {kb} ({POS_LABELS[pos[kb]]}) at **{rb['val_loss']:.3f}** (a difference"
+            f" of {rb['val_loss'] - ra['val_loss']:.3f} nats/token).")
+        if "none" in pos.values():
+            lines.append(
+                "* A model with **no positional encoding** still learns something about order: the causal mask"
+                " lets position t attend to exactly t + 1 tokens, so attention can count. Bag-of-words it is not, but"
+                " it has to work harder for the same information.")
+        if "rope" in pos.values():
+            lines.append(
+                "* **RoPE** adds no parameters: it turns q and k by the position, so every attention score depends"
+                " only on the distance between the two tokens, in every layer.")
     if any(not math.isfinite(r["train_loss"]) for r in results.values()):
         lines.append("* A loss of NaN/inf means training diverged: lower the learning rate.")
     return "\n".join(lines)
@@ -226,11 +257,12 @@ def check_settings(n_layer, n_head, n_embd, context, steps, batch, lr, drops, sa
 def on_train(sessions: SessionStore, corpus, file, tokenizer, n_layer, n_head, n_embd, context, embd_pdrop,
              attn_pdrop, resid_pdrop, steps, batch, lr, a_causal, a_ln, a_scale, b_causal, b_ln, b_scale, sample_len,
              seed, a_experts=0, a_top_k=1, a_aux=0.01, b_experts=0, b_top_k=1, b_aux=0.01, match_active=False,
-             request: gr.Request = None, progress=gr.Progress()):
+             a_pos="learned", b_pos="learned", request: gr.Request = None, progress=gr.Progress()):
     """Stream (status, curves, samples HTML, explanation) while two runs train side by side.
 
     a_/b_experts, top_k, aux: make a run a Mixture-of-Experts (0 experts = dense). match_active: the dense run
-    gets the feed-forward width that gives it the MoE run's active parameters per token."""
+    gets the feed-forward width that gives it the MoE run's active parameters per token. a_/b_pos: each run's
+    position encoding (learned, sinusoidal, rope, none); these inputs come last so older API clients still work."""
     st, notes = check_settings(n_layer, n_head, n_embd, context, steps, batch, lr,
                                (embd_pdrop, attn_pdrop, resid_pdrop), sample_len, seed)
     moe = {"A": check_moe("A", a_experts, a_top_k, a_aux, notes), "B": check_moe("B", b_experts, b_top_k, b_aux, notes)}
@@ -243,8 +275,14 @@ def on_train(sessions: SessionStore, corpus, file, tokenizer, n_layer, n_head, n
         raise UserError(f"The corpus is too short: {len(data):,} tokens; it needs at least {20 * (T + 2):,} for a "
                         f"context of {T} (training windows plus a 10% validation part).")
     train_data, val_data = split_tokens(data, 0.1)
-    cfgs = {"A": run_config(tok.vocab_size, T, L, st.n_head, st.n_embd, st.drops, a_causal, a_ln, a_scale, *moe["A"]),
-            "B": run_config(tok.vocab_size, T, L, st.n_head, st.n_embd, st.drops, b_causal, b_ln, b_scale, *moe["B"])}
+    pos = {"A": check_pos(a_pos), "B": check_pos(b_pos)}
+    if "rope" in pos.values() and (st.n_embd // st.n_head) % 2:
+        raise UserError(f"RoPE turns pairs of numbers, so the head size d_model / heads must be even (got "
+                        f"{st.n_embd // st.n_head}).")
+    cfgs = {"A": run_config(tok.vocab_size, T, L, st.n_head, st.n_embd, st.drops, a_causal, a_ln, a_scale, *moe["A"],
+                            pos_encoding=pos["A"]),
+            "B": run_config(tok.vocab_size, T, L, st.n_head, st.n_embd, st.drops, b_causal, b_ln, b_scale, *moe["B"],
+                            pos_encoding=pos["B"])}
     if match_active:
         notes.append(match_active_params(cfgs))
     labels = {k: describe_run(c) for k, c in cfgs.items()}
@@ -441,7 +479,8 @@ def build(sessions: SessionStore):
     with gr.Tab("Train from scratch", id="train"):
         gr.Markdown("Train two tiny GPTs **side by side** on the same data from the same initial weights. By default"
                     " run A has the causal mask and run B does not: watch B's loss collapse towards zero and its"
-                    " text fall apart. Switch off LayerNorm or the 1/√d_k scaling to see why they matter.")
+                    " text fall apart. Switch off LayerNorm or the 1/√d_k scaling to see why they matter, or give both"
+                    " runs the causal mask and a different position encoding each (learned vs RoPE vs none).")
         with gr.Row():
             corpus = gr.Radio([*CORPORA, UPLOAD], value=list(CORPORA)[0], label="Corpus")
             upload = gr.File(label="Your .txt (for 'Upload')", file_types=[".txt"], type="filepath")
@@ -467,11 +506,13 @@ def build(sessions: SessionStore):
                 a_causal = gr.Checkbox(True, label="causal mask")
                 a_ln = gr.Checkbox(True, label="LayerNorm")
                 a_scale = gr.Checkbox(True, label="1/√d_k scaling")
+                a_pos = gr.Dropdown(list(POS_LABELS), value="learned", label="position encoding", elem_id="tr-a-pos")
             with gr.Column():
                 gr.Markdown("**Run B**")
                 b_causal = gr.Checkbox(False, label="causal mask")
                 b_ln = gr.Checkbox(True, label="LayerNorm")
                 b_scale = gr.Checkbox(True, label="1/√d_k scaling")
+                b_pos = gr.Dropdown(list(POS_LABELS), value="learned", label="position encoding", elem_id="tr-b-pos")
         with gr.Row():
             with gr.Column():
                 gr.Markdown("**Run A: feed-forward layer**")
@@ -508,7 +549,7 @@ def build(sessions: SessionStore):
         go.click(partial(on_train, sessions),
                  [corpus, upload, tokenizer, n_layer, n_head, n_embd, context, embd_p, attn_p, resid_p, steps, batch,
                   lr, a_causal, a_ln, a_scale, b_causal, b_ln, b_scale, sample_len, seed,
-                  a_experts, a_top_k, a_aux, b_experts, b_top_k, b_aux, match_active],
+                  a_experts, a_top_k, a_aux, b_experts, b_top_k, b_aux, match_active, a_pos, b_pos],
                  [status, plot, samples, explain_md], api_name="train", concurrency_id="train", concurrency_limit=1
                  ).success(partial(on_route, sessions, "", quiet=True), None, routing, api_visibility="private")
         route_go.click(partial(on_route, sessions), route_text, routing, api_name="moe_routing")
@@ -525,7 +566,8 @@ def build(sessions: SessionStore):
             "batch_size": batch, "lr": lr, "sample_len": sample_len, "seed": seed, "a_causal": a_causal,
             "a_layernorm": a_ln, "a_attn_scale": a_scale, "b_causal": b_causal, "b_layernorm": b_ln,
             "b_attn_scale": b_scale, "a_experts": a_experts, "a_top_k": a_top_k, "a_aux": a_aux,
-            "b_experts": b_experts, "b_top_k": b_top_k, "b_aux": b_aux, "match_active": match_active},
+            "b_experts": b_experts, "b_top_k": b_top_k, "b_aux": b_aux, "match_active": match_active,
+            "a_pos_encoding": a_pos, "b_pos_encoding": b_pos},
             command=command, run=go)
 
 
@@ -548,6 +590,7 @@ def command(v: dict) -> str:
                           notes) for run in ("a", "b")}
     cfgs = {run.upper(): run_config(256, st.context, st.n_layer, st.n_head, st.n_embd, st.drops, True, True, True,
                                     *moe[run]) for run in ("a", "b")}
+    pos = {run: check_pos(v.get(f"{run}_pos_encoding")) for run in ("a", "b")}
     if v.get("match_active"):
         match_active_params(cfgs)  # the dense run's FFN width (independent of the vocabulary)
     for run in ("a", "b"):
@@ -562,5 +605,5 @@ def command(v: dict) -> str:
             no_causal_mask=not v[f"{run}_causal"], no_layernorm=not v[f"{run}_layernorm"],
             no_attn_scale=not v[f"{run}_attn_scale"], n_experts=experts or None,
             moe_top_k=top_k if experts else None, moe_aux_weight=aux if experts else None, n_inner=n_inner,
-            out=f"runs/{run.upper()}"))
+            pos_encoding=None if pos[run] == "learned" else pos[run], out=f"runs/{run.upper()}"))
     return "\n".join(lines)

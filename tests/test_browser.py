@@ -90,6 +90,7 @@ GROUPS = {"Sampling": "Generate", "Layer pruning": "Generate", "Embeddings": "In
           "Train from scratch": "Train", "Fine-tune": "Train", "Parameters & compute": "Compute & efficiency",
           "Efficiency": "Compute & efficiency"}
 GROUPS.update({"Scaling laws": "Beyond pretraining", "DPO": "Beyond pretraining", "RLHF": "Beyond pretraining"})
+GROUPS.update({"Attention": "Inside the model", "Positions": "Inside the model"})
 
 
 def open_tab(pg, name):
@@ -430,6 +431,103 @@ def test_lecture_mode_and_dark_theme(page, server):
         const g = c.getContext('2d'); g.drawImage(img, 0, 0);
         return Array.from(g.getImageData(2, 2, 1, 1).data); })()""")
     assert min(corner[:3]) >= 250 and corner[3] == 255, corner
+
+
+def set_slider(pg, elem_id, value):
+    """Type into a slider's number box and leave it: Gradio fires the slider's release event on blur."""
+    box = pg.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def pick(pg, elem_id, option):
+    """Choose an option of a gr.Dropdown."""
+    pg.locator(f"#{elem_id} input").first.click()
+    pg.get_by_role("option", name=option, exact=True).first.click()
+
+
+def test_attention_tab(page):
+    from playwright.sync_api import Error as PlaywrightError
+
+    open_tab(page, "Attention")
+    page.locator("#att-prompt textarea").fill(ESSAY[:600])
+    page.get_by_role("button", name="Show attention").click()
+    page.wait_for_function("document.querySelector('#att-status').innerText.includes('tokens')", timeout=120_000)
+    assert page.locator("#att-grid svg image").count() == 1
+    assert plot_image(page, "att-scale") and plot_image(page, "att-random")
+    page.locator("#att-heat .tg-heat-hit").first.wait_for(timeout=60_000)
+    for attempt in range(3):  # the heatmap may still be re-rendering right after the outputs arrive
+        try:
+            hit = page.locator("#att-heat .tg-heat-hit").first
+            box = hit.bounding_box()
+            hit.hover(position={"x": box["width"] * 0.2, "y": box["height"] * 0.8})  # a cell below the diagonal
+            tip = page.locator("#att-heat .tg-heat-tip")
+            tip.wait_for(state="visible", timeout=10_000)
+            break
+        except PlaywrightError:
+            if attempt == 2:
+                raise
+            page.wait_for_timeout(1000)
+    assert "query" in tip.inner_text() and "key" in tip.inner_text()
+    set_slider(page, "att-layer", 2)
+    page.wait_for_function("document.querySelector('#att-heat').innerText.includes('Layer 2, head 0')",
+                           timeout=60_000)
+    set_slider(page, "att-head", 3)
+    page.wait_for_function("document.querySelector('#att-heat').innerText.includes('Layer 2, head 3')",
+                           timeout=60_000)
+    page.locator("#att-query input").first.click()
+    page.get_by_role("listbox").first.wait_for(timeout=10_000)
+    page.get_by_role("option").nth(5).click()
+    page.wait_for_function("document.querySelector('#att-bars').innerText.includes('Query 5')", timeout=60_000)
+    page.get_by_label("mask off: what position i could see").check()
+    page.wait_for_function("document.querySelector('#att-heat').innerText.includes('mask off')", timeout=60_000)
+    assert "later" in page.locator("#att-mask").inner_text()
+    page.get_by_label("1/√d_k removed: the sharper softmax").check()
+    page.wait_for_function("document.querySelector('#att-heat').innerText.includes('removed')", timeout=60_000)
+    assert "previous token" in page.locator("#att-table").inner_text()
+    page.get_by_text("Computational graph of the loaded model").click()
+    page.locator("#att-graph svg").first.wait_for(timeout=10_000)
+    assert "ln_1" in page.locator("#att-graph").inner_text()
+    page.get_by_text("The multi-head attention code, line by line").click()
+    page.wait_for_function("document.querySelector('#att-code').innerText.includes('def forward')", timeout=10_000)
+    assert "equal" in page.locator("#att-params").inner_text()
+    shot(page, "10_attention")
+
+
+def test_positions_tab(page):
+    open_tab(page, "Positions")
+    page.locator("#pos-dims input, #pos-dims textarea").first.fill("8, 32, 128")
+    set_slider(page, "pos-hd", 32)
+    set_slider(page, "pos-pair", 3)
+    set_slider(page, "pos-n", 64)
+    set_slider(page, "pos-d", 32)
+    set_slider(page, "pos-rope-n", 32)
+    set_number(page, "pos-base", 500)
+    set_number(page, "pos-seed", 3)
+    page.get_by_role("button", name="Show positions").click()
+    page.wait_for_function("document.querySelector('#pos-explain').innerText.includes('largest deviation')",
+                           timeout=120_000)
+    assert "d = 128" in page.locator("#pos-explain").inner_text()
+    assert plot_image(page, "pos-sin") and plot_image(page, "pos-wpe") and plot_image(page, "pos-rope")
+    assert "learned" in page.locator("#pos-wpe-text").inner_text()
+    shot(page, "11_positions")
+
+
+def test_train_tab_position_encodings(page):
+    open_tab(page, "Train from scratch")
+    set_number(page, "tr-steps", 20)
+    set_number(page, "tr-sample-len", 50)
+    page.get_by_label("causal mask").nth(1).check()  # run B with the mask too
+    pick(page, "tr-a-pos", "rope")
+    pick(page, "tr-b-pos", "none")
+    page.get_by_role("button", name="Train both").click()
+    # an earlier run may have left "Done" on the page: wait for this run's labels and the end of its stream
+    page.wait_for_function("document.querySelector('#tr-samples').innerText.includes('A: RoPE') && "
+                           "!document.querySelector('#tr-samples').innerText.includes('waiting') && "
+                           "document.querySelector('#tr-status').innerText.includes('Done')", timeout=300_000)
+    samples = page.locator("#tr-samples").inner_text()
+    assert "RoPE" in samples and "no positional encoding" in samples
+    shot(page, "12_train_positions")
 
 
 def test_dpo_tab(page):

@@ -278,8 +278,8 @@ def test_course_map_rows(app):
     from tabs import coursemap
 
     reg = app._tinygpt_share
-    assert list(reg.tabs) == ["sampling", "pruning", "embeddings", "train", "finetune", "calculator", "efficiency",
-                              "scaling", "dpo", "rlhf"]
+    assert list(reg.tabs) == ["sampling", "pruning", "embeddings", "attention", "positions", "train", "finetune",
+                              "calculator", "efficiency", "scaling", "dpo", "rlhf"]
     assert len(reg.course) == len(coursemap.ENTRIES)
     available = 0
     for e, (button, note, tab, settings, needs) in zip(coursemap.ENTRIES, reg.course):

@@ -20,6 +20,7 @@ from .config import PRESETS, GPTConfig
 from .efficiency import convert_kv_heads, flash_attention, kv_cache_measurement, profile_forward
 from .evaluate import TokenScores, evaluate, masked_logprobs, ngram_stats, perplexity, target_logprobs, token_logprobs
 from .hf_config import fetch_hub_config, from_hf_config
+from .interpret.attention import attention_maps
 from .interpret.embeddings import (contextual_similarity, cosine_matrix, nearest_neighbours, pca_2d, vocab_norms,
                                    word_vectors)
 from .interpret.pruning import logit_lens, named_layers, run_configuration
@@ -27,6 +28,7 @@ from .loading import EMBEDDED_NAME, HUB_MODELS, ModelCache, ModelInfo, load_mode
 from .model import GPT, KVCache, parse_layers
 from .moe import dense_equivalent, dense_n_inner, expert_load, token_experts, with_expert_load
 from .params import approx_parameters, count_parameters, parameter_breakdown
+from .positions import apply_rope, sinusoidal_encoding
 from .sampling import (distribution_summary, encode_prompt, entropy, filter_logits, generate, generate_stream,
                        next_token_logits, next_token_probs, sample_next_token)
 from .tokenizer import CharTokenizer, GPT2Tokenizer, gpt2_tokenizer
@@ -48,6 +50,7 @@ __all__ = [
     "from_hf_config", "fetch_hub_config",
     "convert_kv_heads", "kv_cache_measurement", "profile_forward", "flash_attention",
     "expert_load", "with_expert_load", "dense_n_inner", "dense_equivalent", "token_experts",
+    "attention_maps", "sinusoidal_encoding", "apply_rope",
     "target_logprobs", "masked_logprobs", "dpo_loss", "sequence_logps",
 ]
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m tinygpt sample|params|train|finetune|eval|embed|profile|scaling|dpo|rlhf ...`.
+"""Command line: `python -m tinygpt sample|params|train|finetune|eval|embed|attention|profile|scaling|dpo|rlhf ...`.
 
 Each subcommand is one `cmd_*` function: check the arguments, load a model through `load()` (which prints the
 offline-fallback notice), call into tinygpt, and print text or, with --json, one JSON object.
@@ -208,7 +208,8 @@ def cmd_train(a) -> int:
                     attn_pdrop=d if a.attn_pdrop is None else a.attn_pdrop,
                     resid_pdrop=d if a.resid_pdrop is None else a.resid_pdrop, bias=not a.no_bias,
                     causal=not a.no_causal_mask, layernorm=not a.no_layernorm, attn_scale=not a.no_attn_scale,
-                    n_inner=a.n_inner, n_experts=a.n_experts, moe_top_k=a.moe_top_k, moe_aux_weight=a.moe_aux_weight)
+                    n_inner=a.n_inner, n_experts=a.n_experts, moe_top_k=a.moe_top_k, moe_aux_weight=a.moe_aux_weight,
+                    pos_encoding=a.pos_encoding)
     torch.manual_seed(a.seed)
     model = GPT(cfg)
     print(f"{model.num_params():,} parameters; {len(train_data):,} train / {len(val_data):,} val tokens",
@@ -286,6 +287,38 @@ def cmd_embed(a) -> int:
     lines = [f"{r['word']:>{width}}  norm {r['norm']:.4f}  ids {r['ids']}  pieces {r['pieces']}" for r in rows]
     lines += [f"cosine ({a.pool} of each word's tokens):"]
     lines += [f"{w:>{width}}  " + " ".join(f"{v:+.3f}" for v in row) for w, row in zip(words, cos.tolist())]
+    return emit(a, report, lines)
+
+
+# ---- attention ------------------------------------------------------------------------------------
+def cmd_attention(a) -> int:
+    import torch
+
+    from .interpret.attention import attention_maps, head_patterns
+
+    text = read_start(a.text)
+    if not text.strip():
+        raise ValueError("--text is empty: give the text whose attention to show.")
+    model, tok = load(a)
+    ids = tok.encode(text)
+    if not ids:
+        raise ValueError("--text gives no tokens.")
+    block = model.config.block_size
+    if len(ids) > block:
+        print(f"note: {len(ids)} tokens is longer than the context; kept the first {block}.", file=sys.stderr)
+        ids = ids[:block]
+    layers = model.check_layers(a.layers)
+    maps = attention_maps(model, torch.tensor([ids]), layers)  # per block: (1, nh, T, T)
+    report = {"tokens": [tok.piece(i) for i in ids],
+              "weights": [[[[round(w, 6) for w in row] for row in head] for head in m[0].float().tolist()]
+                          for m in maps]}
+
+    def lines(_):
+        yield f"{len(ids)} tokens: " + " | ".join(repr(t) for t in report["tokens"])
+        yield "layer head  previous  first(sink)  self  max-weight  entropy  pattern"
+        for r in head_patterns(maps, layers, model.config.causal):
+            yield (f"{r['layer']:>5} {r['head']:>4}  {r['previous']:8.3f}  {r['first']:11.3f}  {r['self']:4.3f}  "
+                   f"{r['max_weight']:10.3f}  {r['entropy']:7.3f}  {r['pattern']}")
     return emit(a, report, lines)
 
 
@@ -496,6 +529,7 @@ def training_options(steps: int = 1000, lr: float = 1e-3, block_size: int = 128,
 
 
 def build_parser() -> Parser:
+    from .config import POS_ENCODINGS
     from .finetune import DEFAULTS as FT
 
     p = Parser(prog="python -m tinygpt", description="TinyGPT Lab command line")
@@ -564,6 +598,8 @@ def build_parser() -> Parser:
     t.add_argument("--moe-top-k", type=int, default=1, help="experts per token (1 = Switch routing)")
     t.add_argument("--moe-aux-weight", type=float, default=0.01, help="weight of the load-balancing loss")
     t.add_argument("--eval-batches", type=int, default=8, help="validation batches per evaluation")
+    t.add_argument("--pos-encoding", choices=list(POS_ENCODINGS), default="learned",
+                   help="learned (GPT-2's wpe), sinusoidal (fixed table), rope (rotary, in attention) or none")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -586,6 +622,12 @@ def build_parser() -> Parser:
                    help="a multi-token word is its first token's embedding or the mean of its tokens'")
     e.add_argument("--space", action="store_true", help="encode ' word' (as mid-sentence) instead of 'word'")
     e.set_defaults(func=cmd_embed)
+
+    w = sub.add_parser("attention", parents=[model],
+                       help="attention weights of every layer and head for a text (--json: [layer][head][query][key])")
+    w.add_argument("--text", required=True, help="the text, or FILE:path to read it from a file")
+    w.add_argument("--layers", default=None, help="blocks to run and show, e.g. 0,5 (default: all)")
+    w.set_defaults(func=cmd_attention)
 
     r = sub.add_parser("profile", parents=[model], help="time one forward pass by component next to its FLOPs")
     r.add_argument("--batch", type=int, default=1)

@@ -64,6 +64,7 @@ def check_memory(need: int, what: str) -> None:
 
 
 def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), printed with every measurement."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

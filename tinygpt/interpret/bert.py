@@ -15,9 +15,8 @@ from functools import lru_cache
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .embeddings import cosine_matrix, find_word, mean_off_diagonal
+from .embeddings import find_word, stage_similarity, word_and_sentences
 
 BERT_NAME = "bert-base-uncased"
 BERT_REPO = "google-bert/bert-base-uncased"
@@ -65,17 +64,12 @@ def bert_contextual_similarity(model, tokenizer, sentences: Sequence[str], word:
     Returns {word, sentences, layers: [names], cos: (L+2, S, S), mean_cos, baseline, positions}: baseline is the
     mean cosine between the word and the sentences' other tokens ([CLS]/[SEP] excluded) at that stage.
     """
-    sentences = [s.strip() for s in sentences if s and s.strip()]
-    word = (word or "").strip()
-    if not word:
-        raise ValueError("Enter the word to follow across sentences.")
-    if len(sentences) < 2:
-        raise ValueError("Enter at least two sentences (one per line) that contain the word.")
+    word, sentences = word_and_sentences(word, sentences)
     cand = tokenizer(word, add_special_tokens=False)["input_ids"]
     special = set(tokenizer.all_special_ids)
     limit = model.config.max_position_embeddings
     table = model.embeddings.word_embeddings.weight  # (V, C)
-    per_layer, others, positions = None, None, []
+    stages, positions = [], []
     for k, s in enumerate(sentences, 1):
         ids = tokenizer(s)["input_ids"]  # [CLS] ... [SEP]
         if len(ids) > limit:
@@ -89,14 +83,6 @@ def bert_contextual_similarity(model, tokenizer, sentences: Sequence[str], word:
         states = [table[x[0, pos]].float().mean(0)] + [h[0, pos].float().mean(0) for h in hidden]  # L+2 of (C,)
         rest = [i for i in range(len(ids)) if i not in pos and ids[i] not in special]
         ctx = [table[x[0, rest]].float()] + [h[0, rest].float() for h in hidden]  # (T_rest, C) per stage
-        if per_layer is None:
-            per_layer, others = [[] for _ in states], [[] for _ in states]
-        for li, v in enumerate(states):
-            per_layer[li].append(v)
-            if rest:
-                others[li].append(F.cosine_similarity(ctx[li], v[None], dim=-1))  # (T_rest,)
-    cos = torch.stack([cosine_matrix(torch.stack(vs)) for vs in per_layer])  # (L+2, S, S)
-    names = ["wordpiece (static)", "embeddings (+pos, LN)"] + [f"layer {i}" for i in range(len(per_layer) - 2)]
-    baseline = [float(torch.cat(o).mean()) if o else float("nan") for o in others]
-    return {"word": word, "sentences": sentences, "layers": names, "cos": cos,
-            "mean_cos": [mean_off_diagonal(c) for c in cos], "baseline": baseline, "positions": positions}
+        stages.append((states, ctx))
+    names = ["wordpiece (static)", "embeddings (+pos, LN)"] + [f"layer {i}" for i in range(len(stages[0][0]) - 2)]
+    return stage_similarity(word, sentences, positions, stages, names)

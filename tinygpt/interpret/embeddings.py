@@ -176,15 +176,10 @@ def contextual_similarity(model, tok, sentences: Sequence[str], word: str) -> di
     baseline = mean cosine between the word and the other tokens of the sentences (position 0 excluded: the
     first token is an outlier 'attention sink'), i.e. what "unrelated" looks like at that depth.
     """
-    sentences = [s.strip() for s in sentences if s and s.strip()]
-    word = (word or "").strip()
-    if not word:
-        raise ValueError("Enter the word to follow across sentences.")
-    if len(sentences) < 2:
-        raise ValueError("Enter at least two sentences (one per line) that contain the word.")
+    word, sentences = word_and_sentences(word, sentences)
     cands = [tok.encode(" " + word), tok.encode(word)]
     block = model.config.block_size
-    per_layer, others, positions = None, None, []
+    stages, positions = [], []
     for k, s in enumerate(sentences, 1):
         ids = tok.encode(s)
         if len(ids) > block:
@@ -199,14 +194,34 @@ def contextual_similarity(model, tok, sentences: Sequence[str], word: str) -> di
         rest = [i for i in range(1, len(ids)) if i not in pos]
         ctx = [model.transformer.wte.weight[torch.tensor(ids)[rest]].float()] + \
             [h[0, rest].float() for h in hidden]  # (T_rest, C) per layer
-        if per_layer is None:
-            per_layer, others = [[] for _ in states], [[] for _ in states]
-        for li, v in enumerate(states):
-            per_layer[li].append(v)
-            if rest:
-                others[li].append(F.cosine_similarity(ctx[li], v[None], dim=-1))  # (T_rest,)
-    cos = torch.stack([cosine_matrix(torch.stack(vs)) for vs in per_layer])  # (L+2, S, S)
-    names = ["wte (static)", "embed (wte+wpe)"] + [f"block {i}" for i in range(len(per_layer) - 2)]
-    baseline = [float(torch.cat(o).mean()) if o else float("nan") for o in others]
+        stages.append((states, ctx))
+    names = ["wte (static)", "embed (wte+wpe)"] + [f"block {i}" for i in range(len(stages[0][0]) - 2)]
+    return stage_similarity(word, sentences, positions, stages, names)
+
+
+def word_and_sentences(word: str, sentences: Sequence[str]) -> tuple[str, list[str]]:
+    """The inputs of a contextual comparison (GPT-2's or BERT's): a word and at least two non-empty sentences."""
+    sentences = [s.strip() for s in sentences if s and s.strip()]
+    word = (word or "").strip()
+    if not word:
+        raise ValueError("Enter the word to follow across sentences.")
+    if len(sentences) < 2:
+        raise ValueError("Enter at least two sentences (one per line) that contain the word.")
+    return word, sentences
+
+
+def stage_similarity(word, sentences, positions, stages, names) -> dict:
+    """Cosine similarity of one word's vectors across sentences, stage by stage (shared by GPT-2 and BERT).
+
+    stages: one (states, ctx) per sentence; states[l] is the word's (C,) vector at stage l, ctx[l] the (T_rest, C)
+    vectors of the sentence's other tokens at that stage (their mean cosine with the word is the "unrelated"
+    baseline). Returns {word, sentences, layers: names, cos: (L, S, S), mean_cos, baseline, positions}.
+    """
+    n_stages = len(stages[0][0])
+    cos = torch.stack([cosine_matrix(torch.stack([st[li] for st, _ in stages])) for li in range(n_stages)])
+    baseline = []
+    for li in range(n_stages):
+        sims = [F.cosine_similarity(ctx[li], st[li][None], dim=-1) for st, ctx in stages if len(ctx[li])]  # (T_rest,)
+        baseline.append(float(torch.cat(sims).mean()) if sims else float("nan"))
     return {"word": word, "sentences": sentences, "layers": names, "cos": cos,
             "mean_cos": [mean_off_diagonal(c) for c in cos], "baseline": baseline, "positions": positions}
