@@ -28,15 +28,32 @@ from tabs import (  # noqa: E402
 from tabs.common import SAMPLE_CSS  # noqa: E402
 from tabs.sessions import SessionStore  # noqa: E402
 from tinygpt import ModelCache  # noqa: E402
+from tinygpt.batching import Batchers  # noqa: E402
 
 CSS = SAMPLE_CSS + share.LECTURE_CSS
+MAX_THREADS = 256  # worker threads for handlers (see launch_kwargs)
+
+
+def make_batchers() -> Batchers | None:
+    """Concurrent Sampling requests share forward passes (one Batcher per model, created on first use).
+    TINYGPT_BATCHING=0 turns it off (every request then decodes alone, one after another: the load test's
+    "before"); TINYGPT_BATCH_MEMORY_GB is each batcher's budget for weights + KV caches (default 4);
+    TINYGPT_BATCH_EXACT=0 drops the padding rows that make a row's text independent of its neighbours (a lone
+    request is then faster, but a near-tie can flip between alone and in a batch)."""
+    if os.environ.get("TINYGPT_BATCHING", "1").strip() == "0":
+        return None
+    gb = float(os.environ.get("TINYGPT_BATCH_MEMORY_GB", "4"))
+    exact = os.environ.get("TINYGPT_BATCH_EXACT", "1").strip() != "0"
+    return Batchers(memory_budget=int(gb * 1024 ** 3), exact=exact)
 
 
 def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
-               sessions: SessionStore | None = None) -> gr.Blocks:
-    """Assemble every tab around one shared, read-only model cache and one per-user session store."""
+               sessions: SessionStore | None = None, batchers: Batchers | None | str = "env") -> gr.Blocks:
+    """Assemble every tab around one shared, read-only model cache and one per-user session store.
+    batchers: shared by the tabs that decode ("env" = as TINYGPT_BATCHING says, None = no batching)."""
     models = models or ModelCache()
     sessions = sessions or SessionStore()
+    batchers = make_batchers() if batchers == "env" else batchers
     with gr.Blocks(title="TinyGPT Lab") as demo:
         gr.Markdown("# 🔬 TinyGPT Lab\nOpen up a GPT and see how it works: every number on these tabs is computed"
                     " live from the model.")
@@ -45,7 +62,7 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
         with gr.Tabs(elem_id="groups"):
             coursemap.build()
             with gr.Tab("Generate", id="generate"), gr.Tabs():
-                sampling.build(models, default_model)
+                sampling.build(models, default_model, batchers)
                 pruning.build(models, default_model)
             with gr.Tab("Inside the model", id="inside"), gr.Tabs():
                 embeddings.build(models, default_model)
@@ -73,7 +90,9 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
 def launch_kwargs() -> dict:
     # show_error: an unexpected exception reaches the browser/API client as its one-line message (never a
     # traceback) instead of a generic "error" with no explanation.
-    return dict(css=CSS, theme=gr.themes.Soft(), footer_links=["api"], show_error=True)
+    # max_threads: a streaming handler holds a worker thread while it waits for its next token; with batching a
+    # whole lecture hall is in the Sampling handler at once (Gradio's default of 40 would queue the rest).
+    return dict(css=CSS, theme=gr.themes.Soft(), footer_links=["api"], show_error=True, max_threads=MAX_THREADS)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,25 @@ one request, everything has a time limit, and the script stops the server at the
 counts, p50/p95 latency, the largest queue position seen, and checks that nobody received another user's text.
 
     python benchmarks/load_test.py [--clients 20] [--finetunes 2] [--tokens 30]
+
+The lecture scenario (--lecture): a whole room presses Generate at once. A GPT-2-124M-sized model (random
+weights, transformers' GPT2Config() written with save_pretrained) is served by `python app.py` with
+TINYGPT_MODEL pointing at it, once with batching off (TINYGPT_BATCHING=0: before) and once with it on (after);
+for each N (10, 40, 100) N clients send one /sample request each (1 sample x 40 new tokens, the tab's default
+knobs) at the same moment. Prints the CPU, the single-request latency and p50/p95/max per N, before and after.
+
+    python benchmarks/load_test.py --lecture [--sizes 10,40,100] [--tokens 40] [--threads 0]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -20,11 +31,12 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def start_server():
+def start_server(extra_env: dict | None = None):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
+               **(extra_env or {}))
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -44,13 +56,158 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
+# ---- the lecture scenario ----------------------------------------------------------------------------
+def gpt2_sized_dir() -> str:
+    """A random GPT-2-124M-sized transformers checkpoint (GPT2Config() defaults) in a temporary directory."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    d = tempfile.mkdtemp(prefix="tinygpt-lecture-")
+    GPT2LMHeadModel(GPT2Config()).save_pretrained(d)
+    return d
+
+
+def sample_args(model: str, i: int, tokens: int) -> tuple:
+    """One student's /sample inputs: 1 sample, the tab's default knobs (T 0.8, top-k 200, top-p 1), own seed."""
+    return (model, False, f"Student {i} asks:", 1, tokens, 0.8, 200, 1.0, i)
+
+
+def connect(url, timeout):
+    """A gradio_client Client that waits as long as a browser would (httpx's own default gives up after 5 s)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, httpx_kwargs={"timeout": timeout})
+
+
+def sample_once(url, model, i, tokens, timeout) -> float:
+    """Seconds for one /sample request from a fresh client (send -> full text)."""
+    c = connect(url, timeout)
+    t = time.perf_counter()
+    html, js = c.submit(*sample_args(model, i, tokens), api_name="/sample").result(timeout=timeout)
+    if not js["samples"][0].startswith(f"Student {i} asks:"):
+        raise SystemExit(f"wrong text for a single request: {js['samples'][0][:80]!r}")
+    return time.perf_counter() - t
+
+
+def crowd(url, model, n, tokens, timeout) -> dict:
+    """n clients open the page first (a few at a time, as a room of browsers would have long before), then all
+    send /sample at the same moment; latency = send -> full text."""
+    lat, fails, queued, lock = [], [], [0], threading.Lock()
+    ready = threading.Barrier(n)
+    opening = threading.Semaphore(8)
+
+    def student(i):
+        try:
+            with opening:
+                c = connect(url, timeout)
+        except Exception as e:  # noqa: BLE001 - counted as a failure
+            ready.abort()
+            with lock:
+                fails.append(f"connect: {str(e)[:100]}")
+            return
+        try:
+            ready.wait(timeout=timeout)
+        except threading.BrokenBarrierError:
+            pass
+        t = time.perf_counter()
+        try:
+            job = c.submit(*sample_args(model, i, tokens), api_name="/sample")
+            html, js = job.result(timeout=timeout)
+            dt = time.perf_counter() - t
+            text = js["samples"][0]
+            ok = text.startswith(f"Student {i} asks:") and not any(f"Student {j} asks:" in text
+                                                                   for j in range(n) if j != i)
+            # the batcher's queue position, as the page showed it while this student waited for a free row
+            shown = [int(m) for out in job.outputs() for m in re.findall(r"number (\d+) in the queue", str(out[0]))]
+            with lock:
+                if ok:
+                    lat.append(dt)
+                else:
+                    fails.append("wrong text")
+                queued[0] = max([queued[0], *shown])
+        except Exception as e:  # noqa: BLE001 - counted as a failure
+            with lock:
+                fails.append(str(e)[:120])
+
+    threads = [threading.Thread(target=student, args=(i,)) for i in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout + 120)
+    return {"n": n, "ok": len(lat), "failed": n - len(lat), "fails": fails[:3],
+            "p50": pct(lat, .5), "p95": pct(lat, .95), "max": max(lat, default=float("nan")),
+            "wall": time.perf_counter() - t0, "queued": queued[0]}
+
+
+def lecture(a):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from machine import cpu_name
+
+    model = gpt2_sized_dir()
+    sizes = [int(x) for x in a.sizes.split(",")]
+    threads = a.threads or "torch's default"
+    print(f"CPU: {cpu_name()} · {os.cpu_count()} logical cores · server torch threads: {threads}")
+    print(f"GPT-2-124M-sized model (random weights) in {model}; each request: 1 sample x {a.tokens} new tokens,"
+          " T 0.8, top-k 200")
+    table = {}
+    modes = {"before": {"TINYGPT_BATCHING": "0"}, "after": {"TINYGPT_BATCHING": "1"},
+             "after-unpadded": {"TINYGPT_BATCHING": "1", "TINYGPT_BATCH_EXACT": "0"}}
+    for mode in a.modes.split(","):
+        env = {"TINYGPT_MODEL": model, **modes[mode]}
+        flag = env["TINYGPT_BATCHING"]
+        if a.threads:
+            env["OMP_NUM_THREADS"] = str(a.threads)
+        proc, url, cold = start_server(env)
+        try:
+            sample_once(url, model, 999, a.tokens, a.timeout)  # warm-up: first-call costs stay out of the numbers
+            single = statistics.median(sample_once(url, model, 1000 + k, a.tokens, a.timeout) for k in range(5))
+            print(f"[{mode}] {'batching' if flag == '1' else 'no batching'}: server up in {cold:.1f} s; single request"
+                  f" {single:.2f} s (median of 5)", flush=True)
+            rows = []
+            for n in sizes:
+                r = crowd(url, model, n, a.tokens, a.timeout)
+                rows.append(r)
+                print(f"[{mode}] N={n:>3}: ok {r['ok']}, failed {r['failed']}, p50 {r['p50']:.1f} s, p95"
+                      f" {r['p95']:.1f} s, max {r['max']:.1f} s (p95 = {r['p95'] / single:.1f}x single); largest"
+                      f" batcher queue position shown {r['queued']}", flush=True)
+                for f in r["fails"]:
+                    print("    failure:", f)
+            table[mode] = (single, rows)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    names = list(table)
+    print("\n| N | " + " | ".join(f"{m}: p50 / p95 / max (s), p95 ÷ single, failed" for m in names) + " |")
+    print("|---|" + "---|" * len(names))
+    print("| 1 (single) | " + " | ".join(f"{table[m][0]:.2f}" for m in names) + " |")
+    for k, n in enumerate(sizes):
+        cells = []
+        for m in names:
+            single, rows = table[m]
+            r = rows[k]
+            cells.append(f"{r['p50']:.1f} / {r['p95']:.1f} / {r['max']:.1f}, {r['p95'] / single:.1f}x, {r['failed']}")
+        print(f"| {n} | " + " | ".join(cells) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--finetunes", type=int, default=2)
-    ap.add_argument("--tokens", type=int, default=30)
-    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--tokens", type=int, default=None, help="new tokens per request (30; 40 with --lecture)")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per request (600; 1800 with --lecture)")
+    ap.add_argument("--lecture", action="store_true", help="the lecture scenario (see the module docstring)")
+    ap.add_argument("--sizes", default="10,40,100", help="--lecture: concurrent clients per round")
+    ap.add_argument("--threads", type=int, default=0, help="--lecture: the server's torch threads (0 = default)")
+    ap.add_argument("--modes", default="before,after",
+                    help="--lecture: servers to compare: before (TINYGPT_BATCHING=0), after, after-unpadded"
+                         " (TINYGPT_BATCH_EXACT=0)")
     a = ap.parse_args()
+    if a.lecture:
+        a.tokens, a.timeout = a.tokens or 40, a.timeout or 1800
+        return lecture(a)
+    a.tokens, a.timeout = a.tokens or 30, a.timeout or 600
     from gradio_client import Client
 
     proc, url, cold = start_server()

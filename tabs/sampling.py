@@ -28,19 +28,33 @@ DEFAULT_PROMPT = "one ring to rule them all,"
 
 
 def stream_samples(model, tok, prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed,
-                   layers=None, every_s: float = 0.15):
-    """Yield (list of continuations, tokens done) while generating; all samples are one batch."""
+                   layers=None, every_s: float = 0.15, batcher=None):
+    """Yield (list of continuations, tokens done, queue position) while generating; all samples are one batch.
+
+    With a batcher (tinygpt.batching) the samples join the rows of every other user decoding on this model and
+    share their forward passes; position > 0 means waiting for a free row (no tokens yet). Same text either way.
+    """
     x = torch.tensor([encode_prompt(tok, prompt, model.config.block_size)] * num_samples, dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
     new = [[] for _ in range(num_samples)]
-    last = time.perf_counter()
-    for step, nxt in enumerate(tinygpt.generate_stream(model, x, max_new_tokens, temperature, top_k, top_p, gen,
-                                                       layers=layers), 1):
-        for row, t in zip(new, nxt[:, 0].tolist()):
-            row.append(t)
-        if time.perf_counter() - last >= every_s or step == max_new_tokens:
-            last = time.perf_counter()
-            yield [tok.decode(r) for r in new], step
+    if batcher is None:
+        tokens = tinygpt.generate_stream(model, x, max_new_tokens, temperature, top_k, top_p, gen, layers=layers)
+    else:
+        tokens = batcher.submit(x, max_new_tokens, temperature, top_k, top_p, gen, layers)
+    try:
+        while batcher is not None and not tokens.wait_started(every_s * 2):
+            if tokens.position:  # all rows taken: show the place in the queue
+                yield [""] * num_samples, 0, tokens.position
+        last = time.perf_counter()
+        for step, nxt in enumerate(tokens, 1):
+            for row, t in zip(new, nxt[:, 0].tolist()):
+                row.append(t)
+            if time.perf_counter() - last >= every_s or step == max_new_tokens:
+                last = time.perf_counter()
+                yield [tok.decode(r) for r in new], step, 0
+    finally:
+        if batcher is not None:
+            tokens.cancel()  # Stop pressed or the page closed: the rows leave the batch at the next step
 
 
 @lru_cache(maxsize=64)
@@ -130,29 +144,42 @@ def on_dist(models, name, fast, prompt, temperature, top_k, top_p):
 
 
 @user_errors
-def on_sample(models, name, fast, prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed):
-    """Stream (samples HTML, JSON) while generating; the last JSON holds the full texts and the model used."""
+def on_sample(models, name, fast, prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed,
+              batchers=None):
+    """Stream (samples HTML, JSON) while generating; the last JSON holds the full texts and the model used.
+    batchers: a tinygpt.batching.Batchers to share forward passes with everyone sampling the same model."""
     v, notes = check_knobs(prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed, MAX_SAMPLES,
                            MAX_NEW_TOKENS)
     model, tok = get_model(models, name, fast)
+    batcher = batchers.get(model) if batchers is not None else None
     note = " ".join(notes)
     t0 = time.perf_counter()
     conts, status = [""] * v.num_samples, ""
     texts = [v.prompt + c for c in conts]
     yield sample_cards(v.prompt, conts, status=("Generating… " + note).strip()), {"samples": texts}
-    for conts, step in stream_samples(model, tok, v.prompt, v.num_samples, v.max_new_tokens, v.temperature,
-                                      v.top_k, v.top_p, v.seed):
-        dt = time.perf_counter() - t0
-        status = f"{step}/{v.max_new_tokens} tokens · {step * v.num_samples / dt:.0f} tokens/s. {note}"
+    shared = 0  # the most rows of other users decoded in the same forward passes
+    for conts, step, queued in stream_samples(model, tok, v.prompt, v.num_samples, v.max_new_tokens, v.temperature,
+                                              v.top_k, v.top_p, v.seed, batcher=batcher):
         texts = [v.prompt + c for c in conts]
+        if queued:
+            status = (f"Waiting for a free row: number {queued} in the queue ({batcher.rows} rows are decoding"
+                      f" together; {batcher.max_rows} fit in this model's memory budget). {note}")
+            yield sample_cards(v.prompt, conts, status=status.strip()), {"samples": texts}
+            continue
+        dt = time.perf_counter() - t0
+        if batcher is not None:
+            shared = max(shared, batcher.rows - v.num_samples)
+        together = f" · each step shared with {shared} other rows" if shared > 0 else ""
+        status = f"{step}/{v.max_new_tokens} tokens · {step * v.num_samples / dt:.0f} tokens/s{together}. {note}"
         yield sample_cards(v.prompt, conts, status=status.strip()), {"samples": texts}
     yield sample_cards(v.prompt, conts, status=status.strip()), {
         "samples": texts, "model": model.info.name, "fallback": model.info.fallback, "notes": notes,
         "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def build(models, default_model: str = "gpt2"):
-    """The Sampling tab. `models` is a tinygpt.ModelCache shared by all tabs."""
+def build(models, default_model: str = "gpt2", batchers=None):
+    """The Sampling tab. `models` is a tinygpt.ModelCache shared by all tabs; `batchers` a
+    tinygpt.batching.Batchers (None = every request decodes on its own, one after another)."""
     with gr.Tab("Sampling", id="sampling"):
         gr.Markdown("Generate text and watch how **temperature**, **top-k** and **top-p** reshape the next-token"
                     " distribution. Same seed + same settings = same text.")
@@ -179,9 +206,13 @@ def build(models, default_model: str = "gpt2"):
             explain_md = gr.Markdown(explain0)
 
         knobs = [model_dd, fast, prompt, temperature, top_k, top_p]
-        ev = go.click(partial(on_sample, models),
+        # With a batcher, every request may be in its handler at once: the batcher serialises the model work
+        # (one forward pass per step for all of them), so nobody waits for a whole generation to finish.
+        queueing = dict(concurrency_id="sample", concurrency_limit=None) if batchers is not None else \
+            dict(concurrency_id="model", concurrency_limit=2)
+        ev = go.click(partial(on_sample, models, batchers=batchers),
                       [model_dd, fast, prompt, num_samples, max_new, temperature, top_k, top_p, seed],
-                      [out_html, out_json], api_name="sample", concurrency_id="model", concurrency_limit=2)
+                      [out_html, out_json], api_name="sample", **queueing)
         go.click(partial(on_dist, models), knobs, [dist_plot, explain_md], api_name="sample_distribution",
                  concurrency_id="model")
         stop.click(None, cancels=[ev])

@@ -53,3 +53,7 @@ __all__ = [
     "attention_maps", "sinusoidal_encoding", "apply_rope",
     "target_logprobs", "masked_logprobs", "dpo_loss", "sequence_logps",
 ]
+
+from .batching import Batcher, Batchers  # noqa: E402 - continuous batching (many requests, one forward pass)
+
+__all__ += ["Batcher", "Batchers"]

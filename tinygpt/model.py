@@ -60,6 +60,8 @@ class KVCache:
     """Keys and values of every run block, preallocated for `max_len` positions.
 
     k[i], v[i]: (B, n_kv_head, max_len, hs) for the i-th block *in the order run*; `pos` = filled length.
+    A list of caches can be passed to the model instead of one (continuous batching, tinygpt.batching): each
+    cache then holds `batch` consecutive rows of the input, at its own position.
     """
 
     def __init__(self, n_blocks: int, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype, device):
@@ -68,6 +70,7 @@ class KVCache:
         self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_blocks)]
         self.pos = 0
         self.max_len = max_len
+        self.batch = batch
 
 
 class CausalSelfAttention(nn.Module):
@@ -83,16 +86,33 @@ class CausalSelfAttention(nn.Module):
         self.causal = config.causal
         self.scale = 1.0 / math.sqrt(self.hs) if config.attn_scale else 1.0
 
-    def forward(self, x, cache: Optional[KVCache] = None, layer_slot: int = 0, attn: Optional[list] = None,
-                rope: Optional[tuple] = None):
+    def forward(self, x, cache=None, layer_slot: int = 0, attn: Optional[list] = None, rope=None):
         """x (B, T, C) -> (B, T, C). attn: if a list, the softmax weights (B, nh, T, past+T) are appended.
-        rope: (cos, sin) of this step's positions, (T, hs) each, to rotate q and k (RoPE models only)."""
+        rope: (cos, sin) of this step's positions, (T, hs) each, to rotate q and k (RoPE models only).
+        cache: a KVCache, or a list of KVCaches whose batches add up to B (rope then a list of (cos, sin), one
+        per cache): the q/k/v projections run for all rows at once, attention runs per cache, so each group of
+        rows attends only to its own keys, exactly as if it ran alone."""
         B, T, C = x.size()
         A = self.n_head * self.hs  # width of all query heads (= C in GPT-2)
         q, k, v = self.c_attn(x).split([A, self.n_kv_head * self.hs, self.n_kv_head * self.hs], dim=2)
         q = q.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_kv_head, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = v.view(B, T, self.n_kv_head, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
+        if isinstance(cache, (list, tuple)):  # continuous batching: one group of rows per cache
+            ys, r0 = [], 0
+            for c, rp in zip(cache, rope if rope is not None else [None] * len(cache)):
+                r1 = r0 + c.batch
+                ys.append(self._attend(q[r0:r1], k[r0:r1], v[r0:r1], c, layer_slot, attn, rp))
+                r0 = r1
+            y = torch.cat(ys)  # (B, nh, T, hs)
+        else:
+            y = self._attend(q, k, v, cache, layer_slot, attn, rope)
+        y = y.transpose(1, 2).contiguous().view(B, T, A)  # re-assemble heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+    def _attend(self, q, k, v, cache: Optional[KVCache], layer_slot: int, attn: Optional[list], rope):
+        """q (B, nh, T, hs), k and v (B, nkv, T, hs) of this step -> y (B, nh, T, hs), through the cache."""
+        T = q.size(2)
         if rope is not None:  # rotate q and k by their absolute positions: q.k then depends on m - n only
             q, k = rope_rotate(q, *rope), rope_rotate(k, *rope)
         past = 0
@@ -113,22 +133,19 @@ class CausalSelfAttention(nn.Module):
             if past == 0:
                 is_causal = True
             else:
-                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+                mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)
         if attn is not None:  # explicit path: the attention weights themselves, (B, nh, T, past+T)
             att = (q @ k.transpose(-2, -1)) * self.scale
             if is_causal:
-                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+                mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
             if mask is not None:
                 att = att.masked_fill(~mask, float("-inf"))
             att = F.softmax(att, dim=-1)
             attn.append(att)
-            y = att @ v
-        else:
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
-                dropout_p=self.attn_dropout if self.training else 0.0)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, A)  # re-assemble heads side by side
-        return self.resid_dropout(self.c_proj(y))
+            return att @ v
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+            dropout_p=self.attn_dropout if self.training else 0.0)  # (B, nh, T, hs)
 
 
 class MLP(nn.Module):
@@ -260,7 +277,7 @@ class GPT(nn.Module):
             return sinusoidal_rows(pos, c.n_embd).to(self.transformer.wte.weight.dtype)
         return 0
 
-    def _run(self, idx, layers=None, cache: Optional[KVCache] = None, hidden: Optional[list] = None,
+    def _run(self, idx, layers=None, cache=None, hidden: Optional[list] = None,
              attn: Optional[list] = None, moe: Optional[list] = None):
         """Embeddings and the chosen blocks: idx (B, T) -> residual stream (B, T, C) before ln_f.
 
@@ -271,20 +288,33 @@ class GPT(nn.Module):
         c = self.config
         B, T = idx.size()
         layers = self.check_layers(layers)
-        past = cache.pos if cache is not None else 0
-        if past + T > self.config.block_size:
-            raise ValueError(f"Sequence of {past + T} tokens is longer than the context ({self.config.block_size}).")
-        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.position_embedding(pos))  # (B, T, C)
-        rope = rope_cos_sin(pos, c.head_dim, c.rope_base) if c.pos_encoding == "rope" else None  # (T, hs) x 2
+        groups = list(cache) if isinstance(cache, (list, tuple)) else None  # continuous batching
+        if groups is not None and sum(g.batch for g in groups) != B:
+            raise ValueError(f"The caches hold {sum(g.batch for g in groups)} rows but the input has {B}.")
+        pasts = [g.pos for g in groups] if groups is not None else [cache.pos if cache is not None else 0]
+        if max(pasts) + T > self.config.block_size:
+            raise ValueError(f"Sequence of {max(pasts) + T} tokens is longer than the context "
+                             f"({self.config.block_size}).")
+        # positions per group (each group of rows continues from its own cache), each computed exactly as for a
+        # single cache, so a row's numbers do not depend on its neighbours in the batch
+        pos = [torch.arange(p, p + T, dtype=torch.long, device=idx.device) for p in pasts]  # (T,) each
+        pe = [self.position_embedding(p) for p in pos]  # (T, C) each, or 0
+        rope = [rope_cos_sin(p, c.head_dim, c.rope_base) for p in pos] if c.pos_encoding == "rope" else None
+        if groups is None:
+            pe, rope = pe[0], rope[0] if rope else None  # (T, C); (T, hs) x 2
+        elif not isinstance(pe[0], int):
+            pe = torch.cat([e.expand(g.batch, T, -1) for e, g in zip(pe, groups)])  # (B, T, C)
+        else:
+            pe = 0
+        x = self.transformer.drop(self.transformer.wte(idx) + pe)  # (B, T, C)
         if hidden is not None:
             hidden.append(x)
         for slot, i in enumerate(layers):
             x = self.transformer.h[i](x, cache, slot, attn, rope, moe)
             if hidden is not None:
                 hidden.append(x)
-        if cache is not None:
-            cache.pos += T
+        for g in groups if groups is not None else [cache] if cache is not None else []:
+            g.pos += T
         return x
 
     def logits(self, x):
@@ -293,11 +323,13 @@ class GPT(nn.Module):
         # as one 2-D matmul: a strided 3-D input would make some dtypes copy the (vocab, C) weight per row
         return self.lm_head(x.reshape(-1, x.size(-1))).view(*x.shape[:-1], -1)
 
-    def forward(self, idx, targets=None, layers=None, cache: Optional[KVCache] = None, last_only: bool = False):
+    def forward(self, idx, targets=None, layers=None, cache=None, last_only: bool = False):
         """idx (B, T) token ids -> (logits (B, T, vocab), loss), as nanoGPT; loss is None without targets.
 
         layers: block indices to run, in order (None = all). cache: a KVCache; positions continue from
-        cache.pos and the cache advances by T. last_only: logits for the last position only, (B, 1, vocab).
+        cache.pos and the cache advances by T. Or a list of KVCaches whose batches add up to B (continuous
+        batching): each group of rows continues from its own cache's position and attends only to its own
+        cache. last_only: logits for the last position only, (B, 1, vocab).
         """
         moe: Optional[list] = [] if self.config.n_experts and targets is not None else None
         x = self._run(idx, layers, cache, moe=moe)
