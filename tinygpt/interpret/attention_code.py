@@ -41,11 +41,10 @@ COMMENTS = {
     "self.scale = 1.0 / math.sqrt(self.hs) if config.attn_scale else 1.0":
         "Scores are multiplied by 1/sqrt(d_k) = 1/sqrt(hs): q.k of random unit-variance vectors has variance hs, "
         "so this keeps the softmax from saturating (the √d_k section above measures it).",
-    "def forward(self, x, cache: Optional[KVCache] = None, layer_slot: int = 0, attn: Optional[list] = None,":
+    "def forward(self, x, cache=None, layer_slot: int = 0, attn: Optional[list] = None, rope=None):":
         "The forward pass. x: the normalised residual stream (B, T, C); cache/layer_slot: the KV cache used "
-        "during generation; attn: a list that receives the attention weights (this page uses it) ...",
-    "rope: Optional[tuple] = None):":
-        "... and rope: the cos/sin tables when the model uses rotary positions.",
+        "during generation; attn: a list that receives the attention weights (this page uses it); rope: the "
+        "cos/sin tables when the model uses rotary positions.",
     DOCSTRING:
         "The docstring: what goes in and what comes out.",
     "B, T, C = x.size()":
@@ -60,6 +59,26 @@ COMMENTS = {
         "The same for the keys: (B, nkv, T, hs). Each head works in its own hs-dimensional subspace.",
     "v = v.view(B, T, self.n_kv_head, self.hs).transpose(1, 2)":
         "The same for the values: (B, nkv, T, hs).",
+    "if isinstance(cache, (list, tuple)):":
+        "Continuous batching (many students at once): one KV cache per group of rows ...",
+    "ys, r0 = [], 0":
+        "... collect each group's output; r0 is the group's first row ...",
+    "for c, rp in zip(cache, rope if rope is not None else [None] * len(cache)):":
+        "... for every group's cache (and its own positions for RoPE) ...",
+    "r1 = r0 + c.batch":
+        "... the group's rows are r0 .. r1 - 1 ...",
+    "ys.append(self._attend(q[r0:r1], k[r0:r1], v[r0:r1], c, layer_slot, attn, rp))":
+        "... attend within the group only, so each request sees only its own keys, as if it ran alone ...",
+    "r0 = r1":
+        "... and move on to the next group.",
+    "y = torch.cat(ys)":
+        "Stack the groups back into one batch: (B, nh, T, hs).",
+    "y = self._attend(q, k, v, cache, layer_slot, attn, rope)":
+        "The usual case (one request, or training): attention over the whole batch at once: (B, nh, T, hs).",
+    "def _attend(self, q, k, v, cache: Optional[KVCache], layer_slot: int, attn: Optional[list], rope):":
+        "The attention itself, for q (B, nh, T, hs) and this step's k, v (B, nkv, T, hs).",
+    "T = q.size(2)":
+        "T: how many new tokens (query positions) this step has.",
     "if rope is not None:":
         "Rotary positions (RoPE models only; GPT-2 adds learned position vectors at the input instead) ...",
     "q, k = rope_rotate(q, *rope), rope_rotate(k, *rope)":
@@ -95,13 +114,12 @@ COMMENTS = {
     "is_causal = True":
         "... which the fused kernel can apply by itself.",
     "else:": (
+        "Otherwise (a single cache or none) ...",
         "With a cache, query i sits at position past + i ...",
-        "Otherwise (the usual path): PyTorch's fused attention computes the same thing without storing the "
-        "T x T weights ...",
     ),
-    "mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()":
+    "mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()":
         "... build the lower-triangular mask (True = may look) explicitly.",
-    "mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)":
+    "mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)":
         "... so it may see keys 0 .. past + i: a (T, past+T) mask shifted by past.",
     "if attn is not None:":
         "The explicit path, used when the weights are wanted (this page, attention_maps):",
@@ -118,10 +136,11 @@ COMMENTS = {
         "Softmax over the keys: each query's weights are positive and sum to 1 (the heatmaps on this page).",
     "attn.append(att)":
         "Hand the weights to the caller (B, nh, T, T).",
-    "y = att @ v":
+    "return att @ v":
         "Each query's output is the weighted mean of the values: (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs).",
-    "y = F.scaled_dot_product_attention(":
-        "... the same softmax(q k^T * scale, masked) @ v in one fused call ...",
+    "return F.scaled_dot_product_attention(":
+        "Otherwise (the usual path): PyTorch's fused attention computes the same softmax(q k^T * scale, masked) "
+        "@ v without storing the T x T weights ...",
     "q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,":
         "... with the same q, k, v, mask and 1/sqrt(hs) scale ...",
     "dropout_p=self.attn_dropout if self.training else 0.0)":
