@@ -486,10 +486,10 @@ def test_attention_tab(page):
     page.wait_for_function("document.querySelector('#att-heat').innerText.includes('removed')", timeout=60_000)
     assert "previous token" in page.locator("#att-table").inner_text()
     page.get_by_text("Computational graph of the loaded model").click()
-    page.locator("#att-graph svg").first.wait_for(timeout=10_000)
+    page.wait_for_function("document.querySelector('#att-graph svg') !== null", timeout=30_000)  # rendered on opening
     assert "ln_1" in page.locator("#att-graph").inner_text()
     page.get_by_text("The multi-head attention code, line by line").click()
-    page.wait_for_function("document.querySelector('#att-code').innerText.includes('def forward')", timeout=10_000)
+    page.wait_for_function("document.querySelector('#att-code')?.innerText.includes('def forward')", timeout=10_000)
     assert "equal" in page.locator("#att-params").inner_text()
     shot(page, "10_attention")
 
