@@ -276,9 +276,6 @@ def on_train(sessions: SessionStore, corpus, file, tokenizer, n_layer, n_head, n
                         f"context of {T} (training windows plus a 10% validation part).")
     train_data, val_data = split_tokens(data, 0.1)
     pos = {"A": check_pos(a_pos), "B": check_pos(b_pos)}
-    if "rope" in pos.values() and (st.n_embd // st.n_head) % 2:
-        raise UserError(f"RoPE turns pairs of numbers, so the head size d_model / heads must be even (got "
-                        f"{st.n_embd // st.n_head}).")
     cfgs = {"A": run_config(tok.vocab_size, T, L, st.n_head, st.n_embd, st.drops, a_causal, a_ln, a_scale, *moe["A"],
                             pos_encoding=pos["A"]),
             "B": run_config(tok.vocab_size, T, L, st.n_head, st.n_embd, st.drops, b_causal, b_ln, b_scale, *moe["B"],

@@ -40,12 +40,12 @@ from typing import Iterator, Optional, Sequence
 import torch
 
 from .compute import kv_cache_bytes
+from .efficiency.gqa import DTYPE_NAMES
 from .sampling import check_sampling_args, sample_next_token
 
 ROW_MULTIPLE = 4  # every forward pass has a multiple of 4 rows: per-row results then do not depend on the batch
 DEFAULT_MEMORY_BUDGET = 4 * 1024 ** 3  # bytes for one batcher: the weights plus every row's KV cache
 PREFILL_TOKENS = 2048  # prompt tokens per prefill forward pass at most (bounds the activations of a join)
-DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 _END = object()  # end-of-stream marker in a Stream's queue
 
 

@@ -291,7 +291,8 @@ class GPT(nn.Module):
         groups = list(cache) if isinstance(cache, (list, tuple)) else None  # continuous batching
         if groups is not None and sum(g.batch for g in groups) != B:
             raise ValueError(f"The caches hold {sum(g.batch for g in groups)} rows but the input has {B}.")
-        pasts = [g.pos for g in groups] if groups is not None else [cache.pos if cache is not None else 0]
+        caches = groups if groups is not None else [cache] if cache is not None else []  # the caches to advance
+        pasts = [g.pos for g in caches] or [0]
         if max(pasts) + T > self.config.block_size:
             raise ValueError(f"Sequence of {max(pasts) + T} tokens is longer than the context "
                              f"({self.config.block_size}).")
@@ -302,7 +303,7 @@ class GPT(nn.Module):
         rope = [rope_cos_sin(p, c.head_dim, c.rope_base) for p in pos] if c.pos_encoding == "rope" else None
         if groups is None:
             pe, rope = pe[0], rope[0] if rope else None  # (T, C); (T, hs) x 2
-        elif not isinstance(pe[0], int):
+        elif torch.is_tensor(pe[0]):  # 0 when positions enter through RoPE or not at all
             pe = torch.cat([e.expand(g.batch, T, -1) for e, g in zip(pe, groups)])  # (B, T, C)
         else:
             pe = 0
@@ -313,7 +314,7 @@ class GPT(nn.Module):
             x = self.transformer.h[i](x, cache, slot, attn, rope, moe)
             if hidden is not None:
                 hidden.append(x)
-        for g in groups if groups is not None else [cache] if cache is not None else []:
+        for g in caches:
             g.pos += T
         return x
 
