@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import sys
+
+# the project root, so `tinygpt` imports however the benchmark was started (python benchmarks/x.py)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def cpu_name() -> str:

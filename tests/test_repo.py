@@ -1,6 +1,8 @@
 """Repository promises: CI runs README's test command; the Space front matter matches requirements."""
 import os
 import re
+import subprocess
+import sys
 
 from conftest import ROOT
 
@@ -95,3 +97,13 @@ def test_embedded_model_writes_play_shaped_text():
     text = "\n".join(tok.decode(r.tolist()) for r in out)
     speakers = _re.findall(r"^[A-Z][A-Za-z]+(?: [A-Z][A-Za-z]+)?:$", text, _re.M)
     assert len(speakers) >= 4, text
+
+
+def test_benchmarks_name_the_cpu_when_run_as_scripts(tmp_path):
+    """`python benchmarks/x.py` puts benchmarks/ (not the root) on sys.path: machine.py must still find tinygpt."""
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import machine; print(machine.describe())"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, "benchmarks")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.startswith("CPU: ") and "logical cores" in out.stdout
