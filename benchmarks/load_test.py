@@ -13,6 +13,10 @@ for each N (10, 40, 100) N clients send one /sample request each (1 sample x 40 
 knobs) at the same moment. Prints the CPU, the single-request latency and p50/p95/max per N, before and after.
 
     python benchmarks/load_test.py --lecture [--sizes 10,40,100] [--tokens 40] [--threads 0]
+
+--actions distribution,prune adds the other short model actions that go through the batcher, crowded the same
+way (--other-sizes, default 40): the next-token distribution (/sample_distribution) and Layer pruning (/prune with
+full, even and first half).
 """
 from __future__ import annotations
 
@@ -73,6 +77,36 @@ def sample_args(model: str, i: int, tokens: int) -> tuple:
     return (model, False, f"Student {i} asks:", 1, tokens, 0.8, 200, 1.0, i)
 
 
+# The lecture's actions: (api_name, inputs for student i, is the answer this student's?). Each student has their own
+# prompt, so no answer can be served from another student's cache.
+def _sample_ok(i, n, out):
+    text = out[1]["samples"][0]
+    return text.startswith(f"Student {i} asks:") and not any(f"Student {j} asks:" in text for j in range(n) if j != i)
+
+
+def _prune_ok(i, n, out):
+    confs = out[-1].get("configurations", [])
+    return len(confs) == 3 and all(c["text"].startswith(f"Student {i} asks:") for c in confs)
+
+
+ACTIONS = {
+    # the Generate button: 1 sample x `tokens` new tokens, the tab's default knobs
+    "sample": ("/sample", sample_args, _sample_ok),
+    # the next-token distribution drawn next to it (the same button fires both)
+    "distribution": ("/sample_distribution", lambda model, i, tokens: (model, False, f"Student {i} asks:", 0.8, 200,
+                                                                       1.0),
+                     lambda i, n, out: "Why the knobs" in out[1]),
+    # Layer pruning with the default configurations (full, even, first half) and `tokens` new tokens
+    "prune": ("/prune", lambda model, i, tokens: (model, ["full", "even", "first half"], "0,1", f"Student {i} asks:",
+                                                  tokens, 0.8, 200, i, AUSTEN),
+              _prune_ok),
+}
+AUSTEN = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want"
+          " of a wife. However little known the feelings or views of such a man may be on his first entering a"
+          " neighbourhood, this truth is so well fixed in the minds of the surrounding families, that he is"
+          " considered the rightful property of some one or other of their daughters.")
+
+
 def connect(url, timeout):
     """A gradio_client Client that waits as long as a browser would (httpx's own default gives up after 5 s)."""
     from gradio_client import Client
@@ -80,19 +114,21 @@ def connect(url, timeout):
     return Client(url, verbose=False, httpx_kwargs={"timeout": timeout})
 
 
-def sample_once(url, model, i, tokens, timeout) -> float:
-    """Seconds for one /sample request from a fresh client (send -> full text)."""
+def sample_once(url, model, i, tokens, timeout, action="sample") -> float:
+    """Seconds for one request from a fresh client (send -> full answer)."""
+    api, args, ok = ACTIONS[action]
     c = connect(url, timeout)
     t = time.perf_counter()
-    html, js = c.submit(*sample_args(model, i, tokens), api_name="/sample").result(timeout=timeout)
-    if not js["samples"][0].startswith(f"Student {i} asks:"):
-        raise SystemExit(f"wrong text for a single request: {js['samples'][0][:80]!r}")
+    out = c.submit(*args(model, i, tokens), api_name=api).result(timeout=timeout)
+    if not ok(i, i + 1, out):
+        raise SystemExit(f"wrong answer for a single {action} request: {str(out)[:200]!r}")
     return time.perf_counter() - t
 
 
-def crowd(url, model, n, tokens, timeout) -> dict:
+def crowd(url, model, n, tokens, timeout, action="sample") -> dict:
     """n clients open the page first (a few at a time, as a room of browsers would have long before), then all
-    send /sample at the same moment; latency = send -> full text."""
+    send the action's request at the same moment; latency = send -> full answer."""
+    api, make_args, is_ok = ACTIONS[action]
     lat, fails, queued, lock = [], [], [0], threading.Lock()
     ready = threading.Barrier(n)
     opening = threading.Semaphore(8)
@@ -112,12 +148,10 @@ def crowd(url, model, n, tokens, timeout) -> dict:
             pass
         t = time.perf_counter()
         try:
-            job = c.submit(*sample_args(model, i, tokens), api_name="/sample")
-            html, js = job.result(timeout=timeout)
+            job = c.submit(*make_args(model, i, tokens), api_name=api)
+            out = job.result(timeout=timeout)
             dt = time.perf_counter() - t
-            text = js["samples"][0]
-            ok = text.startswith(f"Student {i} asks:") and not any(f"Student {j} asks:" in text
-                                                                   for j in range(n) if j != i)
+            ok = is_ok(i, n, out)
             # the batcher's queue position, as the page showed it while this student waited for a free row
             shown = [int(m) for out in job.outputs() for m in re.findall(r"number (\d+) in the queue", str(out[0]))]
             with lock:
@@ -146,49 +180,57 @@ def lecture(a):
     from machine import cpu_name
 
     model = gpt2_sized_dir()
-    sizes = [int(x) for x in a.sizes.split(",")]
+    plan = [("sample", [int(x) for x in a.sizes.split(",")])]
+    plan += [(act, [int(x) for x in a.other_sizes.split(",")]) for act in a.actions.split(",") if act]
     threads = a.threads or "torch's default"
     print(f"CPU: {cpu_name()} · {os.cpu_count()} logical cores · server torch threads: {threads}")
-    print(f"GPT-2-124M-sized model (random weights) in {model}; each request: 1 sample x {a.tokens} new tokens,"
-          " T 0.8, top-k 200")
-    table = {}
+    print(f"GPT-2-124M-sized model (random weights) in {model}; /sample: 1 sample x {a.tokens} new tokens,"
+          f" T 0.8, top-k 200; /sample_distribution: the same knobs; /prune: full, even, first half, {a.tokens}"
+          " new tokens each, perplexity on a 90-token passage")
+    table = {}  # (action, mode) -> (single, rows)
     modes = {"before": {"TINYGPT_BATCHING": "0"}, "after": {"TINYGPT_BATCHING": "1"},
              "after-unpadded": {"TINYGPT_BATCHING": "1", "TINYGPT_BATCH_EXACT": "0"}}
-    for mode in a.modes.split(","):
+    names = a.modes.split(",")
+    for mode in names:
         env = {"TINYGPT_MODEL": model, **modes[mode]}
         flag = env["TINYGPT_BATCHING"]
         if a.threads:
             env["OMP_NUM_THREADS"] = str(a.threads)
         proc, url, cold = start_server(env)
         try:
-            sample_once(url, model, 999, a.tokens, a.timeout)  # warm-up: first-call costs stay out of the numbers
-            single = statistics.median(sample_once(url, model, 1000 + k, a.tokens, a.timeout) for k in range(5))
-            print(f"[{mode}] {'batching' if flag == '1' else 'no batching'}: server up in {cold:.1f} s; single request"
-                  f" {single:.2f} s (median of 5)", flush=True)
-            rows = []
-            for n in sizes:
-                r = crowd(url, model, n, a.tokens, a.timeout)
-                rows.append(r)
-                print(f"[{mode}] N={n:>3}: ok {r['ok']}, failed {r['failed']}, p50 {r['p50']:.1f} s, p95"
-                      f" {r['p95']:.1f} s, max {r['max']:.1f} s (p95 = {r['p95'] / single:.1f}x single); largest"
-                      f" batcher queue position shown {r['queued']}", flush=True)
-                for f in r["fails"]:
-                    print("    failure:", f)
-            table[mode] = (single, rows)
+            print(f"[{mode}] {'batching' if flag == '1' else 'no batching'}: server up in {cold:.1f} s", flush=True)
+            for action, sizes in plan:
+                # warm-up: first-call costs stay out of the numbers; then the median of 5 lone requests
+                sample_once(url, model, 999, a.tokens, a.timeout, action)
+                single = statistics.median(sample_once(url, model, 1000 + k, a.tokens, a.timeout, action)
+                                           for k in range(5))
+                print(f"[{mode}] {action}: single request {single:.2f} s (median of 5)", flush=True)
+                rows = []
+                for n in sizes:
+                    r = crowd(url, model, n, a.tokens, a.timeout, action)
+                    rows.append(r)
+                    print(f"[{mode}] {action} N={n:>3}: ok {r['ok']}, failed {r['failed']}, p50 {r['p50']:.1f} s,"
+                          f" p95 {r['p95']:.1f} s, max {r['max']:.1f} s (p95 = {r['p95'] / single:.1f}x single);"
+                          f" largest batcher queue position shown {r['queued']}", flush=True)
+                    for f in r["fails"]:
+                        print("    failure:", f)
+                table[action, mode] = (single, rows)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    names = list(table)
-    print("\n| N | " + " | ".join(f"{m}: p50 / p95 / max (s), p95 ÷ single, failed" for m in names) + " |")
-    print("|---|" + "---|" * len(names))
-    print("| 1 (single) | " + " | ".join(f"{table[m][0]:.2f}" for m in names) + " |")
-    for k, n in enumerate(sizes):
-        cells = []
-        for m in names:
-            single, rows = table[m]
-            r = rows[k]
-            cells.append(f"{r['p50']:.1f} / {r['p95']:.1f} / {r['max']:.1f}, {r['p95'] / single:.1f}x, {r['failed']}")
-        print(f"| {n} | " + " | ".join(cells) + " |")
+    for action, sizes in plan:
+        print(f"\n{action}:\n| N | " + " | ".join(f"{m}: p50 / p95 / max (s), p95 ÷ single, failed" for m in names)
+              + " |")
+        print("|---|" + "---|" * len(names))
+        print("| 1 (single) | " + " | ".join(f"{table[action, m][0]:.2f}" for m in names) + " |")
+        for k, n in enumerate(sizes):
+            cells = []
+            for m in names:
+                single, rows = table[action, m]
+                r = rows[k]
+                cells.append(f"{r['p50']:.1f} / {r['p95']:.1f} / {r['max']:.1f}, {r['p95'] / single:.1f}x,"
+                             f" {r['failed']}")
+            print(f"| {n} | " + " | ".join(cells) + " |")
 
 
 def main():
@@ -199,6 +241,9 @@ def main():
     ap.add_argument("--timeout", type=float, default=None, help="seconds per request (600; 1800 with --lecture)")
     ap.add_argument("--lecture", action="store_true", help="the lecture scenario (see the module docstring)")
     ap.add_argument("--sizes", default="10,40,100", help="--lecture: concurrent clients per round")
+    ap.add_argument("--actions", default="",
+                    help="--lecture: other actions to crowd after /sample, comma-separated: distribution, prune")
+    ap.add_argument("--other-sizes", default="40", help="--lecture: concurrent clients per round for --actions")
     ap.add_argument("--threads", type=int, default=0, help="--lecture: the server's torch threads (0 = default)")
     ap.add_argument("--modes", default="before,after",
                     help="--lecture: servers to compare: before (TINYGPT_BATCHING=0), after, after-unpadded"

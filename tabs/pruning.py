@@ -198,9 +198,12 @@ def on_model(models, name, prompt, reference):
 
 
 @user_errors
-def on_prune(models, name, selected, custom, prompt, max_new_tokens, temperature, top_k, seed, reference):
+def on_prune(models, name, selected, custom, prompt, max_new_tokens, temperature, top_k, seed, reference,
+             batchers=None):
     """Stream (banner, samples HTML, metrics table, perplexity chart, lens table, lens chart, explanation, JSON),
-    one configuration at a time."""
+    one configuration at a time. batchers (tinygpt.batching.Batchers): generate through the model's batcher
+    (everyone running the same blocks at the same time shares forward passes) and compute each (blocks,
+    passage) perplexity and each prompt's logit lens once for the whole room."""
     v, notes = check_knobs(prompt, 1, max_new_tokens, temperature, top_k, 1.0, seed, max_tokens=MAX_NEW_TOKENS)
     reference = str(reference or "").strip()
     if not reference:
@@ -211,10 +214,14 @@ def on_prune(models, name, selected, custom, prompt, max_new_tokens, temperature
     model, tok = get_model(models, name, False)
     configs, more = resolve_configs(model, selected, custom)
     notes += more
-    lens = logit_lens(model, tok, v.prompt)
+    batcher = batchers.get(model) if batchers is not None else None
+    shared = batchers.shared if batchers is not None else None
+    lens = logit_lens(model, tok, v.prompt) if shared is None else \
+        shared.get(("logit_lens", model, v.prompt), lambda: logit_lens(model, tok, v.prompt))
     p = v.prompt
-    gen_args = (v.max_new_tokens, v.temperature, v.top_k, None, v.seed, reference)
-    run_configuration(model, tok, p, None, 1, v.temperature, v.top_k, None, v.seed)  # warm-up: fair ms/token
+    gen_args = (v.max_new_tokens, v.temperature, v.top_k, None, v.seed, reference, batcher, shared)
+    if batcher is None:  # warm-up: fair ms/token (a batcher's loop is warm, and times forward passes only)
+        run_configuration(model, tok, p, None, 1, v.temperature, v.top_k, None, v.seed)
     results = []
     titles = [label for label, _ in configs]
     yield (banner(model), sample_cards(p, _continuations(p, results, configs), titles, "Running " + titles[0] + "…"),
@@ -237,8 +244,9 @@ def on_prune(models, name, selected, custom, prompt, max_new_tokens, temperature
                                                             "length_to_eot", "ms_per_token")} for r in results]})
 
 
-def build(models, default_model: str = "gpt2"):
-    """The Layer pruning tab. `models` is a tinygpt.ModelCache shared by all tabs."""
+def build(models, default_model: str = "gpt2", batchers=None):
+    """The Layer pruning tab. `models` is a tinygpt.ModelCache shared by all tabs; `batchers` a
+    tinygpt.batching.Batchers shared with the Sampling tab (None = every run on its own, one at a time)."""
     with gr.Tab("Layer pruning", id="pruning"):
         gr.Markdown("Run only some of the transformer blocks and compare with the full model on the **same prompt,"
                     " seed and sampling settings**. The shared model is never modified: blocks are skipped at run"
@@ -269,10 +277,13 @@ def build(models, default_model: str = "gpt2"):
         with gr.Accordion("Raw output (JSON)", open=False):
             out_json = gr.JSON()
 
-        ev = go.click(partial(on_prune, models),
+        # with a batcher the model work is serialised by it (and by its shared results): no limit on runs
+        queueing = dict(concurrency_id="prune", concurrency_limit=None) if batchers is not None else \
+            dict(concurrency_id="model")
+        ev = go.click(partial(on_prune, models, batchers=batchers),
                       [model_dd, configs, custom, prompt, max_new, temperature, top_k, seed, reference],
                       [banner_md, out_html, metrics, ppl_plot, lens_df, lens_plot, explain_md, out_json],
-                      api_name="prune", concurrency_id="model")
+                      api_name="prune", **queueing)
         stop.click(None, cancels=[ev])  # configurations already shown stay on screen
         model_dd.change(partial(on_model, models), [model_dd, prompt, reference],
                         [banner_md, card_md, prompt, reference], api_visibility="private")

@@ -6,9 +6,11 @@ import pytest
 import torch
 from conftest import drain, state_checksum
 
-from tabs import sampling
+from tabs import pruning, sampling
 from tinygpt import GPT, GPTConfig, generate, kv_cache_bytes
-from tinygpt.batching import Batcher, Batchers, kv_bytes_per_row, max_rows_for, weight_bytes
+from tinygpt.batching import Batcher, Batchers, SharedResults, kv_bytes_per_row, max_rows_for, weight_bytes
+from tinygpt.interpret.pruning import run_configuration
+from tinygpt.sampling import next_token_logits
 
 # (prompt ids, rows, max_new_tokens, temperature, top_k, top_p, seed): mixed lengths and knobs, greedy and sampled
 REQUESTS = [
@@ -252,9 +254,13 @@ def test_app_lets_every_sampler_in_at_once(models, tiny_dir):
     on = {d.api_name: d for d in build_demo(models, tiny_dir, batchers=Batchers()).fns.values()}
     assert (on["sample"].concurrency_id, on["sample"].concurrency_limit) == ("sample", None)
     assert on["train"].concurrency_limit == 1 and on["finetune"].concurrency_limit == 1
-    assert on["prune"].concurrency_id == on["sample_distribution"].concurrency_id == "model"
+    # the distribution and pruning go through the batcher too: their own queues, no limit
+    assert (on["sample_distribution"].concurrency_id, on["sample_distribution"].concurrency_limit) == \
+        ("sample_distribution", None)
+    assert (on["prune"].concurrency_id, on["prune"].concurrency_limit) == ("prune", None)
     off = {d.api_name: d for d in build_demo(models, tiny_dir, batchers=None).fns.values()}
     assert off["sample"].concurrency_id == "model"
+    assert off["prune"].concurrency_id == off["sample_distribution"].concurrency_id == "model"
     assert launch_kwargs()["max_threads"] >= 100  # a lecture hall of streaming handlers, each holding a thread
 
 
@@ -349,3 +355,136 @@ def test_stop_button_takes_the_rows_out_of_the_batch(models, tiny_dir, tiny):
         client.close() if hasattr(client, "close") else None
         demo.close()
         batchers.close()
+
+
+# ---- the other short model actions: next-token distribution, pruning configurations ------------------------
+PROMPTS = [[464, 3797, 3332], [15496, 995, 11], [40, 716, 257], [50256], list(range(1000, 1012))]
+
+
+def test_next_logits_batched_equal_alone_and_the_plain_forward(tiny):
+    """Prompts asking for their next-token logits in one step (3 of the same length share a forward pass, next to a
+    decoding request) get the logits they get alone, bit for bit, and next_token_logits' within float rounding."""
+    alone = []
+    for ids in PROMPTS:
+        b = Batcher(tiny, start=False)
+        s = b.submit_logits(torch.tensor([ids]))
+        run_until_done(b)
+        alone.append(list(s))
+    b = Batcher(tiny, start=False)
+    busy = submit(b, REQUESTS[2])
+    streams = [b.submit_logits(torch.tensor([ids])) for ids in PROMPTS]
+    b.step()
+    assert b.batch_sizes[0] == len(PROMPTS) + REQUESTS[2][1]  # one step served them all
+    run_until_done(b)
+    assert len(list(busy)) == REQUESTS[2][2]
+    for ids, a, s in zip(PROMPTS, alone, streams):
+        got = list(s)
+        assert len(got) == len(a) == 1 and got[0].shape == (1, tiny.config.vocab_size)  # one answer, then the end
+        assert torch.equal(got[0], a[0])
+        assert torch.allclose(got[0][0], next_token_logits(tiny, ids), atol=1e-5)
+    assert b.rows == 0 and b.waiting == 0  # logits requests leave after their one step
+
+
+def test_distribution_handler_through_the_batcher(models, tiny_dir, tiny):
+    """Users asking for next-token distributions at once (background loop, a decoding request keeping it busy) get
+    the same tables as without a batcher; the shared model is unchanged."""
+    before = state_checksum(tiny)
+    tok = models.get(tiny_dir)[1]
+    batchers = Batchers()
+    prompts = ["The cat", "A dog sat", "Hello there", "We are", "One two three four"]
+    plain = [sampling.distribution(tiny, tok, p, 0.8, 20, 0.9) for p in prompts]
+    blocker = batchers.get(tiny).submit([1, 2, 3], 2000, 1.0)
+    results = [None] * len(prompts)
+
+    def worker(i):
+        results[i] = sampling.distribution(tiny, tok, prompts[i], 0.8, 20, 0.9, batcher=batchers.get(tiny))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    blocker.cancel()
+    for a, r in zip(plain, results):
+        assert r["ids"] == a["ids"] and r["pieces"] == a["pieces"] and r["kept"] == a["kept"]
+        assert r["before"] == pytest.approx(a["before"], abs=1e-6) and r["after"] == pytest.approx(a["after"], abs=1e-6)
+    fig, md = sampling.on_dist(models, tiny_dir, False, "The cat", 0.8, 200, 0.9, batchers=batchers)
+    assert "| T=0.1 |" in md and fig is not None
+    assert state_checksum(tiny) == before
+    batchers.close()
+
+
+def test_shared_results_compute_once_for_concurrent_callers():
+    shared, calls = SharedResults(maxsize=2), []
+    gate = threading.Event()
+
+    def compute():
+        calls.append(1)
+        gate.wait(5)  # the others arrive while the first still computes
+        return {"answer": len(calls)}
+
+    out = [None] * 6
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, shared.get("k", compute))) for i in range(6)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(calls) == 1 and shared.computed == 1 and all(o is out[0] for o in out)
+    shared.get("a", lambda: 1)
+    shared.get("b", lambda: 2)  # beyond maxsize: the least recently used key ("k") goes
+    assert shared.get("k", lambda: "again") == "again" and shared.computed == 4
+
+
+def test_pruning_configuration_through_the_batcher(models, tiny_dir, tiny):
+    """A pruned configuration generated through the batcher next to other users gets the text it gets through
+    the batcher alone; its ms/token is the median of the forward passes that produced its tokens; the perplexity
+    equals the unshared one and is computed once per (blocks, passage)."""
+    tok = models.get(tiny_dir)[1]
+    ref = "The quick brown fox jumps over the lazy dog. " * 3
+    alone_b = Batcher(tiny)
+    alone = run_configuration(tiny, tok, "Once upon", [0, 2], 12, 0.9, 20, None, 7, ref, batcher=alone_b)
+    alone_b.close()
+    plain = run_configuration(tiny, tok, "Once upon", [0, 2], 12, 0.9, 20, None, 7, ref)
+    b, shared = Batcher(tiny), SharedResults()
+    blocker = b.submit([1, 2, 3], 2000, 1.0)  # someone else decoding with all blocks
+    same_blocks = b.submit(torch.tensor([[5, 6, 7]]), 400, 1.0, layers=[0, 2])  # and someone with the same blocks
+    got = run_configuration(tiny, tok, "Once upon", [0, 2], 12, 0.9, 20, None, 7, ref, batcher=b, shared=shared)
+    again = run_configuration(tiny, tok, "Once upon", [0, 2], 12, 0.9, 20, None, 7, ref, batcher=b, shared=shared)
+    blocker.cancel()
+    same_blocks.cancel()
+    b.close()
+    assert got["text"] == alone["text"] == again["text"] and len(got["new_ids"]) == 12
+    assert max(b.batch_sizes) >= 3  # it really shared steps
+    assert got["ms_per_token"] > 0
+    assert got["perplexity"] == plain["perplexity"] and shared.computed == 1
+
+
+def test_prune_handler_isolates_concurrent_users(models, tiny_dir, tiny):
+    """Several users press Run configurations at once (batching on): each gets the texts and perplexities of a run
+    alone, the logit lens and each (blocks, passage) perplexity are computed once, the model is unchanged."""
+    before = state_checksum(tiny)
+    ref = "To be, or not to be, that is the question. " * 4
+    users = [(f"User {i} says", ["even", "first half"], 10 + i, 0.8, 20, i) for i in range(5)]
+
+    def run(u, batchers):
+        prompt, configs, new, t, k, seed = u
+        *_, js = drain(pruning.on_prune(models, tiny_dir, configs, "0", prompt, new, t, k, seed, ref,
+                                        batchers=batchers))
+        return [(c["text"], c["perplexity"]) for c in js["configurations"]]
+
+    alone = [run(u, Batchers()) for u in users]
+    batchers = Batchers()
+    results = [None] * len(users)
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, run(users[i], batchers)))
+               for i in range(len(users))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    for u, a, r in zip(users, alone, results):
+        assert r == a and len(r) == 3 and all(text.startswith(u[0]) for text, _ in r)
+    # 3 configurations' perplexities on one passage + 5 prompts' logit lenses, each computed once
+    assert batchers.shared.computed == 3 + len(users)
+    assert state_checksum(tiny) == before
+    batchers.close()

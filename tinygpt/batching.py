@@ -25,6 +25,10 @@ difference can flip a near-tie there). Mixture-of-Experts layers send a varying 
 (whatever the padding), so for MoE models the batcher falls back to solo generation: every request still queues,
 joins, leaves and streams through the batcher, but runs its own forward pass (`Batcher.solo`).
 
+The same loop answers `next_logits(prompt)` (the next-token distribution: a prefill whose logits are the answer,
+batched with every prompt of the same length in that step), and `SharedResults` computes a deterministic result
+(a pruned configuration's perplexity, a logit lens) once for everyone who asks for it at the same time.
+
 Memory stays bounded: the cap on rows comes from the model size and the KV-cache bytes of one row at full
 context (`tinygpt.compute.kv_cache_bytes`, the calculator's own formula): (budget - weights) // bytes per row.
 Requests beyond it wait in order; `Stream.position` is their place in the queue.
@@ -34,6 +38,8 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
+from collections import OrderedDict
 from collections import deque
 from typing import Iterator, Optional, Sequence
 
@@ -77,6 +83,7 @@ class Stream:
         self._q: queue.Queue = queue.Queue()
         self._started = threading.Event()
         self.cancelled = False
+        self.forward_s: list = []  # seconds of each forward pass that produced one of this request's tokens
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return self
@@ -103,7 +110,8 @@ class Stream:
 
 
 class _Request:
-    def __init__(self, idx, max_new_tokens, temperature, top_k, top_p, generator, layers, max_len, stream):
+    def __init__(self, idx, max_new_tokens, temperature, top_k, top_p, generator, layers, max_len, stream,
+                 logits_only=False):
         self.seq = idx  # (rows, T): prompt + generated tokens so far
         self.rows = idx.size(0)
         self.max_new = max_new_tokens
@@ -113,6 +121,7 @@ class _Request:
         self.cache = None
         self.done = 0
         self.stream = stream
+        self.logits_only = logits_only  # the prefill's next-token logits are the answer; nothing is sampled
 
 
 class Batcher:
@@ -155,6 +164,24 @@ class Batcher:
         idx: prompt ids, a list of ints or a (rows, T) LongTensor (rows share the generator, as in
         generate_stream). A prompt longer than the context keeps its last block_size tokens."""
         check_sampling_args(temperature, top_k, top_p)
+        return self._queue(idx, max_new_tokens, temperature, top_k, top_p, generator, layers)
+
+    def next_logits(self, idx, layers: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Next-token logits (rows, V) float32 after the prompt: `tinygpt.next_token_logits` through the batcher.
+
+        The prompt's prefill shares a forward pass with every other prompt of the same length and blocks that
+        arrives for the same step (a room asking for the next-token distribution at once); the result does not
+        depend on those neighbours (the same ROW_MULTIPLE padding as generation)."""
+        logits = next(self.submit_logits(idx, layers), None)
+        if logits is None:
+            raise RuntimeError("The batcher closed before this prompt's logits were computed.")
+        return logits
+
+    def submit_logits(self, idx, layers: Optional[Sequence[int]] = None) -> Stream:
+        """Queue a prompt for its next-token logits; the Stream yields one (rows, V) float32 tensor, then ends."""
+        return self._queue(idx, 1, 1.0, None, None, None, layers, logits_only=True)
+
+    def _queue(self, idx, max_new_tokens, temperature, top_k, top_p, generator, layers, logits_only=False):
         if not isinstance(idx, torch.Tensor):
             idx = torch.tensor([list(idx)], dtype=torch.long)
         if idx.dim() != 2 or idx.size(0) == 0 or idx.size(1) == 0:
@@ -168,7 +195,7 @@ class Batcher:
         needed = min(idx.size(1), block) + int(max_new_tokens) - 1
         stream = Stream(idx.size(0))
         req = _Request(idx.to(torch.long), int(max_new_tokens), temperature, top_k, top_p, generator, layers,
-                       min(max(needed, 1), block), stream)
+                       min(max(needed, 1), block), stream, logits_only)
         if req.max_new == 0:
             stream.cancel()
             return stream
@@ -298,9 +325,17 @@ class Batcher:
         if pad:
             caches.append(self.model.new_cache(pad, T, len(layers)))
             x = torch.cat([x, x.new_zeros(pad, T)])
+        t0 = time.perf_counter()
         logits, _ = self.model(x, layers=list(layers), cache=caches, last_only=True)  # (B + pad, 1, V)
+        dt = time.perf_counter() - t0
         r0 = 0
         for r, _ in items:
+            r.stream.forward_s.append(dt)
+            if r.logits_only:  # (rows, V): the answer itself; done after this one step
+                r.stream._q.put(logits[r0:r0 + r.rows, -1, :].float().clone())
+                r0 += r.rows
+                r.done = r.max_new
+                continue
             temperature, top_k, top_p, gen = r.knobs
             nxt = sample_next_token(logits[r0:r0 + r.rows, -1, :], temperature, top_k, top_p, gen)  # (rows, 1)
             r0 += r.rows
@@ -323,6 +358,32 @@ def _chunks(items: list, T: int) -> Iterator[list]:
         yield chunk
 
 
+class SharedResults:
+    """Results of deterministic model computations (a perplexity, a logit lens) shared by everyone who asks for
+    the same key: a room pressing Run with the same settings computes each once. One computation runs at a time;
+    callers that arrive meanwhile wait, then reuse the answer (least recently used entries beyond `maxsize` go).
+    Keys hold their model object (modules hash by identity), so a key never matches another model."""
+
+    def __init__(self, maxsize: int = 256):
+        self.maxsize = maxsize
+        self.computed = 0  # how many keys were computed (the rest were shared)
+        self._results: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key, compute):
+        """compute() once per key; later and concurrent callers get the same object back."""
+        with self._lock:
+            if key in self._results:
+                self._results.move_to_end(key)
+                return self._results[key]
+            value = compute()
+            self.computed += 1
+            self._results[key] = value
+            while len(self._results) > self.maxsize:
+                self._results.popitem(last=False)
+            return value
+
+
 class Batchers:
     """One Batcher per model object (a ModelCache hands out one model per (name, dtype)), created on first use
     and shared by every caller; the app makes one of these and passes it to the tabs."""
@@ -334,6 +395,7 @@ class Batchers:
         self.exact = exact
         self._batchers: dict = {}
         self._lock = threading.Lock()
+        self.shared = SharedResults()  # deterministic per-prompt results (perplexity, logit lens) computed once
 
     def get(self, model) -> Batcher:
         with self._lock:

@@ -103,27 +103,41 @@ def named_layers(name: str, n_layer: int, custom=None) -> list[int]:
 
 def run_configuration(model, tok, prompt: str, layers: Optional[Sequence[int]], max_new_tokens: int = 60,
                       temperature: float = 0.8, top_k: Optional[int] = 200, top_p: Optional[float] = None,
-                      seed: int = 1337, reference: Optional[str] = None) -> dict:
+                      seed: int = 1337, reference: Optional[str] = None, batcher=None, shared=None) -> dict:
     """Generate from `prompt` with the chosen blocks (a fresh generator seeded with `seed`) and measure it.
 
     Returns {layers, text (prompt + continuation), new_ids, repetition, distinct_2, length_to_eot,
     ms_per_token (median time of one generation step), and loss/perplexity/accuracy on `reference` when given}.
+    batcher (tinygpt.batching.Batcher): generate through it, sharing forward passes with everyone running the same
+    blocks at the same time; ms_per_token is then the median forward pass that produced this text's tokens.
+    shared (tinygpt.batching.SharedResults): compute the reference perplexity once per (model, blocks, passage).
     """
     layers = model.check_layers(layers)
     x = torch.tensor([encode_prompt(tok, prompt, model.config.block_size)], dtype=torch.long)  # (1, T)
     gen = torch.Generator().manual_seed(int(seed))
     new, step_s = [], []
-    t0 = time.perf_counter()
-    for nxt in generate_stream(model, x, max_new_tokens, temperature, top_k, top_p, gen, layers=layers):  # (1, 1)
-        new.append(int(nxt[0, 0]))
-        step_s.append(time.perf_counter() - t0)
+    if batcher is not None:
+        stream = batcher.submit(x, max_new_tokens, temperature, top_k, top_p, gen, layers)
+        try:
+            new = [int(nxt[0, 0]) for nxt in stream]  # (1, 1) per step
+        finally:
+            stream.cancel()  # Stop pressed: the row leaves the batch
+        step_s = stream.forward_s
+    else:
         t0 = time.perf_counter()
+        for nxt in generate_stream(model, x, max_new_tokens, temperature, top_k, top_p, gen, layers=layers):
+            new.append(int(nxt[0, 0]))  # (1, 1)
+            step_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
     # the median step (the prompt's prefill is the first) is robust to a busy CPU's occasional stalls
     ms = 1000 * statistics.median(step_s) if step_s else 0.0
     res = {"layers": list(layers), "text": prompt + tok.decode(new), "new_ids": new,
            "ms_per_token": ms, **ngram_stats(new, tok.eot_token)}
     if reference is not None:
-        ppl = perplexity(model, tok, reference, layers)
+        def compute():
+            return perplexity(model, tok, reference, layers)
+
+        ppl = compute() if shared is None else shared.get(("perplexity", model, tuple(layers), reference), compute)
         res.update(loss=ppl["loss"], perplexity=ppl["perplexity"], accuracy=ppl["accuracy"])
     return res
 
