@@ -21,6 +21,7 @@ full, even and first half).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import socket
@@ -53,6 +54,17 @@ def start_server(extra_env: dict | None = None):
             time.sleep(0.5)
     proc.kill()
     raise SystemExit("server did not start")
+
+
+def cpu_seconds(pid=None) -> float:
+    """User + system CPU seconds of a process so far (this one by default): the clients run on the same cores as
+    the server here, so the report says how much of the machine they took."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs, q):
@@ -108,10 +120,23 @@ AUSTEN = ("It is a truth universally acknowledged, that a single man in possessi
 
 
 def connect(url, timeout):
-    """A gradio_client Client that waits as long as a browser would (httpx's own default gives up after 5 s)."""
+    """A student's open page: a gradio_client Client that waits as long as a browser would (httpx's own default
+    gives up after 5 s), which then runs the page's load events in its session, as a browser does on opening the
+    page. Gradio builds a session's state on its first event (~50 ms of server time for this app's ~860
+    components); a browser pays it when the page opens, long before the lecturer says "press Generate"."""
     from gradio_client import Client
 
-    return Client(url, verbose=False, httpx_kwargs={"timeout": timeout})
+    c = Client(url, verbose=False, httpx_kwargs={"timeout": timeout})
+    with urllib.request.urlopen(url + "config", timeout=timeout) as r:
+        deps = json.load(r)["dependencies"]
+    for d in deps:
+        if any(t[1] == "load" for t in d["targets"]) and not d.get("queue"):
+            body = json.dumps({"fn_index": d["id"], "data": [], "session_hash": c.session_hash, "trigger_id": 0})
+            req = urllib.request.Request(url + "gradio_api/run/predict", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                r.read()
+    return c
 
 
 def sample_once(url, model, i, tokens, timeout, action="sample") -> float:
@@ -125,12 +150,17 @@ def sample_once(url, model, i, tokens, timeout, action="sample") -> float:
     return time.perf_counter() - t
 
 
-def crowd(url, model, n, tokens, timeout, action="sample") -> dict:
+def crowd(url, model, n, tokens, timeout, action="sample", server_pid=None) -> dict:
     """n clients open the page first (a few at a time, as a room of browsers would have long before), then all
     send the action's request at the same moment; latency = send -> full answer."""
     api, make_args, is_ok = ACTIONS[action]
     lat, fails, queued, lock = [], [], [0], threading.Lock()
-    ready = threading.Barrier(n)
+    sent = {}
+
+    def at_send():  # run once, when every client is connected: CPU seconds so far of the clients and the server
+        sent.update(t=time.perf_counter(), cpu=cpu_seconds(), server=cpu_seconds(server_pid) if server_pid else 0.0)
+
+    ready = threading.Barrier(n, action=at_send)
     opening = threading.Semaphore(8)
 
     def student(i):
@@ -170,9 +200,13 @@ def crowd(url, model, n, tokens, timeout, action="sample") -> dict:
         t.start()
     for t in threads:
         t.join(timeout=timeout + 120)
+    # CPU seconds from the moment all requests were sent to the last answer: server vs the clients (same cores)
+    cpu = {"clients": cpu_seconds() - sent.get("cpu", 0.0),
+           "server": cpu_seconds(server_pid) - sent.get("server", 0.0) if server_pid else float("nan"),
+           "seconds": time.perf_counter() - sent.get("t", t0)}
     return {"n": n, "ok": len(lat), "failed": n - len(lat), "fails": fails[:3],
             "p50": pct(lat, .5), "p95": pct(lat, .95), "max": max(lat, default=float("nan")),
-            "wall": time.perf_counter() - t0, "queued": queued[0]}
+            "wall": time.perf_counter() - t0, "queued": queued[0], "cpu": cpu}
 
 
 def lecture(a):
@@ -207,11 +241,14 @@ def lecture(a):
                 print(f"[{mode}] {action}: single request {single:.2f} s (median of 5)", flush=True)
                 rows = []
                 for n in sizes:
-                    r = crowd(url, model, n, a.tokens, a.timeout, action)
+                    r = crowd(url, model, n, a.tokens, a.timeout, action, proc.pid)
+                    cpu = r["cpu"]
                     rows.append(r)
                     print(f"[{mode}] {action} N={n:>3}: ok {r['ok']}, failed {r['failed']}, p50 {r['p50']:.1f} s,"
                           f" p95 {r['p95']:.1f} s, max {r['max']:.1f} s (p95 = {r['p95'] / single:.1f}x single);"
-                          f" largest batcher queue position shown {r['queued']}", flush=True)
+                          f" largest batcher queue position shown {r['queued']}; from send to last answer"
+                          f" ({cpu['seconds']:.1f} s) the server used {cpu['server']:.1f} CPU s and the {n} clients"
+                          f" {cpu['clients']:.1f} (on the same {os.cpu_count()} cores)", flush=True)
                     for f in r["fails"]:
                         print("    failure:", f)
                 table[action, mode] = (single, rows)

@@ -488,3 +488,12 @@ def test_prune_handler_isolates_concurrent_users(models, tiny_dir, tiny):
     assert batchers.shared.computed == 3 + len(users)
     assert state_checksum(tiny) == before
     batchers.close()
+
+
+def test_page_updates_thin_out_when_the_room_shares_the_batcher():
+    """Each streamed update costs the server Python time the decode loop also needs: alone every 0.15 s, 40 users
+    together ~25 updates/s, never more than 2 s apart."""
+    assert sampling.update_interval(0.15, 1) == 0.15
+    assert sampling.update_interval(0.15, 40) == pytest.approx(40 / sampling.UPDATES_PER_S)
+    assert sampling.update_interval(0.15, 1000) == sampling.MAX_UPDATE_S
+    assert sampling.update_interval(0.01, 1) == pytest.approx(1 / sampling.UPDATES_PER_S)  # the room budget wins

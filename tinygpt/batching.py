@@ -226,6 +226,12 @@ class Batcher:
             return sum(r.rows for r in self._active if not r.stream.cancelled)
 
     @property
+    def requests(self) -> int:
+        """Requests decoding right now (each may have several rows)."""
+        with self._cond:
+            return sum(1 for r in self._active if not r.stream.cancelled)
+
+    @property
     def waiting(self) -> int:
         """Requests queued beyond the cap."""
         with self._cond:
