@@ -35,8 +35,8 @@ MAX_THREADS = 256  # worker threads for handlers (see launch_kwargs)
 
 
 def make_batchers() -> Batchers | None:
-    """Concurrent Sampling requests, next-token distributions and pruning runs share forward passes (one Batcher
-    per model, created on first use).
+    """Concurrent Sampling requests and Layer pruning runs share forward passes (one Batcher per model, created on
+    first use).
     TINYGPT_BATCHING=0 turns it off (every request then decodes alone, one after another: the load test's
     "before"); TINYGPT_BATCH_MEMORY_GB is each batcher's budget for weights + KV caches (default 4);
     TINYGPT_BATCH_EXACT=0 drops the padding rows that make a row's text independent of its neighbours (a lone

@@ -71,17 +71,13 @@ def stream_samples(model, tok, prompt, num_samples, max_new_tokens, temperature,
 
 
 @lru_cache(maxsize=64)
-def _cached_logits(model, prompt_ids, batcher=None):
-    """(V,) logits after the prompt; through the batcher when there is one (prompts of the same length that
-    arrive together share one forward pass)."""
-    if batcher is None:
-        return next_token_logits(model, prompt_ids)
-    return batcher.next_logits(torch.tensor([prompt_ids], dtype=torch.long))[0]
+def _cached_logits(model, prompt_ids):
+    return next_token_logits(model, prompt_ids)
 
 
-def distribution(model, tok, prompt, temperature, top_k, top_p, k: int = 20, batcher=None):
+def distribution(model, tok, prompt, temperature, top_k, top_p, k: int = 20):
     ids = tuple(encode_prompt(tok, prompt, model.config.block_size))
-    logits = _cached_logits(model, ids, batcher)  # modules hash by identity: one entry per (model, prompt)
+    logits = _cached_logits(model, ids)  # modules hash by identity: one entry per (model, prompt)
     summ = distribution_summary(logits, temperature, top_k, top_p, k)
     summ["pieces"] = [tok.piece(i) for i in summ["ids"]]
     return summ
@@ -107,16 +103,16 @@ def distribution_figure(summ, temperature, top_k, top_p):
     return fig
 
 
-def explain(model, tok, prompt, temperature, top_k, top_p, batcher=None) -> str:
+def explain(model, tok, prompt, temperature, top_k, top_p) -> str:
     """The exercise questions answered with this prompt's own numbers."""
     rows = []
     for t, k in ((0.1, None), (1.0, None), (10.0, None), (10.0, 2), (temperature, top_k)):
-        s = distribution(model, tok, prompt, t, k, top_p if (t, k) == (temperature, top_k) else None, 20, batcher)
+        s = distribution(model, tok, prompt, t, k, top_p if (t, k) == (temperature, top_k) else None, 20)
         label = f"T={t:g}" + (f", top-k={k}" if k else "") + (" (your settings)" if (t, k) == (temperature, top_k)
                                                                else "")
         rows.append(f"| {label} | {s['top1_after']:.1%} | {s['mass_top_k_after']:.1%} | {s['choices_after']:,.1f} |"
                     f" {s['drawable']:,} |")
-    s1 = distribution(model, tok, prompt, 1.0, None, None, batcher=batcher)
+    s1 = distribution(model, tok, prompt, 1.0, None, None)
     top_piece = repr(s1["pieces"][0])
     vocab = s1["vocab"]
     return "\n".join([
@@ -151,15 +147,13 @@ def explain(model, tok, prompt, temperature, top_k, top_p, batcher=None) -> str:
 
 
 @user_errors
-def on_dist(models, name, fast, prompt, temperature, top_k, top_p, batchers=None):
-    """Plot + explanation for the prompt's next token under the current knobs. batchers: compute the logits
-    through the model's batcher (a room asking at once shares forward passes)."""
+def on_dist(models, name, fast, prompt, temperature, top_k, top_p):
+    """Plot + explanation for the prompt's next token under the current knobs."""
     model, tok = get_model(models, name, fast)
-    batcher = batchers.get(model) if batchers is not None else None
     v, _ = check_knobs(prompt, 1, 1, temperature, top_k, top_p, 0)
-    summ = distribution(model, tok, v.prompt, v.temperature, v.top_k, v.top_p, batcher=batcher)
+    summ = distribution(model, tok, v.prompt, v.temperature, v.top_k, v.top_p)
     return (distribution_figure(summ, v.temperature, v.top_k, v.top_p),
-            explain(model, tok, v.prompt, v.temperature, v.top_k, v.top_p, batcher))
+            explain(model, tok, v.prompt, v.temperature, v.top_k, v.top_p))
 
 
 @user_errors
@@ -229,19 +223,16 @@ def build(models, default_model: str = "gpt2", batchers=None):
         # (one forward pass per step for all of them), so nobody waits for a whole generation to finish.
         queueing = dict(concurrency_id="sample", concurrency_limit=None) if batchers is not None else \
             dict(concurrency_id="model", concurrency_limit=2)
-        # the distribution's forward pass goes through the batcher too: its own queue, no limit
-        dist_queueing = dict(concurrency_id="sample_distribution", concurrency_limit=None) \
-            if batchers is not None else dict(concurrency_id="model")
-        dist_fn = partial(on_dist, models, batchers=batchers)
         ev = go.click(partial(on_sample, models, batchers=batchers),
                       [model_dd, fast, prompt, num_samples, max_new, temperature, top_k, top_p, seed],
                       [out_html, out_json], api_name="sample", **queueing)
-        go.click(dist_fn, knobs, [dist_plot, explain_md], api_name="sample_distribution", **dist_queueing)
+        go.click(partial(on_dist, models), knobs, [dist_plot, explain_md], api_name="sample_distribution",
+                 concurrency_id="model")
         stop.click(None, cancels=[ev])
         for c in (model_dd, fast):
             c.change(partial(on_model_change, models), [model_dd, fast], [banner_md, card_md], api_visibility="private")
-        redraw = dict(fn=dist_fn, inputs=knobs, outputs=[dist_plot, explain_md], api_visibility="private",
-                      **dist_queueing)
+        redraw = dict(fn=partial(on_dist, models), inputs=knobs, outputs=[dist_plot, explain_md],
+                      api_visibility="private", concurrency_id="model")
         for c in (temperature, top_p):
             c.release(**redraw)
         for c in (prompt, top_k):
@@ -249,7 +240,7 @@ def build(models, default_model: str = "gpt2", batchers=None):
         share.register("sampling", fields={
             "model": model_dd, "fast": fast, "prompt": prompt, "num_samples": num_samples, "max_new_tokens": max_new,
             "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed},
-            command=command, run=go, refresh=(dist_fn, knobs, [dist_plot, explain_md]))
+            command=command, run=go, refresh=(partial(on_dist, models), knobs, [dist_plot, explain_md]))
 
 
 def command(v: dict) -> str:

@@ -10,7 +10,6 @@ from tabs import pruning, sampling
 from tinygpt import GPT, GPTConfig, generate, kv_cache_bytes
 from tinygpt.batching import Batcher, Batchers, SharedResults, kv_bytes_per_row, max_rows_for, weight_bytes
 from tinygpt.interpret.pruning import run_configuration
-from tinygpt.sampling import next_token_logits
 
 # (prompt ids, rows, max_new_tokens, temperature, top_k, top_p, seed): mixed lengths and knobs, greedy and sampled
 REQUESTS = [
@@ -254,10 +253,9 @@ def test_app_lets_every_sampler_in_at_once(models, tiny_dir):
     on = {d.api_name: d for d in build_demo(models, tiny_dir, batchers=Batchers()).fns.values()}
     assert (on["sample"].concurrency_id, on["sample"].concurrency_limit) == ("sample", None)
     assert on["train"].concurrency_limit == 1 and on["finetune"].concurrency_limit == 1
-    # the distribution and pruning go through the batcher too: their own queues, no limit
-    assert (on["sample_distribution"].concurrency_id, on["sample_distribution"].concurrency_limit) == \
-        ("sample_distribution", None)
+    # pruning goes through the batcher too: its own queue, no limit; the distribution (mostly drawing) stays queued
     assert (on["prune"].concurrency_id, on["prune"].concurrency_limit) == ("prune", None)
+    assert on["sample_distribution"].concurrency_id == "model"
     off = {d.api_name: d for d in build_demo(models, tiny_dir, batchers=None).fns.values()}
     assert off["sample"].concurrency_id == "model"
     assert off["prune"].concurrency_id == off["sample_distribution"].concurrency_id == "model"
@@ -357,63 +355,7 @@ def test_stop_button_takes_the_rows_out_of_the_batch(models, tiny_dir, tiny):
         batchers.close()
 
 
-# ---- the other short model actions: next-token distribution, pruning configurations ------------------------
-PROMPTS = [[464, 3797, 3332], [15496, 995, 11], [40, 716, 257], [50256], list(range(1000, 1012))]
-
-
-def test_next_logits_batched_equal_alone_and_the_plain_forward(tiny):
-    """Prompts asking for their next-token logits in one step (3 of the same length share a forward pass, next to a
-    decoding request) get the logits they get alone, bit for bit, and next_token_logits' within float rounding."""
-    alone = []
-    for ids in PROMPTS:
-        b = Batcher(tiny, start=False)
-        s = b.submit_logits(torch.tensor([ids]))
-        run_until_done(b)
-        alone.append(list(s))
-    b = Batcher(tiny, start=False)
-    busy = submit(b, REQUESTS[2])
-    streams = [b.submit_logits(torch.tensor([ids])) for ids in PROMPTS]
-    b.step()
-    assert b.batch_sizes[0] == len(PROMPTS) + REQUESTS[2][1]  # one step served them all
-    run_until_done(b)
-    assert len(list(busy)) == REQUESTS[2][2]
-    for ids, a, s in zip(PROMPTS, alone, streams):
-        got = list(s)
-        assert len(got) == len(a) == 1 and got[0].shape == (1, tiny.config.vocab_size)  # one answer, then the end
-        assert torch.equal(got[0], a[0])
-        assert torch.allclose(got[0][0], next_token_logits(tiny, ids), atol=1e-5)
-    assert b.rows == 0 and b.waiting == 0  # logits requests leave after their one step
-
-
-def test_distribution_handler_through_the_batcher(models, tiny_dir, tiny):
-    """Users asking for next-token distributions at once (background loop, a decoding request keeping it busy) get
-    the same tables as without a batcher; the shared model is unchanged."""
-    before = state_checksum(tiny)
-    tok = models.get(tiny_dir)[1]
-    batchers = Batchers()
-    prompts = ["The cat", "A dog sat", "Hello there", "We are", "One two three four"]
-    plain = [sampling.distribution(tiny, tok, p, 0.8, 20, 0.9) for p in prompts]
-    blocker = batchers.get(tiny).submit([1, 2, 3], 2000, 1.0)
-    results = [None] * len(prompts)
-
-    def worker(i):
-        results[i] = sampling.distribution(tiny, tok, prompts[i], 0.8, 20, 0.9, batcher=batchers.get(tiny))
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    blocker.cancel()
-    for a, r in zip(plain, results):
-        assert r["ids"] == a["ids"] and r["pieces"] == a["pieces"] and r["kept"] == a["kept"]
-        assert r["before"] == pytest.approx(a["before"], abs=1e-6) and r["after"] == pytest.approx(a["after"], abs=1e-6)
-    fig, md = sampling.on_dist(models, tiny_dir, False, "The cat", 0.8, 200, 0.9, batchers=batchers)
-    assert "| T=0.1 |" in md and fig is not None
-    assert state_checksum(tiny) == before
-    batchers.close()
-
-
+# ---- the other short model actions: pruning configurations ------------------------
 def test_shared_results_compute_once_for_concurrent_callers():
     shared, calls = SharedResults(maxsize=2), []
     gate = threading.Event()

@@ -25,9 +25,10 @@ difference can flip a near-tie there). Mixture-of-Experts layers send a varying 
 (whatever the padding), so for MoE models the batcher falls back to solo generation: every request still queues,
 joins, leaves and streams through the batcher, but runs its own forward pass (`Batcher.solo`).
 
-The same loop answers `next_logits(prompt)` (the next-token distribution: a prefill whose logits are the answer,
-batched with every prompt of the same length in that step), and `SharedResults` computes a deterministic result
-(a pruned configuration's perplexity, a logit lens) once for everyone who asks for it at the same time.
+Layer pruning runs go through the same loop (`submit(..., layers=...)`: the rows running the same blocks share a
+forward pass), and `SharedResults` computes a deterministic result (a pruned configuration's perplexity, a logit
+lens) once for everyone who asks for it at the same time. (The next-token distribution does not use the batcher:
+its forward pass is ~10% of its time, drawing the chart is most of the rest; batching it was measured slower.)
 
 Memory stays bounded: the cap on rows comes from the model size and the KV-cache bytes of one row at full
 context (`tinygpt.compute.kv_cache_bytes`, the calculator's own formula): (budget - weights) // bytes per row.
@@ -110,8 +111,7 @@ class Stream:
 
 
 class _Request:
-    def __init__(self, idx, max_new_tokens, temperature, top_k, top_p, generator, layers, max_len, stream,
-                 logits_only=False):
+    def __init__(self, idx, max_new_tokens, temperature, top_k, top_p, generator, layers, max_len, stream):
         self.seq = idx  # (rows, T): prompt + generated tokens so far
         self.rows = idx.size(0)
         self.max_new = max_new_tokens
@@ -121,7 +121,6 @@ class _Request:
         self.cache = None
         self.done = 0
         self.stream = stream
-        self.logits_only = logits_only  # the prefill's next-token logits are the answer; nothing is sampled
 
 
 class Batcher:
@@ -164,24 +163,6 @@ class Batcher:
         idx: prompt ids, a list of ints or a (rows, T) LongTensor (rows share the generator, as in
         generate_stream). A prompt longer than the context keeps its last block_size tokens."""
         check_sampling_args(temperature, top_k, top_p)
-        return self._queue(idx, max_new_tokens, temperature, top_k, top_p, generator, layers)
-
-    def next_logits(self, idx, layers: Optional[Sequence[int]] = None) -> torch.Tensor:
-        """Next-token logits (rows, V) float32 after the prompt: `tinygpt.next_token_logits` through the batcher.
-
-        The prompt's prefill shares a forward pass with every other prompt of the same length and blocks that
-        arrives for the same step (a room asking for the next-token distribution at once); the result does not
-        depend on those neighbours (the same ROW_MULTIPLE padding as generation)."""
-        logits = next(self.submit_logits(idx, layers), None)
-        if logits is None:
-            raise RuntimeError("The batcher closed before this prompt's logits were computed.")
-        return logits
-
-    def submit_logits(self, idx, layers: Optional[Sequence[int]] = None) -> Stream:
-        """Queue a prompt for its next-token logits; the Stream yields one (rows, V) float32 tensor, then ends."""
-        return self._queue(idx, 1, 1.0, None, None, None, layers, logits_only=True)
-
-    def _queue(self, idx, max_new_tokens, temperature, top_k, top_p, generator, layers, logits_only=False):
         if not isinstance(idx, torch.Tensor):
             idx = torch.tensor([list(idx)], dtype=torch.long)
         if idx.dim() != 2 or idx.size(0) == 0 or idx.size(1) == 0:
@@ -195,7 +176,7 @@ class Batcher:
         needed = min(idx.size(1), block) + int(max_new_tokens) - 1
         stream = Stream(idx.size(0))
         req = _Request(idx.to(torch.long), int(max_new_tokens), temperature, top_k, top_p, generator, layers,
-                       min(max(needed, 1), block), stream, logits_only)
+                       min(max(needed, 1), block), stream)
         if req.max_new == 0:
             stream.cancel()
             return stream
@@ -337,11 +318,6 @@ class Batcher:
         r0 = 0
         for r, _ in items:
             r.stream.forward_s.append(dt)
-            if r.logits_only:  # (rows, V): the answer itself; done after this one step
-                r.stream._q.put(logits[r0:r0 + r.rows, -1, :].float().clone())
-                r0 += r.rows
-                r.done = r.max_new
-                continue
             temperature, top_k, top_p, gen = r.knobs
             nxt = sample_next_token(logits[r0:r0 + r.rows, -1, :], temperature, top_k, top_p, gen)  # (rows, 1)
             r0 += r.rows
