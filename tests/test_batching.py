@@ -8,7 +8,16 @@ from conftest import drain, state_checksum
 
 from tabs import pruning, sampling
 from tinygpt import GPT, GPTConfig, generate, kv_cache_bytes
-from tinygpt.batching import Batcher, Batchers, SharedResults, kv_bytes_per_row, max_rows_for, weight_bytes
+from tinygpt.batching import (
+    ROW_MULTIPLE,
+    Batcher,
+    Batchers,
+    SharedResults,
+    kv_bytes_per_row,
+    max_rows_for,
+    padding_rule,
+    weight_bytes,
+)
 from tinygpt.interpret.pruning import run_configuration
 
 # (prompt ids, rows, max_new_tokens, temperature, top_k, top_p, seed): mixed lengths and knobs, greedy and sampled
@@ -114,6 +123,43 @@ def test_padding_makes_logits_independent_of_the_neighbours(tiny):
     alone = torch.cat([decode([s]) for s in seqs])
     assert torch.equal(decode(seqs), alone)
     assert torch.equal(decode(seqs[2:5]), alone[2:5])
+
+
+def test_measured_padding_rule_keeps_rows_independent(tiny):
+    """The padding rule measured on the model (oneDNN: at least 2 rows; MKL: multiples of 4) makes one shared decode
+    step give every row the logits it gets alone, for batches of 1 to 7 rows; the batcher uses that rule."""
+    min_rows, mult = padding_rule(tiny)
+    assert (min_rows, mult) in ((2, 1), (ROW_MULTIPLE, ROW_MULTIPLE))
+    assert (Batcher(tiny, start=False).min_rows, Batcher(tiny, start=False).row_multiple) == (min_rows, mult)
+    assert (Batcher(tiny, start=False, exact=False).min_rows, Batcher(tiny, start=False, exact=False).row_multiple) \
+        == (1, 1)
+
+    def decode(seqs):
+        caches = [tiny.new_cache(1, 64) for _ in seqs]
+        with torch.no_grad():
+            for s, c in zip(seqs, caches):
+                tiny(s[:, :-1], cache=c)
+            x = torch.cat([s[:, -1:] for s in seqs])
+            pad = max(min_rows - x.size(0), 0)
+            pad += -(x.size(0) + pad) % mult
+            x = torch.cat([x, x.new_zeros(pad, 1)])
+            return tiny(x, cache=caches + [tiny.new_cache(pad, 1)] if pad else caches, last_only=True)[0][:len(seqs)]
+
+    g = torch.Generator().manual_seed(1)
+    seqs = [torch.randint(0, 50257, (1, n), generator=g) for n in (3, 9, 5, 7, 2, 4, 6)]
+    alone = torch.cat([decode([s]) for s in seqs])
+    for k in range(2, len(seqs) + 1):
+        assert torch.equal(decode(seqs[:k]), alone[:k]), k
+
+
+def test_padding_rule_falls_back_when_rows_depend_on_the_row_count():
+    class RowCountLinear(torch.nn.Linear):  # a matmul whose last bits depend on how many rows it has (like MKL)
+        def forward(self, x):
+            return super().forward(x) + 1e-7 * (x.size(0) % 4)
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), RowCountLinear(8, 8))
+    assert padding_rule(model) == (ROW_MULTIPLE, ROW_MULTIPLE)
+    assert padding_rule(torch.nn.Sequential(torch.nn.Linear(8, 8))) in ((2, 1), (ROW_MULTIPLE, ROW_MULTIPLE))
 
 
 def test_finished_rows_leave_and_new_requests_join(tiny):

@@ -17,8 +17,11 @@ request (its prompt rows, max_new_tokens, temperature/top-k/top-p and its own se
 Same seed, same settings -> same text, alone or in a batch. The last bits of a matmul row can depend on how
 many rows the matmul has: on this CPU MKL uses one kernel for 1 row, another for 2-3 rows, and from 4 rows on
 results per row agree whatever the row count - but with several threads it splits the rows among them in
-multiples of 4, so a leftover of 1-3 rows per thread takes the small-row kernel again. Every forward pass is
-therefore padded to a multiple of ROW_MULTIPLE rows (dummy rows with their own scratch cache, thrown away).
+multiples of 4, so a leftover of 1-3 rows per thread takes the small-row kernel again. oneDNN (the fast path
+`load_model` turns on) has one kernel for 1 row and another for all row counts from 2 on. So every forward pass is
+padded with dummy rows (their own scratch cache, thrown away) by a rule measured on the model when its batcher is
+made (`padding_rule`): at least 2 rows when every Linear of the model gives the same rows for 2..64 rows at once,
+otherwise a multiple of ROW_MULTIPLE. (A lone row padded to 4 cost ~36% more per step than alone; to 2, ~nothing.)
 tests/test_batching.py checks the identity bit for bit; benchmarks/bench_batching.py measures how often the
 batcher's text differs from the unbatched `tinygpt.generate` (which multiplies 1-row matrices: a last-bit
 difference can flip a near-tie there). Mixture-of-Experts layers send a varying number of rows to each expert
@@ -45,12 +48,13 @@ from collections import deque
 from typing import Iterator, Optional, Sequence
 
 import torch
+from torch import nn
 
 from .compute import kv_cache_bytes
 from .efficiency.gqa import DTYPE_NAMES
 from .sampling import check_sampling_args, sample_next_token
 
-ROW_MULTIPLE = 4  # every forward pass has a multiple of 4 rows: per-row results then do not depend on the batch
+ROW_MULTIPLE = 4  # the conservative padding (MKL): a multiple of 4 rows per pass; padding_rule may allow less
 DEFAULT_MEMORY_BUDGET = 4 * 1024 ** 3  # bytes for one batcher: the weights plus every row's KV cache
 PREFILL_TOKENS = 2048  # prompt tokens per prefill forward pass at most (bounds the activations of a join)
 _END = object()  # end-of-stream marker in a Stream's queue
@@ -71,6 +75,30 @@ def max_rows_for(model, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
     p = next(model.parameters())
     free = memory_budget - weight_bytes(model)
     return max(1, free // kv_bytes_per_row(model.config, p.dtype))
+
+
+CHECK_ROWS = (2, 3, 4, 5, 7, 8, 13, 16, 31, 40)  # row counts compared with the first rows of a 64-row matmul
+
+
+def padding_rule(model) -> tuple[int, int]:
+    """(min_rows, row_multiple): the padding that makes a row's results independent of how many rows share a
+    forward pass, measured on this model and machine. Each distinct Linear (class, shape) of the model multiplies 64
+    random rows at once, then the first M rows for every M in CHECK_ROWS; if every result equals the first M rows of
+    the 64-row one bit for bit, any pass of 2 rows or more is safe: (2, 1) (oneDNN on the CPUs we measured). Otherwise
+    the conservative rule (ROW_MULTIPLE, ROW_MULTIPLE) stays (MKL: see the module docstring)."""
+    p = next(model.parameters())
+    shapes: dict = {}
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            shapes.setdefault((type(m), m.in_features, m.out_features), m)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in shapes.values():
+            x = torch.randn(64, m.in_features, generator=g).to(p.dtype)  # (64, in)
+            ref = m(x)  # (64, out)
+            if not all(torch.equal(m(x[:k]), ref[:k]) for k in CHECK_ROWS):
+                return ROW_MULTIPLE, ROW_MULTIPLE
+    return 2, 1
 
 
 class Stream:
@@ -153,6 +181,8 @@ class Batcher:
         # MoE: a row's expert matmuls have as many rows as tokens routed there in the whole batch, so its last bits
         # would depend on the neighbours: each request then runs its own forward pass (same text as alone)
         self.solo = bool(getattr(model.config, "n_experts", 0))
+        # dummy rows per forward pass: at least min_rows, and a multiple of row_multiple (measured: padding_rule)
+        self.min_rows, self.row_multiple = padding_rule(model) if exact else (1, 1)
 
     # ---- the public side ----------------------------------------------------------------------------
     def submit(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
@@ -308,7 +338,8 @@ class Batcher:
         caches = [r.cache for r, _ in items]
         x = torch.cat([inp for _, inp in items])  # (B, T)
         # dummy rows (token 0 at position 0, their own scratch cache), thrown away after the forward pass
-        pad = -x.size(0) % ROW_MULTIPLE if self.exact else 0
+        pad = max(self.min_rows - x.size(0), 0)
+        pad += -(x.size(0) + pad) % self.row_multiple
         if pad:
             caches.append(self.model.new_cache(pad, T, len(layers)))
             x = torch.cat([x, x.new_zeros(pad, T)])
