@@ -214,7 +214,7 @@ def lecture(a):
     from machine import cpu_name
 
     model = gpt2_sized_dir()
-    plan = [("sample", [int(x) for x in a.sizes.split(",")])]
+    plan = [("sample", [int(x) for x in a.sizes.split(",")])] if a.sizes.strip() else []  # --sizes "": skip
     plan += [(act, [int(x) for x in a.other_sizes.split(",")]) for act in a.actions.split(",") if act]
     threads = a.threads or "torch's default"
     print(f"CPU: {cpu_name()} · {os.cpu_count()} logical cores · server torch threads: {threads}")
