@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from machine import describe  # noqa: E402
 
 from tinygpt import generate, load_model  # noqa: E402
-from tinygpt.batching import Batcher  # noqa: E402
+from tinygpt.batching import Batcher, padding_rule  # noqa: E402
 from tinygpt.interpret.pruning import AUSTEN, SHAKESPEARE  # noqa: E402
 
 KNOBS = [(0.0, None, None), (0.8, 200, None), (1.0, None, None), (1.0, None, 0.9), (0.7, 40, 0.95)]
@@ -145,11 +145,12 @@ def main():
     rows = [int(r) for r in a.rows.split(",")]
     one = step_cost(model, [1], exact=False)[1]
     cost = step_cost(model, rows)
+    min_rows, mult = padding_rule(model)
+    rule = f"padded to at least {min_rows} rows" + (f", a multiple of {mult}" if mult > 1 else "")
     print(f"one decoding step with B rows (median); 1 row unpadded (the 1-row kernel, as generate):"
-          f" {1000 * one:.1f} ms")
+          f" {1000 * one:.1f} ms; the measured padding rule: {rule}")
     for B, s in cost.items():
-        print(f"  B={B:>4} (padded to a multiple of 4): {1000 * s:7.1f} ms = {s / one:5.2f}x the unpadded row, "
-              f"{1000 * s / B:6.2f} ms per row")
+        print(f"  B={B:>4}: {1000 * s:7.1f} ms = {s / one:5.2f}x the unpadded row, {1000 * s / B:6.2f} ms per row")
     print("Timings on a shared machine are noisy; the identity counts are exact.")
 
 
