@@ -103,26 +103,31 @@ def test_grouped_caches_match_a_full_forward():
             model(last[:2], cache=caches)
 
 
+def decode_together(model, seqs, min_rows, mult):
+    """Prefill each (1, n) sequence alone, then one shared decode step for all of their last tokens, padded with
+    dummy rows to at least min_rows and a multiple of mult -> the real rows' logits (len(seqs), 1, V)."""
+    caches = [model.new_cache(1, 64) for _ in seqs]
+    with torch.no_grad():
+        for s, c in zip(seqs, caches):
+            model(s[:, :-1], cache=c)
+        x = torch.cat([s[:, -1:] for s in seqs])  # (B, 1)
+        pad = max(min_rows - x.size(0), 0)
+        pad += -(x.size(0) + pad) % mult
+        x = torch.cat([x, x.new_zeros(pad, 1)])
+        return model(x, cache=caches + [model.new_cache(pad, 1)] if pad else caches, last_only=True)[0][:len(seqs)]
+
+
+SEQ_LENGTHS = (3, 9, 5, 7, 2, 4, 6)
+
+
 def test_padding_makes_logits_independent_of_the_neighbours(tiny):
     """Why every forward pass is padded to ROW_MULTIPLE rows: a row's logits are then bit-identical whoever
     shares the step (the matmul kernel for 1-3 rows rounds differently from the one for 4 and more)."""
-    from tinygpt.batching import ROW_MULTIPLE
-
-    def decode(seqs):  # each sequence prefilled alone, then one shared decode step for all of them
-        caches = [tiny.new_cache(1, 64) for _ in seqs]
-        with torch.no_grad():
-            for s, c in zip(seqs, caches):
-                tiny(s[:, :-1], cache=c)
-            x = torch.cat([s[:, -1:] for s in seqs])
-            pad = -x.size(0) % ROW_MULTIPLE
-            x = torch.cat([x, x.new_zeros(pad, 1)])
-            return tiny(x, cache=caches + [tiny.new_cache(pad, 1)] if pad else caches, last_only=True)[0][:len(seqs)]
-
     g = torch.Generator().manual_seed(0)
-    seqs = [torch.randint(0, 50257, (1, n), generator=g) for n in (3, 9, 5, 7, 2, 4, 6)]
-    alone = torch.cat([decode([s]) for s in seqs])
-    assert torch.equal(decode(seqs), alone)
-    assert torch.equal(decode(seqs[2:5]), alone[2:5])
+    seqs = [torch.randint(0, 50257, (1, n), generator=g) for n in SEQ_LENGTHS]
+    alone = torch.cat([decode_together(tiny, [s], ROW_MULTIPLE, ROW_MULTIPLE) for s in seqs])
+    assert torch.equal(decode_together(tiny, seqs, ROW_MULTIPLE, ROW_MULTIPLE), alone)
+    assert torch.equal(decode_together(tiny, seqs[2:5], ROW_MULTIPLE, ROW_MULTIPLE), alone[2:5])
 
 
 def test_measured_padding_rule_keeps_rows_independent(tiny):
@@ -133,23 +138,11 @@ def test_measured_padding_rule_keeps_rows_independent(tiny):
     assert (Batcher(tiny, start=False).min_rows, Batcher(tiny, start=False).row_multiple) == (min_rows, mult)
     assert (Batcher(tiny, start=False, exact=False).min_rows, Batcher(tiny, start=False, exact=False).row_multiple) \
         == (1, 1)
-
-    def decode(seqs):
-        caches = [tiny.new_cache(1, 64) for _ in seqs]
-        with torch.no_grad():
-            for s, c in zip(seqs, caches):
-                tiny(s[:, :-1], cache=c)
-            x = torch.cat([s[:, -1:] for s in seqs])
-            pad = max(min_rows - x.size(0), 0)
-            pad += -(x.size(0) + pad) % mult
-            x = torch.cat([x, x.new_zeros(pad, 1)])
-            return tiny(x, cache=caches + [tiny.new_cache(pad, 1)] if pad else caches, last_only=True)[0][:len(seqs)]
-
     g = torch.Generator().manual_seed(1)
-    seqs = [torch.randint(0, 50257, (1, n), generator=g) for n in (3, 9, 5, 7, 2, 4, 6)]
-    alone = torch.cat([decode([s]) for s in seqs])
+    seqs = [torch.randint(0, 50257, (1, n), generator=g) for n in SEQ_LENGTHS]
+    alone = torch.cat([decode_together(tiny, [s], min_rows, mult) for s in seqs])
     for k in range(2, len(seqs) + 1):
-        assert torch.equal(decode(seqs[:k]), alone[:k]), k
+        assert torch.equal(decode_together(tiny, seqs[:k], min_rows, mult), alone[:k]), k
 
 
 def test_padding_rule_falls_back_when_rows_depend_on_the_row_count():
