@@ -15,30 +15,19 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from machine import describe  # noqa: E402
+from machine import describe, gpt2_sized_dir  # noqa: E402
 
 from tinygpt import generate, load_model  # noqa: E402
 from tinygpt.batching import Batcher, padding_rule  # noqa: E402
 from tinygpt.interpret.pruning import AUSTEN, SHAKESPEARE  # noqa: E402
 
 KNOBS = [(0.0, None, None), (0.8, 200, None), (1.0, None, None), (1.0, None, 0.9), (0.7, 40, 0.95)]
-
-
-def gpt2_sized_dir() -> str:
-    """A random GPT-2-124M-sized transformers checkpoint in a temporary directory."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    d = tempfile.mkdtemp(prefix="gpt2-124m-")
-    GPT2LMHeadModel(GPT2Config()).save_pretrained(d)
-    return d
 
 
 def requests(tok, n: int) -> list:

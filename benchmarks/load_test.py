@@ -21,6 +21,7 @@ full, even and first half).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -28,7 +29,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -73,17 +73,6 @@ def pct(xs, q):
 
 
 # ---- the lecture scenario ----------------------------------------------------------------------------
-def gpt2_sized_dir() -> str:
-    """A random GPT-2-124M-sized transformers checkpoint (GPT2Config() defaults) in a temporary directory."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    d = tempfile.mkdtemp(prefix="tinygpt-lecture-")
-    GPT2LMHeadModel(GPT2Config()).save_pretrained(d)
-    return d
-
-
 def sample_args(model: str, i: int, tokens: int) -> tuple:
     """One student's /sample inputs: 1 sample, the tab's default knobs (T 0.8, top-k 200, top-p 1), own seed."""
     return (model, False, f"Student {i} asks:", 1, tokens, 0.8, 200, 1.0, i)
@@ -119,6 +108,14 @@ AUSTEN = ("It is a truth universally acknowledged, that a single man in possessi
           " considered the rightful property of some one or other of their daughters.")
 
 
+@functools.lru_cache(maxsize=None)
+def page_load_fns(url) -> tuple:
+    """The fn indices of the page's load events (not queued), read once per server from its /config."""
+    with urllib.request.urlopen(url + "config", timeout=60) as r:
+        deps = json.load(r)["dependencies"]
+    return tuple(d["id"] for d in deps if any(t[1] == "load" for t in d["targets"]) and not d.get("queue"))
+
+
 def connect(url, timeout):
     """A student's open page: a gradio_client Client that waits as long as a browser would (httpx's own default
     gives up after 5 s), which then runs the page's load events in its session, as a browser does on opening the
@@ -127,15 +124,12 @@ def connect(url, timeout):
     from gradio_client import Client
 
     c = Client(url, verbose=False, httpx_kwargs={"timeout": timeout})
-    with urllib.request.urlopen(url + "config", timeout=timeout) as r:
-        deps = json.load(r)["dependencies"]
-    for d in deps:
-        if any(t[1] == "load" for t in d["targets"]) and not d.get("queue"):
-            body = json.dumps({"fn_index": d["id"], "data": [], "session_hash": c.session_hash, "trigger_id": 0})
-            req = urllib.request.Request(url + "gradio_api/run/predict", data=body.encode(),
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                r.read()
+    for fn in page_load_fns(url):
+        body = json.dumps({"fn_index": fn, "data": [], "session_hash": c.session_hash, "trigger_id": 0})
+        req = urllib.request.Request(url + "gradio_api/run/predict", data=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            r.read()
     return c
 
 
@@ -211,9 +205,9 @@ def crowd(url, model, n, tokens, timeout, action="sample", server_pid=None) -> d
 
 def lecture(a):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from machine import cpu_name
+    from machine import cpu_name, gpt2_sized_dir
 
-    model = gpt2_sized_dir()
+    model = gpt2_sized_dir("tinygpt-lecture-")
     plan = [("sample", [int(x) for x in a.sizes.split(",")])] if a.sizes.strip() else []  # --sizes "": skip
     plan += [(act, [int(x) for x in a.other_sizes.split(",")]) for act in a.actions.split(",") if act]
     threads = a.threads or "torch's default"

@@ -61,8 +61,10 @@ def stream_samples(model, tok, prompt, num_samples, max_new_tokens, temperature,
         for step, nxt in enumerate(tokens, 1):
             for row, t in zip(new, nxt[:, 0].tolist()):
                 row.append(t)
-            interval = every_s if batcher is None else update_interval(every_s, batcher.requests)
-            if time.perf_counter() - last >= interval or step == max_new_tokens:
+            elapsed = time.perf_counter() - last
+            # the batcher (and its lock) is asked only once the user's own interval has passed, not every token
+            due = elapsed >= every_s and (batcher is None or elapsed >= update_interval(every_s, batcher.requests))
+            if due or step == max_new_tokens:
                 last = time.perf_counter()
                 yield [tok.decode(r) for r in new], step, 0
     finally:

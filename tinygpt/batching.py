@@ -274,7 +274,7 @@ class Batcher:
     def _number_queue(self) -> None:
         """(lock held) Queue positions: 0 for the waiting requests that fit and join at the next step, then 1, 2,
         ... for those that must wait for rows to be freed (first come, first served)."""
-        free = self.max_rows - sum(r.rows for r in self._active if not r.stream.cancelled)
+        free = self.max_rows - self.rows  # the condition's lock is re-entrant
         ahead = 0
         for r in self._waiting:
             if not ahead and (r.rows <= free or free == self.max_rows):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
 from typing import Optional, Sequence
 
 import torch
@@ -134,9 +135,7 @@ def run_configuration(model, tok, prompt: str, layers: Optional[Sequence[int]], 
     res = {"layers": list(layers), "text": prompt + tok.decode(new), "new_ids": new,
            "ms_per_token": ms, **ngram_stats(new, tok.eot_token)}
     if reference is not None:
-        def compute():
-            return perplexity(model, tok, reference, layers)
-
+        compute = partial(perplexity, model, tok, reference, layers)
         ppl = compute() if shared is None else shared.get(("perplexity", model, tuple(layers), reference), compute)
         res.update(loss=ppl["loss"], perplexity=ppl["perplexity"], accuracy=ppl["accuracy"])
     return res
