@@ -2,7 +2,7 @@
 
 Same weights (a GPT-2-124M-sized random model written with save_pretrained and loaded by both), same prompt,
 3 samples x 100 new tokens, top-k 50. tinygpt fp32 is the model load_model returns: its Linear layers take the
-oneDNN fast path when the check at load passed (tinygpt/efficiency/fastpath.py); the standard path
+oneDNN fast path when the check at load passed (tinygpt/kernels.py); the standard path
 (`load_model(..., fast_path=False)`, F.linear / MKL) runs alongside to show what the fast path buys.
 Targets: fp32 <= 0.5x transformers, bf16 <= 0.3x. All variants run in one process, interleaved round by round
 (other processes share the cores), and the median per variant is printed with ratios against transformers.
@@ -51,7 +51,7 @@ def read_bandwidth(nbytes=500_000_000, repeats=7) -> float:
 
 def weight_streaming(rows: int, repeats=7) -> dict:
     """GB/s of weights read by 48 Linear(768, 3072) at M = rows: F.linear (MKL) vs oneDNN dense vs oneDNN packed."""
-    from tinygpt.efficiency.fastpath import fast_linear, pack_weight
+    from tinygpt.kernels import fast_linear, pack_weight
     ws = [torch.randn(3072, 768) * 0.02 for _ in range(48)]
     b = torch.zeros(3072)
     x = torch.randn(rows, 768)

@@ -168,7 +168,7 @@ def model_card(model) -> str:
 
 def fast_path_note(model) -> str:
     """' · fp32 matmuls via oneDNN' when the loaded model's Linear layers take the fast path, else ''."""
-    from tinygpt.efficiency.fastpath import fast_inference_path
+    from tinygpt.kernels import fast_inference_path
 
     return "" if fast_inference_path(model) == "standard" else " · fp32 matmuls via oneDNN (checked against F.linear)"
 

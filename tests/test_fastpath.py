@@ -8,11 +8,11 @@ from torch import nn
 
 import tinygpt
 from tinygpt import GPT, GPTConfig
+from tinygpt import kernels as fastpath
 from tinygpt.efficiency import (
     FastLinear,
     disable_fast_inference,
     enable_fast_inference,
-    fastpath,
 )
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN not built in")

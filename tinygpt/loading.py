@@ -3,7 +3,7 @@
 If the Hub cannot be reached within a few seconds, asking for a GPT-2 gives the embedded default model
 instead, and `model.info.fallback` / `model.info.notice` say so (the UI shows that notice as a banner).
 
-fp32 models take the oneDNN inference path for their nn.Linear layers (tinygpt/efficiency/fastpath.py): checked
+fp32 models take the oneDNN inference path for their nn.Linear layers (tinygpt/kernels.py): checked
 once here against F.linear, silently left on the standard path when oneDNN is missing or disagrees.
 `model.info.fast_path` holds that check's report. TINYGPT_FASTPATH=0 turns it off, =packed picks packed weights.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import INDEX, WEIGHTS, load_checkpoint
+from .kernels import enable_fast_inference
 
 EMBEDDED_NAME = "tiny-shakespeare"
 HUB_MODELS = {  # names users type -> Hub repository
@@ -147,8 +148,6 @@ def load_model(name_or_path: str = "gpt2", dtype: torch.dtype = torch.float32, h
     model.info = ModelInfo(name=loaded_name, requested=name, fallback=fallback, notice=notice)
     setting = fast_path_setting(fast_path)
     if setting and dtype == torch.float32:
-        from .efficiency.fastpath import enable_fast_inference
-
         # under grad (training) FastLinear still calls F.linear, so copies of this model train as usual
         model.info.fast_path = enable_fast_inference(model, packed=setting == "packed")
     return model, tokenizer

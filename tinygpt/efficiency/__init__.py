@@ -1,5 +1,5 @@
 """Efficiency: attention kernels, KV cache, GQA, profiling, fast inference paths."""
-from .fastpath import (
+from ..kernels import (  # the oneDNN fast path is core (tinygpt/kernels.py); re-exported here
     FastLinear,
     disable_fast_inference,
     enable_fast_inference,

@@ -1,4 +1,7 @@
-"""Fast fp32 inference on x86 CPUs: every nn.Linear runs through oneDNN, which streams weights near memory bandwidth.
+"""Kernels: fast fp32 inference on x86 CPUs, every nn.Linear through oneDNN, which streams weights near memory speed.
+
+Part of the core (loading.py switches it on for every fp32 model it loads), so it lives here rather than in
+efficiency/, which only re-exports it: the core never imports the subpackages.
 
 Why: decoding feeds a few rows (batch x 1 new token) through every weight matrix, so a step costs the time to
 *read* ~0.5 GB of fp32 weights (GPT-2 124M). F.linear goes to MKL's sgemm, which on an AMD EPYC reads them at
