@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from .compute import kv_cache_bytes
-from .efficiency.gqa import DTYPE_NAMES
+from .dtypes import dtype_name
 from .sampling import check_sampling_args, sample_next_token
 
 ROW_MULTIPLE = 4  # the conservative padding (MKL): a multiple of 4 rows per pass; padding_rule may allow less
@@ -68,7 +68,7 @@ def weight_bytes(model) -> int:
 
 def kv_bytes_per_row(config, dtype: torch.dtype) -> int:
     """KV-cache bytes of one row at full context: 2 * n_layer * block_size * n_kv_head * head_dim * element."""
-    return kv_cache_bytes(config, 1, config.block_size, DTYPE_NAMES.get(dtype, "fp32"))
+    return kv_cache_bytes(config, 1, config.block_size, dtype_name(dtype, "fp32"))
 
 
 def max_rows_for(model, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+from .dtypes import torch_dtype
 
 
 class CliError(Exception):
@@ -20,11 +20,6 @@ class CliError(Exception):
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not usage + error
         raise CliError(message)
-
-
-def torch_dtype(name: str):
-    import torch
-    return getattr(torch, DTYPES[name])
 
 
 def load(a, dtype: str = "fp32"):

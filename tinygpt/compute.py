@@ -35,9 +35,9 @@ tests/test_calculator.py):
 from __future__ import annotations
 
 from .config import GPTConfig
+from .dtypes import ELEMENT_BYTES, element_bytes  # noqa: F401 - tabs/calculator.py reads ELEMENT_BYTES from here
 from .params import approx_parameters, count_parameters
 
-ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 OPTIMIZERS = ("adamw", "sgd")
 A100_TFLOPS = 312.0  # A100 dense bf16/fp16 tensor-core peak
 DEFAULT_MFU = 0.4  # a typical model-FLOPs utilisation for large-scale training
@@ -48,12 +48,6 @@ def _positive_int(value, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive whole number (got {value!r}).")
     return value
-
-
-def _check_dtype(dtype: str) -> int:
-    if dtype not in ELEMENT_BYTES:
-        raise ValueError(f"dtype must be one of {', '.join(ELEMENT_BYTES)} (got {dtype!r}).")
-    return ELEMENT_BYTES[dtype]
 
 
 def parameter_tensors(config: GPTConfig) -> int:
@@ -71,7 +65,7 @@ def parameter_tensors(config: GPTConfig) -> int:
 
 def bytes_per_param(dtype: str = "fp32", optimizer: str = "adamw") -> dict:
     """Bytes each parameter costs in training: weights (incl. the fp32 master copy), gradients, optimizer."""
-    e = _check_dtype(dtype)
+    e = element_bytes(dtype)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {optimizer!r}).")
     master = 4 if e < 4 else 0  # mixed precision keeps an fp32 copy for the update to be exact enough
@@ -80,7 +74,7 @@ def bytes_per_param(dtype: str = "fp32", optimizer: str = "adamw") -> dict:
 
 def activation_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype: str = "fp32") -> dict:
     """Activations kept for the backward pass (estimate, see the module docstring): per layer and total."""
-    e = _check_dtype(dtype)
+    e = element_bytes(dtype)
     c = config
     s, b, h, a = seq_len, batch_size, c.n_embd, c.n_head
     A, kv, ff, V, E = c.attn_dim, c.kv_heads * c.head_dim, c.ffn_dim, c.vocab_size, c.n_experts
@@ -96,7 +90,7 @@ def kv_cache_bytes(config: GPTConfig, batch_size: int, seq_len: int, dtype: str 
                    n_kv_head: int | None = None) -> int:
     """K and V for every layer and position: 2 · n_layer · batch · seq · n_kv_head · head_dim · element size."""
     kv = config.kv_heads if n_kv_head is None else n_kv_head
-    return 2 * config.n_layer * batch_size * seq_len * kv * config.head_dim * _check_dtype(dtype)
+    return 2 * config.n_layer * batch_size * seq_len * kv * config.head_dim * element_bytes(dtype)
 
 
 def gqa_compare_heads(config: GPTConfig) -> int:
@@ -204,7 +198,7 @@ def forward_activation_bytes(config: GPTConfig, batch_size: int, seq_len: int, d
     the attention output and its projection (4d), q, k, v (A + 2·kv), the re-assembled heads (A) and the
     feed-forward hidden layer before and after its activation (2·ff; 3·ff for a gated MLP). Attention itself runs
     in PyTorch's fused kernel, which never holds the T x T matrix. Weights are not counted (already loaded)."""
-    e = _check_dtype(dtype)
+    e = element_bytes(dtype)
     c = config
     ff = (3 if c.mlp == "gated" else 2) * c.ffn_dim
     per_token = c.vocab_size + 4 * c.n_embd + 2 * c.attn_dim + 2 * c.kv_heads * c.head_dim + ff
@@ -231,7 +225,7 @@ def estimate(config: GPTConfig, batch_size: int = 1, seq_len: int | None = None,
         raise ValueError(f"tflops must be a number above 0 (got {tflops!r}).")
     if not 0 < mfu <= 1:
         raise ValueError(f"mfu (utilisation) must be in (0, 1] (got {mfu!r}).")
-    e = _check_dtype(dtype)
+    e = element_bytes(dtype)
     params = count_parameters(config)
     P = params["total"]
     mem = training_memory(config, batch_size, seq_len, dtype, optimizer)

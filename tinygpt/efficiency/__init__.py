@@ -8,8 +8,8 @@ from ..kernels import (  # the oneDNN fast path is core (tinygpt/kernels.py); re
     refresh_fast_inference,
 )
 from .flash import attention_memory_prediction, flash_attention, flash_attention_trace, standard_attention
-from .gqa import compare_kv_heads, convert_kv_heads, kv_cache_measurement, kv_label, uptrain, uptrain_corpus
-from .kvcache import kv_cache_latency
+from .gqa import compare_kv_heads, convert_kv_heads, uptrain, uptrain_corpus
+from .kv_measure import kv_cache_latency, kv_cache_measurement, kv_label
 from .measure import check_memory, lengths_offered, measure_attention, mem_available_bytes
 from .profile import profile_forward
 

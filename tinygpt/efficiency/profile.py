@@ -27,7 +27,7 @@ from typing import Callable, Optional
 import torch
 
 from ..compute import FORWARD_COMPONENTS, forward_activation_bytes, forward_flops
-from .gqa import DTYPE_NAMES
+from ..dtypes import dtype_name
 from .measure import check_memory
 
 WARMUP = 2
@@ -52,7 +52,7 @@ def check_profile_size(model, batch: int, seq_len: int) -> None:
     if seq_len > model.config.block_size:
         raise ValueError(f"The sequence length {seq_len:,} is longer than the model's context of "
                          f"{model.config.block_size:,} tokens.")
-    dtype = DTYPE_NAMES.get(model.transformer.wte.weight.dtype, "fp32")
+    dtype = dtype_name(model.transformer.wte.weight.dtype, "fp32")
     check_memory(forward_activation_bytes(model.config, batch, seq_len, dtype),
                  f"A forward pass of batch {batch} x {seq_len:,} tokens")
 
