@@ -97,7 +97,7 @@ def test_embeddings_tab_bert_option(bert_dir, models, tiny_dir, monkeypatch):
     def unreachable(*a, **k):
         raise ConnectionError("the Hugging Face Hub could not be reached (offline)")
 
-    monkeypatch.setattr(tinygpt.loading, "_hub_snapshot", unreachable)
+    monkeypatch.setattr(tinygpt.loading, "hub_snapshot", unreachable)
     load_bert.cache_clear()
     fig, md = embeddings.on_contextual(models, tiny_dir, "channel", "\n".join(SENTENCES), "bert-base-uncased")
     assert fig is None and "cannot be fetched" in md and md.count(".") <= 3

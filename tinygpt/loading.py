@@ -64,7 +64,7 @@ def _hub_weights(repo: str, cache_dir=None, local_only: bool = False) -> str:
         return os.path.dirname(index)
 
 
-def _hub_snapshot(repo: str, timeout: float, cache_dir=None) -> str:
+def hub_snapshot(repo: str, timeout: float, cache_dir=None) -> str:
     """Directory with config.json + the weights from the HF cache, downloading if needed.
 
     The first small file is fetched under `timeout` seconds in a worker thread (a dead network can
@@ -129,7 +129,7 @@ def load_model(name_or_path: str = "gpt2", dtype: torch.dtype = torch.float32, h
         path = name
     elif key in HUB_MODELS:
         try:
-            path, loaded_name = _hub_snapshot(HUB_MODELS[key], hub_timeout, hub_cache_dir), key
+            path, loaded_name = hub_snapshot(HUB_MODELS[key], hub_timeout, hub_cache_dir), key
         except Exception as e:
             if not allow_fallback:
                 raise

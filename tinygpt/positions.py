@@ -36,8 +36,8 @@ def sinusoidal_rows(positions: torch.Tensor, dim: int) -> torch.Tensor:
 
 def rope_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
     """(head_dim / 2,) float32 rotation speeds theta_i = base^(-2i / head_dim), computed as Hugging Face does."""
-    _check_head_dim(head_dim)
-    _check_base(base)
+    check_head_dim(head_dim)
+    check_base(base)
     return 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
 
 
@@ -58,7 +58,7 @@ def apply_rope(x: torch.Tensor, positions, base: float = 10000.0) -> torch.Tenso
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise ValueError("The input must be a tensor of shape (..., T, head_dim).")
     head_dim, T = x.shape[-1], x.shape[-2]
-    _check_head_dim(head_dim)
+    check_head_dim(head_dim)
     pos = torch.as_tensor(positions)
     if pos.dtype.is_floating_point or pos.dtype.is_complex or pos.dtype == torch.bool:
         raise ValueError("Positions must be whole numbers (an integer tensor or list).")
@@ -83,11 +83,13 @@ def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
 
 
 
-def _check_head_dim(head_dim) -> None:
+def check_head_dim(head_dim) -> None:
+    """ValueError unless head_dim is an even whole number >= 2 (RoPE turns the head's dimensions in pairs)."""
     if not isinstance(head_dim, int) or head_dim < 2 or head_dim % 2:
         raise ValueError(f"The head size must be an even whole number of at least 2, got {head_dim}.")
 
 
-def _check_base(base) -> None:
+def check_base(base) -> None:
+    """ValueError unless the RoPE base is a finite number > 1 (the frequencies base^(-2i/d) must decrease)."""
     if not isinstance(base, (int, float)) or not math.isfinite(base) or base <= 1:
         raise ValueError(f"The RoPE base must be a number larger than 1, got {base}.")

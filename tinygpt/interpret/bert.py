@@ -30,13 +30,13 @@ def load_bert(name_or_dir: str = BERT_NAME, hub_timeout: float = 5.0):
     from huggingface_hub import hf_hub_download
     from transformers import BertModel, BertTokenizerFast
 
-    from ..loading import _hub_snapshot
+    from ..loading import hub_snapshot
 
     name = str(name_or_dir).strip()
     if os.path.isdir(name):
         path = name
     elif name.lower() in (BERT_NAME, BERT_REPO):
-        path = _hub_snapshot(BERT_REPO, hub_timeout)  # config.json + model.safetensors, or ConnectionError
+        path = hub_snapshot(BERT_REPO, hub_timeout)  # config.json + model.safetensors, or ConnectionError
         for f in TOKENIZER_FILES:  # the network works (the config arrived): the small tokenizer files follow
             try:
                 hf_hub_download(BERT_REPO, f)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..positions import _check_base, _check_head_dim, apply_rope, rope_frequencies, rotate_half, sinusoidal_encoding
+from ..positions import apply_rope, check_base, check_head_dim, rope_frequencies, rotate_half, sinusoidal_encoding
 
 
 def position_similarity(pe: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
@@ -91,8 +91,8 @@ def rope_decay_bound(head_dim: int, max_distance: int, base: float = 10000.0) ->
     S_j = sum_{k=0}^{j-1} e^{i(m-n)theta_k} and theta_k = base^(-2k/d). Returned: (1 / (d/2)) * sum_j |S_j|
     per distance m - n. It equals (d/2 + 1) / 2 at distance 0 and decays (with ripples) as the distance grows.
     """
-    _check_head_dim(head_dim)
-    _check_base(base)
+    check_head_dim(head_dim)
+    check_base(base)
     if not isinstance(max_distance, int) or max_distance < 0:
         raise ValueError(f"The largest distance must be a whole number of at least 0, got {max_distance}.")
     half = head_dim // 2
