@@ -35,13 +35,13 @@ tests/test_calculator.py):
 from __future__ import annotations
 
 from .config import GPTConfig
+from .defaults import A100_TFLOPS, PARAMS
 from .dtypes import ELEMENT_BYTES, element_bytes  # noqa: F401 - tabs/calculator.py reads ELEMENT_BYTES from here
 from .params import approx_parameters, count_parameters
 
 OPTIMIZERS = ("adamw", "sgd")
-A100_TFLOPS = 312.0  # A100 dense bf16/fp16 tensor-core peak
-DEFAULT_MFU = 0.4  # a typical model-FLOPs utilisation for large-scale training
-DEFAULT_TOKENS = 10 ** 12
+DEFAULT_MFU = PARAMS["mfu"]  # a typical model-FLOPs utilisation for large-scale training
+DEFAULT_TOKENS = PARAMS["tokens"]
 
 
 def _positive_int(value, name: str) -> int:

@@ -13,15 +13,14 @@ from collections import defaultdict
 import torch
 import torch.nn as nn
 
+from .defaults import FINETUNE
 from .evaluate import token_logprobs
 from .model import GPT
 from .train import TrainConfig, trainable_parameters
 
-# One source for the defaults of the Fine-tune tab and `python -m tinygpt finetune`: sized for a free CPU Space
-# (2 vCPU), measured by benchmarks/bench_finetune.py. Top 2 blocks, 40 steps of 4 x 128 tokens, lr 1e-3, and the
-# best held-out weights kept: a 10k-character text is fitted in well under a minute without overfitting.
-DEFAULTS = dict(trainable="top:2", steps=40, context=128, batch_size=4, lr=1e-3, seed=1337, keep_best=True,
-                val_fraction=0.1)
+# The defaults of the Fine-tune tab and `python -m tinygpt finetune` (tinygpt.defaults.FINETUNE): top 2 blocks,
+# 40 steps of 4 x 128 tokens, lr 1e-3, and the best held-out weights kept.
+DEFAULTS = FINETUNE
 
 
 def finetune_config(steps: int = DEFAULTS["steps"], context: int = DEFAULTS["context"],

@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..defaults import DPO
 from ..evaluate import masked_logprobs
 from ..finetune import trainable_copy
 from ..sampling import encode_prompt
@@ -187,15 +188,16 @@ def synthetic_pairs(n: int, seed: int = 0) -> list[Pair]:
 # ---- training ---------------------------------------------------------------------------------------------
 @dataclass
 class DPOConfig:
-    steps: int = 100  # optimizer steps
-    batch_size: int = 8  # pairs per step
-    lr: float = 1e-4  # peak learning rate (AdamW; warm-up then cosine, as tinygpt.train)
-    beta: float = 0.1  # how far the policy may move from the reference (see the module docstring)
+    """A DPO run's settings; the ones a user sets default to tinygpt.defaults.DPO."""
+    steps: int = DPO["steps"]  # optimizer steps
+    batch_size: int = DPO["batch_size"]  # pairs per step
+    lr: float = DPO["lr"]  # peak learning rate (AdamW; warm-up then cosine, as tinygpt.train)
+    beta: float = DPO["beta"]  # how far the policy may move from the reference (see the module docstring)
     warmup: int = 10
     eval_interval: int = 10  # evaluate on the held-out pairs every this many steps (and at 0 and the end)
     val_fraction: float = 0.1  # held out when there are at least MIN_HELD_OUT / val_fraction pairs
-    seed: int = 1337
-    trainable: str = "all"  # "all" or "top:N" (as fine-tuning)
+    seed: int = DPO["seed"]
+    trainable: str = DPO["trainable"]  # "all" or "top:N" (as fine-tuning)
     weight_decay: float = 0.0  # DPO usually trains without decay: the reference already anchors the policy
 
 

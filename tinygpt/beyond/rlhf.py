@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..config import GPTConfig
 from ..data import encode_text, split_tokens
+from ..defaults import RLHF
 from ..evaluate import masked_logprobs, ngram_stats, target_logprobs
 from ..model import GPT
 from ..sampling import generate
@@ -232,7 +233,8 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
 # ---- the pipeline -----------------------------------------------------------------------------------------
 @dataclass
 class RLHFConfig:
-    seed: int = 1337
+    """The pipeline's settings; those a user sets (command line, tab) default to tinygpt.defaults.RLHF."""
+    seed: int = RLHF["seed"]
     # the toy model: ~1.0M parameters, characters
     n_layer: int = 4
     n_head: int = 4
@@ -240,21 +242,21 @@ class RLHFConfig:
     block_size: int = 64
     # 1. SFT (tinygpt.train on the demonstrations)
     sft_sentences: int = 4000
-    sft_steps: int = 500
+    sft_steps: int = RLHF["sft_steps"]
     sft_batch: int = 16
     sft_lr: float = 3e-3
     # 2. reward model
     rm_pairs: int = 900  # labelled pairs; 1/6 held out for the validation accuracy
-    rm_steps: int = 100
+    rm_steps: int = RLHF["rm_steps"]
     rm_batch: int = 32
     rm_lr: float = 1e-3
     # 3. PPO
-    ppo_steps: int = 60  # rollouts (each followed by ppo_epochs passes over it)
+    ppo_steps: int = RLHF["ppo_steps"]  # rollouts (each followed by ppo_epochs passes over it)
     prompts_per_step: int = 2  # distinct subjects per rollout (one generate call each: the costly part)
     samples_per_prompt: int = 16  # responses sampled for each
     ppo_epochs: int = 2
-    ppo_lr: float = 1e-4
-    kl_coef: float = 0.2  # the KL penalty; 0 lets the policy drift anywhere: reward hacking
+    ppo_lr: float = RLHF["ppo_lr"]
+    kl_coef: float = RLHF["kl_coef"]  # the KL penalty; 0 lets the policy drift anywhere: reward hacking
     clip: float = 0.2
     gamma: float = 1.0
     lam: float = 0.95

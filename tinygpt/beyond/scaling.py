@@ -23,23 +23,26 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from ..defaults import SCALING
+
 # (n_layer, n_head, n_embd): about 2x more non-embedding parameters per rung, 0.9k to 100k at a 65-char vocab
-DEFAULT_SHAPES = ((1, 1, 8), (1, 2, 16), (1, 2, 24), (1, 2, 32), (2, 2, 32), (2, 4, 48), (2, 4, 64))
+DEFAULT_SHAPES = SCALING["shapes"]
 
 
 @dataclass
 class SweepConfig:
+    """One sweep's settings; the defaults (and what each means) are tinygpt.defaults.SCALING."""
     shapes: tuple = DEFAULT_SHAPES  # model sizes, as (n_layer, n_head, n_embd)
-    steps: int = 1000  # size sweep: every model trains this many steps (D = steps * batch_size * context tokens)
-    budgets: tuple = (1.5e10, 5e10, 1.5e11)  # compute budgets C in FLOPs (C = 6 N D) for the IsoFLOP runs
-    context: int = 64  # tokens per training sequence
-    batch_size: int = 16  # sequences per step
-    lr: float = 1e-2  # peak learning rate (warm-up, then cosine decay to the end of each run, as Chinchilla)
-    min_steps: int = 80  # a budget run shorter than this is skipped (too few steps to learn anything)
-    max_steps: int = 3500  # ... and one longer than this too (it would dominate the wall time)
-    eval_windows: int = 256  # validation windows of `context` tokens for every loss reported
-    tokenizer: str = "char"  # "char" or "gpt2"
-    seed: int = 1337
+    steps: int = SCALING["steps"]  # size sweep: training steps of every model
+    budgets: tuple = SCALING["budgets"]  # compute budgets C in FLOPs for the IsoFLOP runs
+    context: int = SCALING["context"]
+    batch_size: int = SCALING["batch_size"]
+    lr: float = SCALING["lr"]
+    min_steps: int = SCALING["min_steps"]  # shorter budget runs are skipped
+    max_steps: int = SCALING["max_steps"]  # longer budget runs are skipped
+    eval_windows: int = SCALING["eval_windows"]
+    tokenizer: str = SCALING["tokenizer"]  # "char" or "gpt2"
+    seed: int = SCALING["seed"]
 
     @property
     def tokens_per_step(self) -> int:

@@ -20,6 +20,7 @@ import torch
 
 from ..compute import kv_cache_bytes
 from ..data import python_docs, split_tokens, tiny_shakespeare
+from ..defaults import GQA
 from ..dtypes import DTYPE_NAMES
 from ..evaluate import perplexity
 from ..model import GPT
@@ -105,7 +106,7 @@ def convert_kv_heads(model: GPT, n_kv_head: int, share: bool = False) -> GPT:
 
 
 def compare_kv_heads(model: GPT, tok, kv_heads: Sequence[int], seq_lens: Sequence[int], text: str, batch: int = 1,
-                     rounds: int = 3, decode_steps: int = DECODE_STEPS, seed: int = 0,
+                     rounds: int = GQA["rounds"], decode_steps: int = DECODE_STEPS, seed: int = 0,
                      should_stop: Optional[Callable[[], bool]] = None) -> list[dict]:
     """MHA / GQA / MQA built from `model` (convert_kv_heads, no uptraining), measured side by side.
 
@@ -159,7 +160,7 @@ def uptrain_corpus(model_name: str) -> tuple[str, str, str]:
     return "Python docs", python_docs(), ""
 
 
-def uptrain(model: GPT, ids: torch.Tensor, steps: int = 30, batch_size: int = 8, context: int = 128,
+def uptrain(model: GPT, ids: torch.Tensor, steps: int = GQA["uptrain_steps"], batch_size: int = 8, context: int = 128,
             lr: float = 3e-4, seed: int = 1337, callback=None, should_stop=None) -> dict:
     """A short uptraining of a converted model, in place (all weights, as the GQA paper), on token ids `ids`
     (the last 10 % held out). Returns tinygpt.train's result dict."""

@@ -19,13 +19,14 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..defaults import FLASH
 from .flash import attention_memory_prediction
 
 METHODS = ("standard", "tiled", "sdpa")
 MMAP_THRESHOLD = 65536
 MEMORY_FRACTION = 0.8  # never plan to use more than 80 % of the memory available now: the OS and others need some
 CHILD_OVERHEAD = 400 * 2 ** 20  # a child's Python + torch before the case (measured: ~300 MiB RSS)
-BENCH_LENGTHS = (1024, 4096, 16384)  # the exercise's sequence lengths
+BENCH_LENGTHS = FLASH["bench_lengths"]  # the exercise's sequence lengths
 
 
 def mem_available_bytes() -> int:

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 import torch
 
 from ..compute import FORWARD_COMPONENTS, forward_activation_bytes, forward_flops
+from ..defaults import PROFILE
 from ..dtypes import dtype_name
 from .measure import check_memory
 
@@ -58,7 +59,7 @@ def check_profile_size(model, batch: int, seq_len: int) -> None:
 
 
 @torch.inference_mode()
-def profile_forward(model, batch: int, seq_len: int, repeats: int = 5, seed: int = 0,
+def profile_forward(model, batch: int, seq_len: int, repeats: int = PROFILE["repeats"], seed: int = 0,
                     should_stop: Optional[Callable[[], bool]] = None) -> dict:
     """Measured seconds per component of one forward pass over (batch, seq_len) random tokens.
 

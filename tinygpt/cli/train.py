@@ -1,0 +1,172 @@
+"""`python -m tinygpt train | finetune | eval`: train a GPT from scratch, fine-tune a loaded one (copied, never
+changed), and measure a model's held-out loss. train and finetune share their options (`training_options`); finetune
+starts from the Fine-tune tab's defaults (tinygpt.defaults.FINETUNE)."""
+from __future__ import annotations
+
+import argparse
+
+from ..config import POS_ENCODINGS
+from ..defaults import EVAL, FINETUNE, TRAIN
+from .common import Parser, add_dtype, add_json, add_seed, emit, load, model_options, say, summary_line
+
+
+def print_progress(ev):
+    """The training callback of the command line: one stderr line per evaluation."""
+    if ev["val_loss"] is None:
+        return
+    say(f"step {ev['step']}/{ev['steps_total']}: train {ev['train_loss']:.4f} val {ev['val_loss']:.4f} "
+        f"acc {ev['val_accuracy']:.3f} {ev['tokens_per_s']:.0f} tok/s {ev['elapsed']:.0f}s")
+
+
+def finish_training(a, model, tok, result, extra: dict | None = None) -> int:
+    from ..checkpoint import save_checkpoint
+    from ..dtypes import torch_dtype
+
+    save_checkpoint(model, tok, a.out, dtype=torch_dtype(a.save_dtype))
+    keys = ("steps", "train_loss", "val_loss", "val_accuracy", "tokens_per_s", "seconds")
+    summary = {**{k: result[k] for k in keys}, **(extra or {})}
+    return emit(a, summary, lambda s: [summary_line(s), f"saved to {a.out}"])
+
+
+def train_config(a, context, **extra):
+    from ..train import TrainConfig
+    return TrainConfig(steps=a.steps, batch_size=a.batch_size, context=context, lr=a.lr, warmup=a.warmup,
+                       eval_interval=a.eval_interval, seed=a.seed, weight_decay=a.weight_decay,
+                       keep_best=a.keep_best, **extra)
+
+
+def cmd_train(a) -> int:
+    import torch
+
+    from ..config import GPTConfig
+    from ..data import encode_text, make_tokenizer, read_text, split_tokens
+    from ..model import GPT
+    from ..train import train
+
+    text = read_text(a.text)
+    tok = make_tokenizer(a.tokenizer, text)
+    train_data, val_data = split_tokens(encode_text(tok, text), a.val_fraction)
+    d = a.dropout
+    cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=a.block_size, n_layer=a.n_layer, n_head=a.n_head,
+                    n_embd=a.n_embd, embd_pdrop=d if a.embd_pdrop is None else a.embd_pdrop,
+                    attn_pdrop=d if a.attn_pdrop is None else a.attn_pdrop,
+                    resid_pdrop=d if a.resid_pdrop is None else a.resid_pdrop, bias=not a.no_bias,
+                    causal=not a.no_causal_mask, layernorm=not a.no_layernorm, attn_scale=not a.no_attn_scale,
+                    n_inner=a.n_inner, n_experts=a.n_experts, moe_top_k=a.moe_top_k, moe_aux_weight=a.moe_aux_weight,
+                    pos_encoding=a.pos_encoding)
+    torch.manual_seed(a.seed)
+    model = GPT(cfg)
+    say(f"{model.num_params():,} parameters; {len(train_data):,} train / {len(val_data):,} val tokens")
+    result = train(model, train_data, val_data, train_config(a, a.block_size, eval_batches=a.eval_batches),
+                   callback=print_progress)
+    return finish_training(a, model, tok, result, moe_report(model, val_data, a.block_size))
+
+
+def moe_report(model, val_data, context) -> dict:
+    """params_total / params_active (per token) for every model; for an MoE also expert_load (fraction of the
+    validation tokens each expert takes, per layer and averaged) and the dense width with equal active params."""
+    from ..moe import dense_n_inner, expert_load
+    from ..params import count_parameters
+
+    counts = count_parameters(model.config)
+    out = {"params_total": counts["total"], "params_active": counts["active"]}
+    if model.config.n_experts:
+        load = expert_load(model, val_data, context)
+        out["expert_load"] = {"per_layer": [[round(f, 4) for f in row] for row in load["per_layer"]],
+                              "average": [round(f, 4) for f in load["average"]], "tokens": load["tokens"]}
+        out["dense_equal_active_n_inner"] = dense_n_inner(model.config)
+    return out
+
+
+def cmd_finetune(a) -> int:
+    from ..data import encode_text, read_text
+    from ..finetune import finetune_config, holdout_split, trainable_copy
+    from ..train import train
+
+    base, tok = load(a)
+    context = min(a.block_size, base.config.block_size)
+    train_data, val_data = holdout_split(encode_text(tok, read_text(a.text)), context, a.val_fraction)
+    cfg = finetune_config(steps=a.steps, context=context, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                          trainable=a.trainable, keep_best=a.keep_best, weight_decay=a.weight_decay,
+                          **({"warmup": a.warmup} if a.warmup is not None else {}),
+                          **({"eval_interval": a.eval_interval} if a.eval_interval is not None else {}))
+    model = trainable_copy(base, cfg.trainable)  # the loaded model stays as it was (it may be shared)
+    result = train(model, train_data, val_data, cfg, callback=print_progress)
+    return finish_training(a, model, tok, result, {"best_step": result["best_step"]})
+
+
+def cmd_eval(a) -> int:
+    import torch
+
+    from ..data import encode_text, read_text, split_tokens
+    from ..evaluate import evaluate
+
+    model, tok = load(a)
+    _, held_out = split_tokens(encode_text(tok, read_text(a.text)), a.val_fraction)
+    context = min(a.context, model.config.block_size)
+    torch.set_grad_enabled(False)
+    res = {**evaluate(model, held_out, context), "model": model.info.name, "fallback": model.info.fallback,
+           "context": context}
+    return emit(a, res, [f"held-out loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.1f}, "
+                         f"accuracy {res['accuracy']:.3f} on {res['tokens']:,} tokens (windows of {context})"])
+
+
+def training_options(d) -> Parser:
+    """The options train and finetune share, with defaults from the table d (TRAIN's keys)."""
+    t = Parser(add_help=False)
+    t.add_argument("--text", required=True, help="UTF-8 text file to train on")
+    t.add_argument("--block-size", type=int, default=d["block_size"], help="context length")
+    t.add_argument("--batch-size", type=int, default=d["batch_size"])
+    t.add_argument("--steps", type=int, default=d["steps"])
+    t.add_argument("--lr", type=float, default=d["lr"])
+    t.add_argument("--warmup", type=int, default=d["warmup"])
+    t.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    t.add_argument("--eval-interval", type=int, default=d["eval_interval"])
+    t.add_argument("--val-fraction", type=float, default=d["val_fraction"])
+    add_seed(t, d["seed"])
+    add_dtype(t, flag="--save-dtype", default=d["save_dtype"])
+    t.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=d["keep_best"],
+                   help="end with the best-validation weights")
+    t.add_argument("--out", required=True, help="checkpoint directory to write")
+    return t
+
+
+def register(sub) -> None:
+    d = TRAIN
+    t = sub.add_parser("train", parents=[training_options(d)], help="train a GPT from scratch")
+    t.add_argument("--tokenizer", choices=["char", "gpt2"], default=d["tokenizer"])
+    t.add_argument("--n-layer", type=int, default=d["n_layer"])
+    t.add_argument("--n-head", type=int, default=d["n_head"])
+    t.add_argument("--n-embd", type=int, default=d["n_embd"])
+    t.add_argument("--dropout", type=float, default=d["dropout"], help="all three dropout rates")
+    t.add_argument("--embd-pdrop", type=float, default=d["embd_pdrop"])
+    t.add_argument("--attn-pdrop", type=float, default=d["attn_pdrop"])
+    t.add_argument("--resid-pdrop", type=float, default=d["resid_pdrop"])
+    t.add_argument("--no-bias", action="store_true")
+    t.add_argument("--no-causal-mask", action="store_true")
+    t.add_argument("--no-layernorm", action="store_true")
+    t.add_argument("--no-attn-scale", action="store_true")
+    t.add_argument("--n-inner", type=int, default=d["n_inner"], help="feed-forward width (default 4 * n_embd)")
+    t.add_argument("--n-experts", type=int, default=d["n_experts"],
+                   help="Mixture-of-Experts: expert MLPs per block (0 = dense)")
+    t.add_argument("--moe-top-k", type=int, default=d["moe_top_k"], help="experts per token (1 = Switch routing)")
+    t.add_argument("--moe-aux-weight", type=float, default=d["moe_aux_weight"],
+                   help="weight of the load-balancing loss")
+    t.add_argument("--eval-batches", type=int, default=d["eval_batches"], help="validation batches per evaluation")
+    t.add_argument("--pos-encoding", choices=list(POS_ENCODINGS), default=d["pos_encoding"],
+                   help="learned (GPT-2's wpe), sinusoidal (fixed table), rope (rotary, in attention) or none")
+    add_json(t)
+    t.set_defaults(func=cmd_train)
+
+    # the Fine-tune tab's defaults; warm-up and evaluations scale with --steps (None: finetune_config decides)
+    ft = {**TRAIN, **FINETUNE, "block_size": FINETUNE["context"], "warmup": None, "eval_interval": None}
+    f = sub.add_parser("finetune", parents=[model_options(), training_options(ft)],
+                       help="fine-tune a model on a text file (the loaded model is copied, never changed)")
+    f.add_argument("--trainable", default=ft["trainable"], help='"all" or "top:N" (last N blocks)')
+    f.set_defaults(func=cmd_finetune)
+
+    v = sub.add_parser("eval", parents=[model_options()], help="held-out loss of a model on the last part of a text")
+    v.add_argument("--text", required=True)
+    v.add_argument("--context", type=int, default=EVAL["context"])
+    v.add_argument("--val-fraction", type=float, default=EVAL["val_fraction"])
+    v.set_defaults(func=cmd_eval)
