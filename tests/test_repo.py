@@ -1,4 +1,5 @@
-"""Repository promises: CI runs README's test command; the Space front matter matches requirements."""
+"""Repository promises: CI runs README's test command; the Space front matter matches requirements; the package keeps
+its layers (core < interpret/efficiency/beyond < cli), no private names cross modules, `import tinygpt` stays light."""
 import os
 import re
 import subprocess
@@ -65,9 +66,33 @@ def imports_of(path):
             yield from ([base] if node.module else [base + a.name for a in node.names])
 
 
+def module_name(path):
+    """tinygpt/efficiency/gqa.py -> "tinygpt.efficiency.gqa"; a package's __init__.py -> the package."""
+    parts = os.path.relpath(path, ROOT)[:-3].split(os.sep)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def absolute_imports(path):
+    """The modules (or module.name) a file imports, relative imports resolved against the file's package."""
+    name = module_name(path)
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    for n in imports_of(path):
+        dots = len(n) - len(n.lstrip("."))
+        if not dots:
+            yield n
+            continue
+        base = package.split(".")[:len(package.split(".")) - (dots - 1)]
+        yield ".".join(base + ([n[dots:]] if n[dots:] else []))
+
+
+SUBPACKAGES = ("tinygpt.interpret", "tinygpt.efficiency", "tinygpt.beyond")
+FRONT_ENDS = ("tinygpt.cli", "tinygpt.__main__")  # python -m tinygpt: may import everything
+
+
 def test_layering():
-    """tinygpt never imports gradio; a tab imports only tabs.common, tabs.sessions and tabs.share, never another
-    tab."""
+    """tinygpt never imports gradio; the core (the modules directly in tinygpt/) never imports interpret/,
+    efficiency/, beyond/ or the command line, and those never import the command line; a tab imports only
+    tabs.common, tabs.sessions and tabs.share, never another tab."""
     for f in repo_files():
         rel = os.path.relpath(f, ROOT)
         if not rel.endswith(".py"):
@@ -75,10 +100,68 @@ def test_layering():
         names = list(imports_of(f))
         if rel.startswith("tinygpt" + os.sep):
             assert not [n for n in names if n.split(".")[0] == "gradio"], rel
+            mod = module_name(f)
+            above = [n for n in absolute_imports(f) if n.startswith(tuple(p + "." for p in SUBPACKAGES + FRONT_ENDS))
+                     or n in SUBPACKAGES + FRONT_ENDS]
+            if os.path.dirname(rel) == "tinygpt" and not mod.startswith(FRONT_ENDS):  # the core
+                assert not above, (rel, above)
+            elif mod.startswith(SUBPACKAGES):
+                assert not [n for n in above if n.startswith(FRONT_ENDS)], (rel, above)
         if rel.startswith("tabs" + os.sep):
             tab_imports = {n.lstrip(".").split(".")[0] for n in names if n.startswith(".")}
             tab_imports |= {n.split(".")[1] for n in names if n.startswith("tabs.") and n.count(".") >= 1}
             assert tab_imports <= {"common", "sessions", "share"}, (rel, tab_imports)
+
+
+def test_no_private_names_across_modules():
+    """`from x import _name` reaches into another module's internals: a name used elsewhere is made public."""
+    import ast
+
+    ours = ("tinygpt", "tabs", "app", "benchmarks", "conftest", "machine")
+    found = []
+    for f in repo_files():
+        if not f.endswith(".py"):
+            continue
+        for node in ast.walk(ast.parse(open(f, encoding="utf-8").read())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in ours):
+                found += [(os.path.relpath(f, ROOT), node.module, a.name) for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found
+
+
+def test_import_tinygpt_is_light():
+    """`import tinygpt` imports its names lazily: no gradio, transformers, matplotlib, and none of the subpackages
+    (a fresh interpreter; the time is printed, not asserted: it depends on the machine)."""
+    code = ("import sys, time; t = time.perf_counter(); import tinygpt; t = time.perf_counter() - t; "
+            "print(t); print(' '.join(sorted(sys.modules)))")
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    seconds, modules = out.stdout.splitlines()
+    cumulative = [ln.split("|")[1].strip() for ln in out.stderr.splitlines() if ln.rstrip().endswith("| tinygpt")]
+    print(f"import tinygpt: {float(seconds) * 1000:.1f} ms wall, {int(cumulative[0]) / 1000:.1f} ms by -X importtime")
+    heavy = [m for m in modules.split() if m.split(".")[0] in ("gradio", "transformers", "matplotlib")
+             or m.startswith(tuple(p + "." for p in SUBPACKAGES)) or m in SUBPACKAGES]
+    assert not heavy
+
+
+def test_lazy_names_are_the_eager_ones():
+    """Every name in tinygpt.__all__ resolves; train and evaluate stay the functions even once their submodules
+    (tinygpt.train, tinygpt.evaluate) are imported, as with the eager imports before."""
+    import types
+
+    import tinygpt
+    import tinygpt.evaluate  # noqa: F401
+    import tinygpt.train  # noqa: F401
+
+    for name in tinygpt.__all__:
+        assert getattr(tinygpt, name) is not None, name
+    assert not isinstance(tinygpt.train, types.ModuleType) and not isinstance(tinygpt.evaluate, types.ModuleType)
+    from tinygpt import evaluate, parse_layer_list, parse_layers, train
+    assert train.__module__ == "tinygpt.train" and evaluate.__module__ == "tinygpt.evaluate"
+    assert parse_layer_list is parse_layers
+    assert tinygpt.loading.load_model is tinygpt.load_model  # a submodule by attribute, as before
 
 
 def test_embedded_model_writes_play_shaped_text():
