@@ -230,6 +230,29 @@ def _hub_error(hub_id: str, err) -> str:
             " config.json file instead.")
 
 
+def download_config_json(repo: str, timeout: float, cache_dir=None):
+    """Download repo's config.json into the Hugging Face cache -> (path, None), or (None, the error; None when
+    `timeout` seconds passed). A worker thread does it: a dead network can otherwise hang for minutes. Also how
+    loading.hub_snapshot learns that the network works before it fetches the weights."""
+    from huggingface_hub import hf_hub_download
+
+    # huggingface_hub logs every retry of an unreachable host as a warning; callers report the outcome in one
+    # sentence instead (a banner in the UI, one stderr line on the command line)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    result: dict = {}
+
+    def fetch():
+        try:
+            result["path"] = hf_hub_download(repo, "config.json", etag_timeout=timeout, cache_dir=cache_dir)
+        except Exception as e:  # noqa: BLE001 - offline, DNS failure, gated, not found, ...
+            result["error"] = e
+
+    t = threading.Thread(target=fetch, daemon=True)
+    t.start()
+    t.join(timeout)
+    return result.get("path"), result.get("error")
+
+
 def fetch_hub_config(hub_id: str, timeout: float = 10.0, cache_dir=None) -> dict:
     """config.json of a Hub model (and nothing else: no weights) -> dict, from the Hugging Face cache when it
     is there, else downloaded into it under `timeout` seconds (in a worker thread, since a dead network can
@@ -243,22 +266,10 @@ def fetch_hub_config(hub_id: str, timeout: float = 10.0, cache_dir=None) -> dict
         return load_config_json(hf_hub_download(hub_id, "config.json", local_files_only=True, cache_dir=cache_dir))
     except Exception:  # noqa: BLE001 - not cached (or unreadable): download below
         pass
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # one sentence instead of retry warnings
-    result: dict = {}
-
-    def fetch():
-        try:
-            result["path"] = hf_hub_download(hub_id, "config.json", etag_timeout=timeout, cache_dir=cache_dir)
-        except Exception as e:  # noqa: BLE001 - offline, gated, not found, ...
-            result["error"] = e
-
-    t = threading.Thread(target=fetch, daemon=True)
-    t.start()
-    t.join(timeout)
-    if "path" not in result:
-        err = result.get("error")
+    path, err = download_config_json(hub_id, timeout, cache_dir)
+    if path is None:
         message = _hub_error(hub_id, err)
         if message.startswith("Offline"):
             raise ConnectionError(message)
         raise ValueError(message)
-    return load_config_json(result["path"])
+    return load_config_json(path)

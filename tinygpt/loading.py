@@ -10,7 +10,6 @@ once here against F.linear, silently left on the standard path when oneDNN is mi
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import INDEX, WEIGHTS, load_checkpoint
+from .hf_config import download_config_json
 from .kernels import enable_fast_inference
 
 EMBEDDED_NAME = "tiny-shakespeare"
@@ -70,28 +70,12 @@ def hub_snapshot(repo: str, timeout: float, cache_dir=None) -> str:
     The first small file is fetched under `timeout` seconds in a worker thread (a dead network can
     otherwise hang for minutes); once it arrives the network works and the weights are fetched.
     """
-    from huggingface_hub import hf_hub_download
-
     try:  # already cached: no network at all
         return _hub_weights(repo, cache_dir, local_only=True)
     except Exception:  # noqa: BLE001 - not (fully) cached: download below
         pass
-    result: dict = {}
-    # huggingface_hub logs every retry of an unreachable host as a warning; the caller reports the outcome in
-    # one sentence instead (a banner in the UI, one stderr line on the command line)
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-
-    def fetch_config():
-        try:
-            result["path"] = hf_hub_download(repo, "config.json", etag_timeout=timeout, cache_dir=cache_dir)
-        except Exception as e:  # offline, DNS failure, HTTP error, ...
-            result["error"] = e
-
-    t = threading.Thread(target=fetch_config, daemon=True)
-    t.start()
-    t.join(timeout)
-    if "path" not in result:
-        err = result.get("error")
+    path, err = download_config_json(repo, timeout, cache_dir)
+    if path is None:
         why = type(err).__name__ if err else "timed out"
         raise ConnectionError(f"the Hugging Face Hub could not be reached ({why})")
     return _hub_weights(repo, cache_dir)
