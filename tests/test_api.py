@@ -143,7 +143,7 @@ def test_nan_reaches_no_handler_unexplained(models, tiny_dir):
     import gradio as gr
 
     from tabs import calculator, finetune, sampling
-    from tabs.sessions import SessionStore
+    from tabs.kit.sessions import SessionStore
 
     with pytest.raises(gr.Error, match="number"):
         list(sampling.on_sample(models, tiny_dir, False, "hi", 1, 5, float("nan"), 0, 1.0, 1))

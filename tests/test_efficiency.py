@@ -10,7 +10,7 @@ import torch
 from conftest import drain, run_cli, state_checksum
 
 from tabs import efficiency as eff
-from tabs.sessions import SessionStore
+from tabs.kit.sessions import SessionStore
 from tinygpt import GPT, GPTConfig, convert_kv_heads, flops_per_token, kv_cache_bytes, kv_cache_measurement
 from tinygpt.compute import FORWARD_COMPONENTS, forward_flops
 from tinygpt.efficiency import compare_kv_heads, kv_cache_latency, measure_attention, profile_forward, uptrain

@@ -9,7 +9,7 @@ import torch
 from conftest import drain, run_cli
 
 from tabs import train as train_tab
-from tabs.sessions import SessionStore
+from tabs.kit.sessions import SessionStore
 from tinygpt import GPT, CharTokenizer, GPTConfig, TrainConfig, count_parameters, train
 from tinygpt.data import split_tokens
 from tinygpt.evaluate import window_starts

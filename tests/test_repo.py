@@ -65,9 +65,18 @@ def imports_of(path):
             yield from ([base] if node.module else [base + a.name for a in node.names])
 
 
+def absolute(rel: str, name: str) -> str:
+    """An import as written in the module at path `rel` ("tabs/train/run.py") -> its absolute module name."""
+    if not name.startswith("."):
+        return name
+    dots = len(name) - len(name.lstrip("."))
+    package = rel[:-3].split(os.sep)[:-1]  # the package a module (or an __init__.py) is in
+    return ".".join(package[:len(package) - (dots - 1)] + [name.lstrip(".")]).rstrip(".")
+
+
 def test_layering():
-    """tinygpt never imports gradio; a tab imports only tabs.common, tabs.sessions and tabs.share, never another
-    tab."""
+    """tinygpt never imports gradio; a tab imports only tabs.kit (and, in a tab package, its own modules), never
+    another tab; the kit imports no tab."""
     for f in repo_files():
         rel = os.path.relpath(f, ROOT)
         if not rel.endswith(".py"):
@@ -75,10 +84,10 @@ def test_layering():
         names = list(imports_of(f))
         if rel.startswith("tinygpt" + os.sep):
             assert not [n for n in names if n.split(".")[0] == "gradio"], rel
-        if rel.startswith("tabs" + os.sep):
-            tab_imports = {n.lstrip(".").split(".")[0] for n in names if n.startswith(".")}
-            tab_imports |= {n.split(".")[1] for n in names if n.startswith("tabs.") and n.count(".") >= 1}
-            assert tab_imports <= {"common", "sessions", "share"}, (rel, tab_imports)
+        if rel.startswith("tabs" + os.sep) and rel.count(os.sep) >= 1:
+            own = rel.split(os.sep)[1].removesuffix(".py")  # the tab (module or package), or "kit"
+            tab_imports = {absolute(rel, n).split(".")[1] for n in names if absolute(rel, n).startswith("tabs.")}
+            assert tab_imports <= {"kit", own}, (rel, tab_imports)
 
 
 def test_embedded_model_writes_play_shaped_text():

@@ -1,7 +1,7 @@
 """Helpers shared by the tabs: one error-to-message decorator, one prompt check, sample cards (and their CSS),
-the model picker and card, the Stop handler, number parsing and formatting.
+the model picker and card, number parsing and formatting.
 
-A tab imports from here (and `sessions`), never from another tab.
+A tab imports from here and the rest of tabs.kit, never from another tab.
 """
 from __future__ import annotations
 
@@ -118,12 +118,6 @@ def sample_cards(prompt: str, continuations, titles=None, status: str = "") -> s
                     f"<span class='tg-prompt'>{html.escape(prompt)}</span>{body}</div>")
     head = f"<div class='tg-status'>{html.escape(status)}</div>" if status else ""
     return head + "<div class='tg-samples'>" + "".join(cols) + "</div>"
-
-
-def stop_session(sessions, request: gr.Request = None) -> str:
-    """The Stop button of a training tab: the session's run stops after its current step."""
-    sessions.get(request)["stop"].set()
-    return "Stopping after the current step…"
 
 
 def new_figure(w: float = 8, h: float = 4) -> Figure:
