@@ -34,7 +34,7 @@ from .kit.common import (
 )
 from .kit.registry import register
 from .kit.sessions import SessionStore
-from .kit.stream import Stopper, stream
+from .kit.stream import Stopper, run_controls, stream
 
 COLORS = {"A": "#1c7ed6", "B": "#e8590c"}
 DPO_STOP, RLHF_STOP = Stopper("dpo"), Stopper("rlhf")  # two tabs: Stop in one never ends the other's run
@@ -471,17 +471,12 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
         prompt = gr.Textbox(DPO_DEFAULTS["prompt"], label="Prompt for the before/after samples", lines=2)
         gr.Markdown(f"Runs estimated to take over {DPO_CAP_S // 60} minutes on a 2-core CPU are refused; the numbers "
                     "on the curves are measured on held-out pairs (10%) when there are at least 20 pairs.")
-        with gr.Row():
-            go = gr.Button("Train with DPO", variant="primary")
-            stop = gr.Button("Stop")
-        status = gr.Markdown(elem_id="dpo-status")
-        plot = gr.Plot(label="DPO curves", elem_id="dpo-plot")
+        go, status, plot = run_controls(DPO_STOP, sessions, "Train with DPO", "dpo", "DPO curves")
         samples = gr.HTML(elem_id="dpo-samples")
         explain = gr.Markdown(elem_id="dpo-explain")
         go.click(partial(on_dpo, models, sessions),
                  [model_dd, source, n_syn, upload, beta_a, beta_b, steps, batch, lr, trainable, prompt, seed],
                  [status, plot, samples, explain], api_name="dpo", concurrency_id="train", concurrency_limit=1)
-        DPO_STOP.wire(stop, sessions, status)
         register("dpo", fields={
             "model": model_dd, "source": source, "synthetic": n_syn, "beta_a": beta_a, "beta_b": beta_b,
             "steps": steps, "batch_size": batch, "lr": lr, "trainable": trainable, "prompt": prompt, "seed": seed},
@@ -506,19 +501,14 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
             rseed = gr.Number(RC.seed, label="Seed", precision=0)
         gr.Markdown(f"Runs estimated to take over {RLHF_CAP_S // 60} minutes on a 2-core CPU are refused (the default "
                     "takes a few minutes).")
-        with gr.Row():
-            run = gr.Button("Run RLHF (SFT → reward model → PPO)", variant="primary")
-            again = gr.Button("Re-run PPO only (new KL coefficient)")
-            rstop = gr.Button("Stop")
-        rstatus = gr.Markdown(elem_id="rlhf-status")
-        rplot = gr.Plot(label="RLHF curves", elem_id="rlhf-plot")
+        run, again, rstatus, rplot = run_controls(RLHF_STOP, sessions, "Run RLHF (SFT → reward model → PPO)", "rlhf",
+                                                  "RLHF curves", "Re-run PPO only (new KL coefficient)")
         rsamples = gr.HTML(elem_id="rlhf-samples")
         rexplain = gr.Markdown(elem_id="rlhf-explain")
         run.click(partial(on_rlhf, sessions), [sft_steps, rm_steps, ppo_steps, kl, rseed],
                   [rstatus, rplot, rsamples, rexplain], api_name="rlhf", concurrency_id="train", concurrency_limit=1)
         again.click(partial(on_rlhf_ppo, sessions), [ppo_steps, kl, rseed], [rstatus, rplot, rsamples, rexplain],
                     api_name="rlhf_ppo", concurrency_id="train", concurrency_limit=1)
-        RLHF_STOP.wire(rstop, sessions, rstatus)
         register("rlhf", fields={"sft_steps": sft_steps, "rm_steps": rm_steps, "ppo_steps": ppo_steps,
                                        "kl_coef": kl, "seed": rseed}, command=rlhf_command, run=run)
 

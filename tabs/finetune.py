@@ -26,7 +26,7 @@ from .kit.commands import cli
 from .kit.common import clamp_int, get_model, model_picker, new_figure, parse_float, sample_cards, user_errors
 from .kit.registry import register
 from .kit.sessions import SessionStore, session_tmpdir
-from .kit.stream import Stopper, stream
+from .kit.stream import Stopper, run_controls, stream
 
 SAMPLE_T, SAMPLE_TOP_K = 0.8, 50  # fixed for before/after so only the weights differ
 TRAINABLE = {"Top 2 blocks (fast)": "top:2", "Top 4 blocks": "top:4", "All weights (slow)": "all"}
@@ -203,12 +203,7 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                 lr = gr.Number(DEFAULTS["lr"], label="Learning rate")
                 seed = gr.Number(DEFAULTS["seed"], label="Seed", precision=0)
                 max_new = gr.Slider(10, 200, DEFAULTS["max_new_tokens"], step=10, label="Sample length (tokens)")
-        with gr.Row():
-            go = gr.Button("Fine-tune", variant="primary")
-            stop = gr.Button("Stop")
-            dl = gr.Button("Download fine-tuned weights")
-        status = gr.Markdown(elem_id="ft-status")
-        plot = gr.Plot(label="Loss", elem_id="ft-plot")
+        go, dl, status, plot = run_controls(STOP, sessions, "Fine-tune", "ft", "Loss", "Download fine-tuned weights")
         compare = gr.HTML(elem_id="ft-compare")
         metrics = gr.Markdown()
         shifts = gr.Dataframe(headers=["token", "count", "mean log-prob gain", "p before", "p after"],
@@ -221,7 +216,6 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                  [model_dd, upload, cleaned, lossy, drop, prompt, seed, trainable, steps, context, batch, lr, max_new],
                  [status, plot, compare, metrics, shifts], api_name="finetune", concurrency_id="train",
                  concurrency_limit=1)
-        STOP.wire(stop, sessions, status)
         dl.click(partial(on_download, sessions), None, files, api_visibility="private")
         register("finetune", fields={
             "model": model_dd, "lossy": lossy, "drop_boilerplate": drop, "prompt": prompt, "trainable": trainable,

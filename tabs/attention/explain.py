@@ -9,6 +9,7 @@ from tinygpt.interpret.graph import graph_svg, model_graph
 
 from ..kit.common import human
 
+
 def code_html() -> str:
     rows = []
     for r in commented_source():

@@ -16,9 +16,10 @@ from matplotlib import colormaps
 from PIL import Image
 
 MAX_LABELS = 32  # axis labels per heatmap axis: at 256+ tokens every n-th token is labelled
-TOP_KEYS = 10
+TOP_KEYS = 10  # keys listed as bars under a query's tokens
 GAMMA = 0.5  # colour = weight ** 0.5: small weights stay visible next to a dominant one
 CMAP = colormaps["Blues"]
+
 HEAT_CSS = """
 .tg-heat {position: relative; max-width: 760px;}
 .tg-heat svg {width: 100%; height: auto; display: block;}
@@ -74,7 +75,6 @@ element.addEventListener('mouseleave', () => {
 """
 
 
-# ---- drawing ----------------------------------------------------------------------------------------
 def _rgba(w: np.ndarray) -> np.ndarray:
     """Weights in [0, 1] (NaN = background) -> RGBA uint8 with the tab's colour map (colour = weight ** GAMMA)."""
     rgba = (CMAP(np.clip(np.nan_to_num(w, nan=0.0), 0, 1) ** GAMMA) * 255).astype(np.uint8)

@@ -6,6 +6,7 @@ import pandas as pd
 
 from tinygpt.interpret.attention import PATTERN_THRESHOLD, future_weight, raw_scores, softmax_weights
 
+
 def scores_frame(a: dict) -> pd.DataFrame:
     rows = [[r["layer"], r["head"], r["pattern"], round(r["previous"], 3), round(r["first"], 3), round(r["self"], 3),
              round(r["max_weight"], 3), round(r["entropy"], 3), round(r["entropy_ratio"], 3),

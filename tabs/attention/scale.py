@@ -9,6 +9,7 @@ from tinygpt.interpret.softmax_scale import scale_experiment
 
 from ..kit.common import new_figure
 
+
 @lru_cache(maxsize=1)
 def random_experiment() -> dict:
     return scale_experiment()

@@ -32,7 +32,7 @@ __all__ = ["build", "command", "on_kv_cache", "on_gqa", "on_uptrain", "on_flash_
            "on_flash_bench", "bench_explain", "on_profile", "default_groups", "default_lengths", "variants_for",
            "fresh_stop", "on_stop"]
 
-# ---- the tab ---------------------------------------------------------------------------------------
+
 def build(models, sessions: SessionStore, default_model: str = "gpt2"):
     """The Efficiency tab: KV cache, GQA/MQA, FlashAttention-2, forward-pass profile."""
     with gr.Tab("Efficiency", id="efficiency"):

@@ -14,13 +14,12 @@ from tinygpt.efficiency.measure import METHODS, cpu_model
 
 from ..kit.common import UserError, clamp_int, new_figure, user_errors
 from ..kit.sessions import SessionStore
-from .shared import COLORS, fresh_stop, mib
+from .shared import COLORS, STOP, mib
 
 METHOD_LABELS = {"standard": "standard softmax(QKᵀ)V", "tiled": "tiled FlashAttention-2 (pure PyTorch)",
                  "sdpa": "PyTorch SDPA"}
 
 
-# ---- (c) FlashAttention-2: step-through and benchmark -----------------------------------------------
 @user_errors
 def on_flash_trace(T, block_q, block_k, head_dim, causal, seed):
     """(trace state, step slider, figure, step markdown, check markdown) for a small random example."""
@@ -196,7 +195,7 @@ def on_flash_bench(sessions: SessionStore, lengths, methods, head_dim, repeats, 
         raise UserError("Choose at least one attention method.")
     hs = clamp_int(head_dim, 8, 256, "Head size", notes)
     reps = clamp_int(repeats, 1, 5, "Repeats", notes)
-    stop = fresh_stop(sessions, request)
+    stop = STOP.fresh(sessions, request)
     results = []
     note = (note + " " + " ".join(notes)).strip()
     total = len(Ts) * len(chosen)

@@ -18,7 +18,7 @@ from tinygpt.interpret.pruning import default_reference
 from ..kit.common import UserError, clamp_int, get_model, human_bytes, new_figure, parse_float, user_errors
 from ..kit.sessions import SessionStore
 from ..kit.stream import stream
-from .shared import COLORS, fresh_stop, mib, parse_lengths
+from .shared import COLORS, STOP, mib, parse_lengths
 
 ROUNDS = 3  # GQA timings: interleaved rounds over the variants (a busy machine then slows all of them alike)
 
@@ -29,7 +29,6 @@ def default_groups(n_head: int) -> int:
     return min(divisors, key=lambda k: (abs(k - n_head / 4), k))
 
 
-# ---- (b) GQA / MQA on the loaded model -------------------------------------------------------------
 def variants_for(config, groups) -> list[int]:
     """KV heads to compare: MHA (n_head), the chosen grouping, MQA (1); distinct, most heads first."""
     return sorted({config.n_head, groups, 1}, reverse=True)
@@ -125,7 +124,7 @@ def on_gqa(models, sessions: SessionStore, name, fast, groups, seq_lens, batch, 
     note = " ".join(notes)
     yield gqa_figure([]), [], (f"Measuring {', '.join(kv_label(model.config.n_head, n) for n in heads)}: "
                                f"{ROUNDS} interleaved rounds at {len(lens)} lengths… {note}").strip()
-    stop = fresh_stop(sessions, request)
+    stop = STOP.fresh(sessions, request)
     results = compare_kv_heads(model, tok, heads, lens, text, b, rounds=ROUNDS, should_stop=stop.is_set)
     if not results:
         yield gqa_figure([]), [], "**Stopped** before the measurement finished."
@@ -169,7 +168,7 @@ def on_uptrain(models, sessions: SessionStore, name, groups, steps, lr, request:
         raise UserError(f"The model already has {g} KV heads: choose fewer to see a gap to close.")
     n_steps = clamp_int(steps, 1, 500, "Steps", notes)
     rate = parse_float(lr, "Learning rate", 1e-7, 1.0)
-    stop = fresh_stop(sessions, request)
+    stop = STOP.fresh(sessions, request)
     cname, ids, cnote = corpus_ids(base.info.name, tok)
     context = min(128, base.config.block_size)
     _, val_ids = split_tokens(ids, 0.1)  # the held-out part uptrain evaluates (the end of the text)

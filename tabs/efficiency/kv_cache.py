@@ -11,7 +11,7 @@ from ..kit.common import check_prompt, clamp_int, get_model, human_bytes, new_fi
 
 DEFAULT_PROMPT = "ROMEO:"
 
-# ---- (a) KV cache: latency vs sequence length ----------------------------------------------------
+
 @user_errors
 def on_kv_cache(models, name, fast, prompt, n_new):
     """Time greedy decoding with and without the KV cache: (figure, explanation with measured cache bytes)."""

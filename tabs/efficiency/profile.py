@@ -11,13 +11,12 @@ from tinygpt.params import count_parameters
 
 from ..kit.common import clamp_int, get_model, new_figure, user_errors
 from ..kit.sessions import SessionStore
-from .shared import fresh_stop, parse_lengths
+from .shared import STOP, parse_lengths
 
 PART_COLORS = {"embedding": "#868e96", "attention": "#1c7ed6", "feed_forward": "#e8590c", "layer_norm": "#f59f00",
                "lm_head": "#7048e8", "other": "#ced4da"}
 
 
-# ---- (d) forward-pass profile ---------------------------------------------------------------------
 def profile_figure(results):
     fig = new_figure(10, 3.8)
     ax = fig.add_subplot(111)
@@ -107,7 +106,7 @@ def on_profile(models, sessions: SessionStore, name, fast, batch, seq_lens, repe
     lens = sorted(set(parse_lengths(seq_lens)))
     for T in lens:
         check_profile_size(model, b, T)  # refuse before measuring anything: the estimate and the limit
-    stop = fresh_stop(sessions, request)
+    stop = STOP.fresh(sessions, request)
     results = []
     note = " ".join(notes)
     for T in lens:

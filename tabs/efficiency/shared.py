@@ -11,6 +11,7 @@ STOP = Stopper("efficiency", message="Stopping…")  # one flag for the tab: its
 fresh_stop = STOP.fresh  # (sessions, request) -> this run's flag
 on_stop = STOP  # (sessions, request) -> "Stopping…": every Stop button of the tab
 
+
 def parse_lengths(text, name: str = "Sequence lengths") -> list[int]:
     parts = [t for t in str(text or "").replace(" ", "").split(",") if t]
     try:

@@ -2,10 +2,10 @@
 GQA uptraining): the jobs run in worker threads, their events become page updates at most a few times a second,
 with a progress bar and the time left measured from the progress so far; Stop ends the run of its own tab only.
 
-    STOP = Stopper("finetune")                       # module level: the tab's Stop
-    stop = STOP.fresh(sessions, request)             # in the handler: this run's own flag
+    STOP = Stopper("finetune")                         # module level: the tab's Stop
+    stop = STOP.fresh(sessions, request)               # in the handler: this run's own flag
     results = yield from stream(jobs, stop, record, view, progress)
-    STOP.wire(gr.Button("Stop"), sessions, status)   # in build(): the Stop button
+    go, status, plot = run_controls(STOP, sessions, "Fine-tune", "ft", "Loss")   # in build(): Run, Stop, status
 
 `yield from` matters: when the page's generator is closed (the user left or cancelled), Python closes stream()
 too, and run_jobs then stops the workers.
@@ -48,6 +48,20 @@ class Stopper:
 
         button.click(on_stop, None, status, api_visibility="private", queue=False)
         return button
+
+
+def run_controls(stopper: Stopper, sessions: SessionStore, run_label: str, prefix: str, plot_label: str,
+                 *more: str) -> tuple:
+    """A training tab's controls: a row [run_label] [more...] [Stop], then the status line (#prefix-status) and the
+    curves (#prefix-plot). Stop is wired to `stopper`. Returns (run button, the `more` buttons..., status, plot)."""
+    with gr.Row():
+        run = gr.Button(run_label, variant="primary")
+        buttons = [gr.Button(label) for label in more]
+        stop = gr.Button("Stop")
+    status = gr.Markdown(elem_id=f"{prefix}-status")
+    plot = gr.Plot(label=plot_label, elem_id=f"{prefix}-plot")
+    stopper.wire(stop, sessions, status)
+    return (run, *buttons, status, plot)
 
 
 class Clock:

@@ -22,12 +22,24 @@ from tinygpt.moe import match_active_params
 from ..kit.commands import cli, cli_python
 from ..kit.registry import register
 from ..kit.sessions import SessionStore
+from ..kit.stream import run_controls
 from .figures import POS_LABELS, describe_run
-from .moe import MAX_EXPERTS, PRESET_KEYS, check_moe, on_route, preset_values
+from .moe import PRESET_KEYS, check_moe, ffn_column, on_route, preset_values
 from .run import STOP, UPLOAD, check_pos, check_settings, on_train, run_config
 
 __all__ = ["build", "command", "on_train", "on_route", "describe_run", "preset_values", "PRESET_KEYS", "UPLOAD",
            "STOP"]
+
+
+def switches_column(name: str, causal: bool) -> tuple:
+    """One run's architecture switches: (causal mask, LayerNorm, 1/√d_k scaling, position encoding)."""
+    with gr.Column():
+        gr.Markdown(f"**Run {name}**")
+        return (gr.Checkbox(causal, label="causal mask"), gr.Checkbox(True, label="LayerNorm"),
+                gr.Checkbox(True, label="1/√d_k scaling"),
+                gr.Dropdown(list(POS_LABELS), value="learned", label="position encoding",
+                            elem_id=f"tr-{name.lower()}-pos"))
+
 
 def build(sessions: SessionStore):
     with gr.Tab("Train from scratch", id="train"):
@@ -55,42 +67,18 @@ def build(sessions: SessionStore):
             sample_len = gr.Slider(50, 1000, 500, step=50, label="Sample length", elem_id="tr-sample-len")
             seed = gr.Number(1337, label="Seed", precision=0)
         with gr.Row():
-            with gr.Column():
-                gr.Markdown("**Run A**")
-                a_causal = gr.Checkbox(True, label="causal mask")
-                a_ln = gr.Checkbox(True, label="LayerNorm")
-                a_scale = gr.Checkbox(True, label="1/√d_k scaling")
-                a_pos = gr.Dropdown(list(POS_LABELS), value="learned", label="position encoding", elem_id="tr-a-pos")
-            with gr.Column():
-                gr.Markdown("**Run B**")
-                b_causal = gr.Checkbox(False, label="causal mask")
-                b_ln = gr.Checkbox(True, label="LayerNorm")
-                b_scale = gr.Checkbox(True, label="1/√d_k scaling")
-                b_pos = gr.Dropdown(list(POS_LABELS), value="learned", label="position encoding", elem_id="tr-b-pos")
+            a_causal, a_ln, a_scale, a_pos = switches_column("A", causal=True)
+            b_causal, b_ln, b_scale, b_pos = switches_column("B", causal=False)
         with gr.Row():
-            with gr.Column():
-                gr.Markdown("**Run A: feed-forward layer**")
-                a_experts = gr.Slider(0, MAX_EXPERTS, 0, step=1, label="experts (0 = dense MLP)",
-                                      elem_id="tr-a-experts")
-                a_top_k = gr.Slider(1, 4, 1, step=1, label="top-k (experts per token)")
-                a_aux = gr.Number(0.01, label="load-balancing loss weight")
-            with gr.Column():
-                gr.Markdown("**Run B: feed-forward layer**")
-                b_experts = gr.Slider(0, MAX_EXPERTS, 0, step=1, label="experts (0 = dense MLP)",
-                                      elem_id="tr-b-experts")
-                b_top_k = gr.Slider(1, 4, 1, step=1, label="top-k (experts per token)")
-                b_aux = gr.Number(0.01, label="load-balancing loss weight")
+            a_experts, a_top_k, a_aux = ffn_column("A")
+            b_experts, b_top_k, b_aux = ffn_column("B")
         with gr.Row():
             match_active = gr.Checkbox(False, label="dense run matches the MoE run's active parameters (FFN width)",
                                        elem_id="tr-match")
             preset_dense = gr.Button("Preset: dense vs MoE, equal active parameters", size="sm",
                                      elem_id="tr-preset-moe")
             preset_aux = gr.Button("Preset: MoE with vs without load balancing", size="sm", elem_id="tr-preset-aux")
-        with gr.Row():
-            go = gr.Button("Train both", variant="primary")
-            stop = gr.Button("Stop")
-        status = gr.Markdown(elem_id="tr-status")
-        plot = gr.Plot(label="Curves", elem_id="tr-plot")
+        go, status, plot = run_controls(STOP, sessions, "Train both", "tr", "Curves")
         samples = gr.HTML(elem_id="tr-samples")
         with gr.Accordion("Which expert took each token (MoE runs)", open=True):
             with gr.Row():
@@ -113,7 +101,6 @@ def build(sessions: SessionStore):
                            queue=False)
         preset_aux.click(partial(preset_values, "aux on vs off"), None, preset_outputs, api_visibility="private",
                          queue=False)
-        STOP.wire(stop, sessions, status)
         register("train", fields={
             "corpus": corpus, "tokenizer": tokenizer, "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd,
             "context": context, "embd_pdrop": embd_p, "attn_pdrop": attn_p, "resid_pdrop": resid_p, "steps": steps,

@@ -106,6 +106,16 @@ def explain_moe(res: dict, cfgs: dict) -> str:
     return "\n".join(lines)
 
 
+def ffn_column(name: str) -> tuple:
+    """One run's feed-forward settings: (experts, top-k, load-balancing weight); 0 experts is a dense MLP."""
+    with gr.Column():
+        gr.Markdown(f"**Run {name}: feed-forward layer**")
+        return (gr.Slider(0, MAX_EXPERTS, 0, step=1, label="experts (0 = dense MLP)",
+                          elem_id=f"tr-{name.lower()}-experts"),
+                gr.Slider(1, 4, 1, step=1, label="top-k (experts per token)"),
+                gr.Number(0.01, label="load-balancing loss weight"))
+
+
 ROUTE_CSS = "display:inline;white-space:pre-wrap;font-family:var(--font-mono);border-radius:3px"
 
 
