@@ -14,9 +14,7 @@ from dataclasses import replace
 from functools import partial
 
 import gradio as gr
-import torch
 
-import tinygpt
 from tinygpt.beyond import dpo as D
 from tinygpt.beyond import rlhf as R
 from tinygpt.train import trainable_parameters
@@ -30,6 +28,7 @@ from .kit.common import (
     new_figure,
     parse_float,
     sample_cards,
+    seeded_sample,
     user_errors,
 )
 from .kit.registry import register
@@ -78,13 +77,6 @@ def dpo_figure(hist: dict, betas: dict):
         if any(hist.values()):
             ax.legend(fontsize=7)
     return fig
-
-
-def sample_text(model, tok, prompt, seed, n_tokens):
-    ids = tinygpt.encode_prompt(tok, prompt, model.config.block_size)
-    out = tinygpt.generate(model, torch.tensor([ids]), n_tokens, SAMPLE_T, SAMPLE_TOP_K, None,
-                           torch.Generator().manual_seed(int(seed)))
-    return tok.decode(out[0, len(ids):].tolist())
 
 
 def dpo_explain(results: dict, betas: dict, n_pairs: int, synthetic: bool, leaning: dict) -> str:
@@ -182,7 +174,7 @@ def on_dpo(models, sessions: SessionStore, model_name, source, n_synthetic, file
     titles = ["Before (reference)"] + [f"After DPO, β={b:g}" for b in betas.values()]
     note = " ".join(notes)
     t0 = time.perf_counter()
-    before = sample_text(base, tok, prompt, seed, DPO_DEFAULTS["sample_len"])
+    before = seeded_sample(base, tok, prompt, seed, DPO_DEFAULTS["sample_len"], SAMPLE_T, SAMPLE_TOP_K)
     waiting = sample_cards(prompt, [before] + [None] * len(betas), titles)
     yield (f"Scoring {len(pairs)} pairs with the reference model… {note}", dpo_figure(hist, betas), waiting, "")
 
@@ -193,7 +185,8 @@ def on_dpo(models, sessions: SessionStore, model_name, source, n_synthetic, file
         return f"{status} · {eta}. {note}", dpo_figure(hist, betas), waiting, ""
 
     results = yield from stream(jobs, stop, lambda name, ev: hist[name].append(ev), view, progress)
-    after = [sample_text(results[k]["policy"], tok, prompt, seed, DPO_DEFAULTS["sample_len"]) for k in betas]
+    after = [seeded_sample(results[k]["policy"], tok, prompt, seed, DPO_DEFAULTS["sample_len"], SAMPLE_T, SAMPLE_TOP_K)
+             for k in betas]
     synthetic = source != UPLOAD
     leaning = {}
     if synthetic:

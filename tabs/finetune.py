@@ -19,11 +19,19 @@ from tinygpt.data import check_length, describe, first_phrase, prepare_text
 from tinygpt.evaluate import evaluate
 from tinygpt.finetune import DEFAULTS as FT
 from tinygpt.finetune import finetune_config, holdout_split, probability_shifts, trainable_copy
-from tinygpt.sampling import encode_prompt
 from tinygpt.train import trainable_parameters
 
 from .kit.commands import cli
-from .kit.common import clamp_int, get_model, model_picker, new_figure, parse_float, sample_cards, user_errors
+from .kit.common import (
+    clamp_int,
+    get_model,
+    model_picker,
+    new_figure,
+    parse_float,
+    sample_cards,
+    seeded_sample,
+    user_errors,
+)
 from .kit.registry import register
 from .kit.sessions import SessionStore, session_tmpdir
 from .kit.stream import Stopper, run_controls, stream
@@ -53,14 +61,6 @@ def on_prepare(models, model_name, file, text, lossy, drop_boilerplate):
                 f"{ctx} tokens): how surprised the model is before fine-tuning — roughly, it is choosing between "
                 f"{ppl:,.0f} equally likely tokens at each step.")
     return cleaned, steps_md, stats_md, first_phrase(cleaned)
-
-
-def sample_once(model, tok, prompt, seed, max_new_tokens):
-    ids = encode_prompt(tok, prompt, model.config.block_size)
-    x = torch.tensor([ids], dtype=torch.long)
-    out = tinygpt.generate(model, x, max_new_tokens, SAMPLE_T, SAMPLE_TOP_K, None,
-                           torch.Generator().manual_seed(int(seed)))
-    return tok.decode(out[0, len(ids):].tolist())
 
 
 def before_after_html(prompt, before, after) -> str:
@@ -123,7 +123,7 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
     note = (" ".join(notes) + " ").strip()
     t0 = time.perf_counter()
     yield (f"Sampling from the base model… {note}", loss_figure([]), before_after_html(prompt, None, None), "", None)
-    before = sample_once(base, tok, prompt, st.seed, st.max_new_tokens)
+    before = seeded_sample(base, tok, prompt, st.seed, st.max_new_tokens, SAMPLE_T, SAMPLE_TOP_K)
     ppl_before = evaluate(base, val_ids, st.context)
     tuned = trainable_copy(base, spec)
     cfg = finetune_config(st.steps, st.context, st.batch_size, st.lr, st.seed, spec)
@@ -138,7 +138,7 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
 
     job = {"tuned": lambda cb, should_stop: tinygpt.train(tuned, train_ids, val_ids, cfg, cb, should_stop)}
     result = (yield from stream(job, stop, lambda _, ev: history.append(ev), view, progress))["tuned"]
-    after = sample_once(tuned, tok, prompt, st.seed, st.max_new_tokens)
+    after = seeded_sample(tuned, tok, prompt, st.seed, st.max_new_tokens, SAMPLE_T, SAMPLE_TOP_K)
     ppl_after = evaluate(tuned, val_ids, st.context)
     shifts = probability_shifts(base, tuned, tok, ids, st.context)
     entry["finetuned"] = (tuned, tok)

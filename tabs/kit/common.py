@@ -19,6 +19,8 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from tinygpt.sampling import encode_prompt, generate  # noqa: E402
+
 MODEL_CHOICES = ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "tiny-shakespeare"]
 
 
@@ -118,6 +120,15 @@ def sample_cards(prompt: str, continuations, titles=None, status: str = "") -> s
                     f"<span class='tg-prompt'>{html.escape(prompt)}</span>{body}</div>")
     head = f"<div class='tg-status'>{html.escape(status)}</div>" if status else ""
     return head + "<div class='tg-samples'>" + "".join(cols) + "</div>"
+
+
+def seeded_sample(model, tok, prompt: str, seed, n_tokens: int, temperature: float, top_k: int | None) -> str:
+    """One continuation of `prompt`, the same for the same seed: the before/after samples of the tabs that train,
+    where only the weights may differ."""
+    ids = encode_prompt(tok, prompt, model.config.block_size)
+    out = generate(model, torch.tensor([ids], dtype=torch.long), n_tokens, temperature, top_k, None,
+                   torch.Generator().manual_seed(int(seed)))
+    return tok.decode(out[0, len(ids):].tolist())
 
 
 def new_figure(w: float = 8, h: float = 4) -> Figure:

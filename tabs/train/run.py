@@ -23,7 +23,7 @@ from tinygpt.data import (
 )
 from tinygpt.moe import expert_load, match_active_params, with_expert_load
 
-from ..kit.common import UserError, clamp_int, parse_float, user_errors
+from ..kit.common import UserError, clamp_int, parse_float, seeded_sample, user_errors
 from ..kit.sessions import SessionStore
 from ..kit.stream import Stopper, stream
 from .figures import POS_LABELS, curves_figure, describe_run, explain, samples_html
@@ -159,11 +159,7 @@ def on_train(sessions: SessionStore, corpus, file, tokenizer, n_layer, n_head, n
                 samples_html(prompt, {"A": None, "B": None}, labels), "")
 
     results = yield from stream(jobs, stop, lambda name, ev: hist[name].append(ev), view, progress)
-    samples = {}
-    x = torch.tensor([tok.encode(prompt)], dtype=torch.long)
-    for k, m in models.items():
-        out = tinygpt.generate(m, x, st.sample_len, 0.8, None, None, torch.Generator().manual_seed(seed))
-        samples[k] = tok.decode(out[0, x.size(1):].tolist())
+    samples = {k: seeded_sample(m, tok, prompt, seed, st.sample_len, 0.8, None) for k, m in models.items()}
     secs = time.perf_counter() - t0
     stopped = " (stopped early)" if any(r["stopped"] for r in results.values()) else ""
     entry["trained"] = {k: (m, tok) for k, m in models.items()}
