@@ -22,15 +22,16 @@ from tabs import (  # noqa: E402
     pruning,
     sampling,
     scaling,
-    share,
     train,
 )
-from tabs.common import SAMPLE_CSS  # noqa: E402
-from tabs.sessions import SessionStore  # noqa: E402
+from tabs.kit import registry  # noqa: E402
+from tabs.kit.common import SAMPLE_CSS  # noqa: E402
+from tabs.kit.lecture import LECTURE_CSS  # noqa: E402
+from tabs.kit.sessions import SessionStore  # noqa: E402
 from tinygpt import ModelCache  # noqa: E402
 from tinygpt.batching import Batchers  # noqa: E402
 
-CSS = SAMPLE_CSS + share.LECTURE_CSS
+CSS = SAMPLE_CSS + LECTURE_CSS + registry.SHARE_CSS
 MAX_THREADS = 256  # worker threads for handlers (see launch_kwargs)
 
 
@@ -58,7 +59,7 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
     with gr.Blocks(title="TinyGPT Lab") as demo:
         gr.Markdown("# 🔬 TinyGPT Lab\nOpen up a GPT and see how it works: every number on these tabs is computed"
                     " live from the model.")
-        share.header(sessions)  # lecture-mode toggle + the note shown when a link had parameters we ignored
+        registry.header(sessions)  # lecture-mode toggle + the note shown when a link had parameters we ignored
         # Tabs are grouped as a lecture is, so the top bar stays short enough to read on a projector.
         with gr.Tabs(elem_id="groups"):
             coursemap.build()
@@ -78,7 +79,7 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
             with gr.Tab("Beyond pretraining", id="beyond"), gr.Tabs():
                 scaling.build(sessions)
                 alignment.build(models, sessions, default_model)
-        share.install(demo)  # after the last tab: a link's state is restored on load; course-map buttons work
+        registry.install(demo)  # after the last tab: a link's state is restored on load; course-map buttons work
 
         def end_session(request: gr.Request):
             sessions.drop(request)  # free this user's fine-tuned / trained models

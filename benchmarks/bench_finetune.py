@@ -31,7 +31,7 @@ def run(models, name, text):
     """The tab's handler with its defaults; losses are read back from the session's model (not the page)."""
     from tabs import finetune
     from tabs.finetune import DEFAULTS
-    from tabs.sessions import SessionStore
+    from tabs.kit.sessions import SessionStore
     from tinygpt.evaluate import evaluate
     from tinygpt.finetune import holdout_split
 

@@ -9,20 +9,18 @@ Both are long jobs: one at a time per Space (concurrency_id="train"), a Stop but
 from __future__ import annotations
 
 import html
-import threading
 import time
 from dataclasses import replace
 from functools import partial
 
 import gradio as gr
-import torch
 
-import tinygpt
 from tinygpt.beyond import dpo as D
 from tinygpt.beyond import rlhf as R
 from tinygpt.train import trainable_parameters
 
-from .common import (
+from .kit.commands import cli
+from .kit.common import (
     UserError,
     clamp_int,
     get_model,
@@ -30,13 +28,15 @@ from .common import (
     new_figure,
     parse_float,
     sample_cards,
-    stop_session,
+    seeded_sample,
     user_errors,
 )
-from . import share
-from .sessions import SessionStore, run_jobs
+from .kit.registry import register
+from .kit.sessions import SessionStore
+from .kit.stream import Stopper, run_controls, stream
 
 COLORS = {"A": "#1c7ed6", "B": "#e8590c"}
+DPO_STOP, RLHF_STOP = Stopper("dpo"), Stopper("rlhf")  # two tabs: Stop in one never ends the other's run
 
 # ---- DPO ---------------------------------------------------------------------------------------------------
 SYNTHETIC = "Synthetic pairs (kind vs unkind word)"
@@ -77,13 +77,6 @@ def dpo_figure(hist: dict, betas: dict):
         if any(hist.values()):
             ax.legend(fontsize=7)
     return fig
-
-
-def sample_text(model, tok, prompt, seed, n_tokens):
-    ids = tinygpt.encode_prompt(tok, prompt, model.config.block_size)
-    out = tinygpt.generate(model, torch.tensor([ids]), n_tokens, SAMPLE_T, SAMPLE_TOP_K, None,
-                           torch.Generator().manual_seed(int(seed)))
-    return tok.decode(out[0, len(ids):].tolist())
 
 
 def dpo_explain(results: dict, betas: dict, n_pairs: int, synthetic: bool, leaning: dict) -> str:
@@ -172,8 +165,7 @@ def on_dpo(models, sessions: SessionStore, model_name, source, n_synthetic, file
                         f"{DPO_CAP_S // 60} minutes. Use fewer steps, fewer pairs per step, one β, 'Top 2 blocks' or "
                         "a smaller model.")
     prompt = prompt if isinstance(prompt, str) and prompt.strip() else pairs[0].prompt
-    entry = sessions.get(request)
-    stop = entry["stop"] = threading.Event()
+    stop = DPO_STOP.fresh(sessions, request)
     cfgs = {k: D.DPOConfig(steps=steps, batch_size=batch, lr=lr, beta=b, seed=seed, trainable=spec,
                            eval_interval=max(1, steps // 10)) for k, b in betas.items()}
     jobs = {k: partial(lambda c, cb, should_stop: D.train_dpo(base, tok, pairs, c, cb, should_stop), c)
@@ -182,23 +174,19 @@ def on_dpo(models, sessions: SessionStore, model_name, source, n_synthetic, file
     titles = ["Before (reference)"] + [f"After DPO, β={b:g}" for b in betas.values()]
     note = " ".join(notes)
     t0 = time.perf_counter()
-    before = sample_text(base, tok, prompt, seed, DPO_DEFAULTS["sample_len"])
+    before = seeded_sample(base, tok, prompt, seed, DPO_DEFAULTS["sample_len"], SAMPLE_T, SAMPLE_TOP_K)
     waiting = sample_cards(prompt, [before] + [None] * len(betas), titles)
     yield (f"Scoring {len(pairs)} pairs with the reference model… {note}", dpo_figure(hist, betas), waiting, "")
-    results = {}
-    for kind, payload in run_jobs(jobs, stop):
-        if kind == "done":
-            results = payload
-            break
-        for name, ev in payload:
-            hist[name].append(ev)
-        done = min((h[-1]["step"] if h else 0) for h in hist.values())
-        left = (time.perf_counter() - t0) / max(done, 1) * (steps - done)
-        progress((done, steps), desc=f"DPO, ~{left:.0f} s left")
+
+    def view(clock):
+        eta = clock.tick(min((h[-1]["step"] if h else 0) for h in hist.values()), steps, "DPO")
         status = " · ".join(f"{k} (β={betas[k]:g}): step {h[-1]['step']} loss {h[-1]['loss']:.3f}"
                             for k, h in hist.items() if h)
-        yield f"{status} · about {left:.0f} s left. {note}", dpo_figure(hist, betas), waiting, ""
-    after = [sample_text(results[k]["policy"], tok, prompt, seed, DPO_DEFAULTS["sample_len"]) for k in betas]
+        return f"{status} · {eta}. {note}", dpo_figure(hist, betas), waiting, ""
+
+    results = yield from stream(jobs, stop, lambda name, ev: hist[name].append(ev), view, progress)
+    after = [seeded_sample(results[k]["policy"], tok, prompt, seed, DPO_DEFAULTS["sample_len"], SAMPLE_T, SAMPLE_TOP_K)
+             for k in betas]
     synthetic = source != UPLOAD
     leaning = {}
     if synthetic:
@@ -369,19 +357,26 @@ def stage_status(ev) -> str:
             f"“{ev['sample'].strip()}”")
 
 
-def _stream(job, stop, hist, total_s, figure, note, progress):
-    """Run one job through run_jobs, appending events to hist[stage]; yields (status, figure) while it runs and
-    finally ("done", result)."""
-    t0 = time.perf_counter()
-    for kind, payload in run_jobs({"job": job}, stop):
-        if kind == "done":
-            yield "done", payload["job"]
-            return
-        for _, ev in payload:
-            hist.setdefault(ev["stage"], []).append(ev)
-        el = time.perf_counter() - t0
-        progress(min(el / total_s, 0.99), desc=f"{STAGE_NAMES[payload[-1][1]['stage']]}, {el:.0f} s")
-        yield f"{stage_status(payload[-1][1])} · {el:.0f} s. {note}", figure()
+def rlhf_stream(job, stop, hist, cfg, stages, outputs, note, progress):
+    """Run one RLHF job (`stages` of it, in order) through the kit's stream, appending events to hist[stage];
+    yields outputs(status) while it runs and returns the job's result. Progress counts each stage's steps weighted
+    by its cost per step (RLHF_SECONDS), so the time left is measured across stages of unequal speed."""
+    steps = {"sft": cfg.sft_steps, "reward_model": cfg.rm_steps, "ppo": cfg.ppo_steps}
+    before = dict(zip(stages, [sum(RLHF_SECONDS[s] * steps[s] for s in stages[:i]) for i in range(len(stages))]))
+    total = sum(RLHF_SECONDS[s] * steps[s] for s in stages)
+    last: list = []
+
+    def record(_, ev):
+        hist.setdefault(ev["stage"], []).append(ev)
+        last[:] = [ev]
+
+    def view(clock):
+        ev = last[0]
+        done = before[ev["stage"]] + RLHF_SECONDS[ev["stage"]] * ev["step"]
+        eta = clock.tick(done, total, STAGE_NAMES[ev["stage"]], counted=False)
+        return outputs(f"{stage_status(ev)} · {clock.elapsed:.0f} s, {eta}. {note}")
+
+    return (yield from stream({"job": job}, stop, record, view, progress))["job"]
 
 
 @user_errors
@@ -392,18 +387,15 @@ def on_rlhf(sessions: SessionStore, sft_steps, rm_steps, ppo_steps, kl_coef, see
     est = rlhf_seconds(cfg.sft_steps, cfg.rm_steps, cfg.ppo_steps)
     refuse_if_long(est)
     entry = sessions.get(request)
-    stop = entry["stop"] = threading.Event()
+    stop = RLHF_STOP.fresh(sessions, request)
     hist: dict = {}
     note = " ".join(notes)
     fig = lambda: rlhf_figure(hist, kl_now=cfg.kl_coef)  # noqa: E731
     yield f"Starting: about {est / 60:.0f} minutes at most. {note}", fig(), "", ""
     t0 = time.perf_counter()
-    result = None
-    for status, payload in _stream(lambda cb, st: R.run_rlhf(cfg, cb, st), stop, hist, est, fig, note, progress):
-        if status == "done":
-            result = payload
-            break
-        yield status, payload, "", ""
+    job = lambda cb, st: R.run_rlhf(cfg, cb, st)  # noqa: E731
+    result = yield from rlhf_stream(job, stop, hist, cfg, ("sft", "reward_model", "ppo"),
+                                    lambda status: (status, fig(), "", ""), note, progress)
     m = result["models"]
     state = {"sft_model": m["sft"], "rm": m["reward_model"], "tok": result["tokenizer"], "cfg": cfg,
              "sft": result["sft"], "reward_model": result["reward_model"], "ppo_runs": [result["ppo"]],
@@ -425,20 +417,16 @@ def on_rlhf_ppo(sessions: SessionStore, ppo_steps, kl_coef, seed, request: gr.Re
     cfg, notes = check_rlhf(state["cfg"].sft_steps, state["cfg"].rm_steps, ppo_steps, kl_coef, seed)
     est = RLHF_SECONDS["fixed"] / 2 + cfg.ppo_steps * RLHF_SECONDS["ppo"]
     refuse_if_long(est)
-    stop = entry["stop"] = threading.Event()
+    stop = RLHF_STOP.fresh(sessions, request)
     prev = state["ppo_runs"][-1]
     hist = {k: v for k, v in state["hist"].items() if k != "ppo"}
     note = " ".join(notes)
     fig = lambda: rlhf_figure(hist, prev["history"], cfg.kl_coef, prev["kl_coef"])  # noqa: E731
     yield f"PPO with KL coefficient {cfg.kl_coef:g}… {note}", fig(), rlhf_samples_html([prev]), ""
     t0 = time.perf_counter()
-    res = None
     job = lambda cb, st: R.run_ppo(state["sft_model"], state["rm"], state["tok"], cfg, cb, st)[1]  # noqa: E731
-    for status, payload in _stream(job, stop, hist, est, fig, note, progress):
-        if status == "done":
-            res = payload
-            break
-        yield status, payload, rlhf_samples_html([prev]), ""
+    res = yield from rlhf_stream(job, stop, hist, cfg, ("ppo",),
+                                 lambda status: (status, fig(), rlhf_samples_html([prev]), ""), note, progress)
     state["ppo_runs"] = [prev, res]
     state["hist"] = hist
     stopped = " (stopped early)" if stop.is_set() else ""
@@ -476,18 +464,13 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
         prompt = gr.Textbox(DPO_DEFAULTS["prompt"], label="Prompt for the before/after samples", lines=2)
         gr.Markdown(f"Runs estimated to take over {DPO_CAP_S // 60} minutes on a 2-core CPU are refused; the numbers "
                     "on the curves are measured on held-out pairs (10%) when there are at least 20 pairs.")
-        with gr.Row():
-            go = gr.Button("Train with DPO", variant="primary")
-            stop = gr.Button("Stop")
-        status = gr.Markdown(elem_id="dpo-status")
-        plot = gr.Plot(label="DPO curves", elem_id="dpo-plot")
+        go, status, plot = run_controls(DPO_STOP, sessions, "Train with DPO", "dpo", "DPO curves")
         samples = gr.HTML(elem_id="dpo-samples")
         explain = gr.Markdown(elem_id="dpo-explain")
         go.click(partial(on_dpo, models, sessions),
                  [model_dd, source, n_syn, upload, beta_a, beta_b, steps, batch, lr, trainable, prompt, seed],
                  [status, plot, samples, explain], api_name="dpo", concurrency_id="train", concurrency_limit=1)
-        stop.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)
-        share.register("dpo", fields={
+        register("dpo", fields={
             "model": model_dd, "source": source, "synthetic": n_syn, "beta_a": beta_a, "beta_b": beta_b,
             "steps": steps, "batch_size": batch, "lr": lr, "trainable": trainable, "prompt": prompt, "seed": seed},
             command=dpo_command, run=go)
@@ -511,20 +494,15 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
             rseed = gr.Number(RC.seed, label="Seed", precision=0)
         gr.Markdown(f"Runs estimated to take over {RLHF_CAP_S // 60} minutes on a 2-core CPU are refused (the default "
                     "takes a few minutes).")
-        with gr.Row():
-            run = gr.Button("Run RLHF (SFT → reward model → PPO)", variant="primary")
-            again = gr.Button("Re-run PPO only (new KL coefficient)")
-            rstop = gr.Button("Stop")
-        rstatus = gr.Markdown(elem_id="rlhf-status")
-        rplot = gr.Plot(label="RLHF curves", elem_id="rlhf-plot")
+        run, again, rstatus, rplot = run_controls(RLHF_STOP, sessions, "Run RLHF (SFT → reward model → PPO)", "rlhf",
+                                                  "RLHF curves", "Re-run PPO only (new KL coefficient)")
         rsamples = gr.HTML(elem_id="rlhf-samples")
         rexplain = gr.Markdown(elem_id="rlhf-explain")
         run.click(partial(on_rlhf, sessions), [sft_steps, rm_steps, ppo_steps, kl, rseed],
                   [rstatus, rplot, rsamples, rexplain], api_name="rlhf", concurrency_id="train", concurrency_limit=1)
         again.click(partial(on_rlhf_ppo, sessions), [ppo_steps, kl, rseed], [rstatus, rplot, rsamples, rexplain],
                     api_name="rlhf_ppo", concurrency_id="train", concurrency_limit=1)
-        rstop.click(partial(stop_session, sessions), None, rstatus, api_visibility="private", queue=False)
-        share.register("rlhf", fields={"sft_steps": sft_steps, "rm_steps": rm_steps, "ppo_steps": ppo_steps,
+        register("rlhf", fields={"sft_steps": sft_steps, "rm_steps": rm_steps, "ppo_steps": ppo_steps,
                                        "kl_coef": kl, "seed": rseed}, command=rlhf_command, run=run)
 
 
@@ -532,13 +510,13 @@ def dpo_command(v: dict) -> str:
     """The DPO runs as `python -m tinygpt dpo` lines (one per beta; the tab's second run is β of run B)."""
     pairs = dict(synthetic=int(v["synthetic"])) if v["source"] == SYNTHETIC else dict(pairs="your-pairs.jsonl")
     betas = [b for b in (v["beta_a"], v["beta_b"]) if b not in (None, "") and float(b) > 0]
-    return "\n".join(share.cli("dpo", model=v["model"], **pairs, beta=float(b), steps=int(v["steps"]),
+    return "\n".join(cli("dpo", model=v["model"], **pairs, beta=float(b), steps=int(v["steps"]),
                                batch_size=int(v["batch_size"]), lr=float(v["lr"]),
                                trainable=TRAINABLE.get(v["trainable"], v["trainable"]), seed=int(v["seed"]),
                                out=f"runs/dpo-beta{float(b):g}", json=True) for b in betas) or None
 
 
 def rlhf_command(v: dict) -> str:
-    return share.cli("rlhf", sft_steps=int(v["sft_steps"]), rm_steps=int(v["rm_steps"]),
+    return cli("rlhf", sft_steps=int(v["sft_steps"]), rm_steps=int(v["rm_steps"]),
                      ppo_steps=int(v["ppo_steps"]), kl_coef=float(v["kl_coef"]), seed=int(v["seed"]), json=True)
 

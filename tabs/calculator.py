@@ -30,8 +30,9 @@ from tinygpt.hf_config import (
     parse_config_json,
 )
 
-from . import share
-from .common import UserError, human, human_bytes, human_flops, new_figure, parse_float, user_errors
+from .kit.commands import cli
+from .kit.registry import register
+from .kit.common import UserError, human, human_bytes, human_flops, new_figure, parse_float, user_errors
 
 PRESET_TITLES = [
     ("GPT-2 small", "gpt2"), ("GPT-2 medium", "gpt2-medium"), ("GPT-2 large", "gpt2-large"), ("GPT-2 XL", "gpt2-xl"),
@@ -470,7 +471,7 @@ def build(fetch_config=fetch_hub_config):
                 on_params, inputs, outputs, api_visibility="private")
         names = ["n_layer", "n_embd", "n_head", "n_kv_head", "block_size", "vocab_size", "bias", "tied", "ffn_mult",
                  "dtype", "optimizer", "batch_size", "seq_len", "tokens", "tflops", "mfu"] + list(SHARE_ARCH)
-        share.register("calculator", fields=dict(zip(names, inputs)), command=command, run=go,
+        register("calculator", fields=dict(zip(names, inputs)), command=command, run=go,
                        refresh=(on_params, inputs, outputs))
 
 
@@ -488,7 +489,7 @@ def command(v: dict) -> str:
     base, i = GPTConfig.from_preset("gpt2"), r["inputs"]
     shape = {k: getattr(cfg, k) for k in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size")
              if getattr(cfg, k) != getattr(base, k)}
-    return share.cli(
+    return cli(
         "params", **shape, n_kv_head=cfg.kv_heads if cfg.kv_heads != cfg.n_head else None,
         ffn_mult=float(v["ffn_mult"]) if cfg.ffn_dim != 4 * cfg.n_embd else None, no_bias=not cfg.bias,
         untied=not cfg.tie_weights, batch_size=i["batch_size"] if i["batch_size"] != 1 else None,

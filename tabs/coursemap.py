@@ -3,7 +3,7 @@ each with a button that opens the tab that answers it with the settings filled i
 
 Everything comes from ENTRIES below: a new tab adds one row. A row whose tab (or whose settings) this app does
 not have yet stays greyed out with a note, and lights up once a tab registers itself under that id with those
-fields (tabs.share.register).
+fields (tabs.kit.registry.register).
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import gradio as gr
 
 from tinygpt import GPTConfig
 
-from . import share
+from .kit.links import settings_query
+from .kit.registry import course_button
 
 
 def shape(preset: str, **changes) -> dict:
@@ -30,7 +31,7 @@ def shape(preset: str, **changes) -> dict:
 class Entry:
     question: str  # in our own words
     group: str  # the lecture it belongs to
-    tab: str  # id of the tab that answers it (tabs.share.register's first argument)
+    tab: str  # id of the tab that answers it (tabs.kit.registry.register's first argument)
     settings: dict = field(default_factory=dict)  # field key -> value, as in a link
     needs: str = ""  # what must be merged for the row to light up (shown while it cannot)
 
@@ -135,7 +136,7 @@ ENTRIES = [
 
 
 def build():
-    """The Course map tab (top level, first). Buttons are enabled by share.install() once the tabs exist."""
+    """The Course map tab (top level, first). tabs.kit.registry.install() enables the buttons once the tabs exist."""
     with gr.Tab("Course map", id="coursemap"):
         gr.Markdown("## What are you asked to find out?\nEach question opens the tab that answers it, **with the"
                     " settings filled in**. Every tab also has *Copy link to this setup* (a link that reopens exactly"
@@ -145,10 +146,10 @@ def build():
             if e.group != group:
                 group = e.group
                 gr.Markdown(f"### {group}")
-            link = share.settings_query(e.tab, e.settings)
+            link = settings_query(e.tab, e.settings)
             with gr.Row(equal_height=True):
                 with gr.Column(scale=5):
                     gr.Markdown(f"{e.question} · [link](?{link})", elem_classes="tg-map-q")
                     note = gr.Markdown()
                 button = gr.Button("Open ▸", size="sm", scale=1, min_width=180, elem_id=f"map-{k}")
-            share.course_button(button, note, e.tab, e.settings, e.needs or UPCOMING.get(e.tab, ""))
+            course_button(button, note, e.tab, e.settings, e.needs or UPCOMING.get(e.tab, ""))

@@ -23,8 +23,9 @@ from tinygpt.interpret.embeddings import (
     word_vectors,
 )
 
-from . import share
-from .common import (
+from .kit.commands import cli
+from .kit.registry import register
+from .kit.common import (
     UserError,
     banner,
     clamp_int,
@@ -427,7 +428,7 @@ def build(models, default_model: str = "gpt2"):
         ctx_go.click(partial(on_contextual, models), [model_dd, ctx_word, ctx_sent, ctx_model], [ctx_plot, ctx_md],
                      api_name="embeddings_contextual", concurrency_id="model")
         model_dd.change(partial(on_model_change, models), [model_dd], [banner_md, card_md], api_visibility="private")
-        share.register("embeddings", fields={
+        register("embeddings", fields={
             "model": model_dd, "common": common, "rare": rare, "pool": pool, "space": space, "nn_word": nn_word,
             "nn_k": nn_k, "ctx_word": ctx_word, "ctx_sentences": ctx_sent, "ctx_model": ctx_model},
             command=command, run=[go, nn_go, ctx_go])
@@ -436,5 +437,5 @@ def build(models, default_model: str = "gpt2"):
 def command(v: dict) -> str:
     """The Compare button as `python -m tinygpt embed` (the same ids, norms and cosines; --json for all)."""
     words = parse_words(v["common"], "common") + parse_words(v["rare"], "rare")
-    return share.cli("embed", model=v["model"], words=",".join(words), pool=check_pool(v["pool"]),
+    return cli("embed", model=v["model"], words=",".join(words), pool=check_pool(v["pool"]),
                      space=bool(v["space"]))

@@ -7,7 +7,6 @@ the base's tensors (tinygpt.finetune.trainable_copy). One fine-tune runs at a ti
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -20,17 +19,28 @@ from tinygpt.data import check_length, describe, first_phrase, prepare_text
 from tinygpt.evaluate import evaluate
 from tinygpt.finetune import DEFAULTS as FT
 from tinygpt.finetune import finetune_config, holdout_split, probability_shifts, trainable_copy
-from tinygpt.sampling import encode_prompt
 from tinygpt.train import trainable_parameters
 
-from . import share
-from .common import clamp_int, get_model, model_picker, new_figure, parse_float, sample_cards, stop_session, user_errors
-from .sessions import SessionStore, run_jobs, session_tmpdir
+from .kit.commands import cli
+from .kit.common import (
+    clamp_int,
+    get_model,
+    model_picker,
+    new_figure,
+    parse_float,
+    sample_cards,
+    seeded_sample,
+    user_errors,
+)
+from .kit.registry import register
+from .kit.sessions import SessionStore, session_tmpdir
+from .kit.stream import Stopper, run_controls, stream
 
 SAMPLE_T, SAMPLE_TOP_K = 0.8, 50  # fixed for before/after so only the weights differ
 TRAINABLE = {"Top 2 blocks (fast)": "top:2", "Top 4 blocks": "top:4", "All weights (slow)": "all"}
 # The form starts at tinygpt.finetune.DEFAULTS (the same defaults as `python -m tinygpt finetune`).
 DEFAULTS = dict(FT, trainable=next(k for k, v in TRAINABLE.items() if v == FT["trainable"]), max_new_tokens=60)
+STOP = Stopper("finetune")
 
 
 @user_errors
@@ -51,14 +61,6 @@ def on_prepare(models, model_name, file, text, lossy, drop_boilerplate):
                 f"{ctx} tokens): how surprised the model is before fine-tuning — roughly, it is choosing between "
                 f"{ppl:,.0f} equally likely tokens at each step.")
     return cleaned, steps_md, stats_md, first_phrase(cleaned)
-
-
-def sample_once(model, tok, prompt, seed, max_new_tokens):
-    ids = encode_prompt(tok, prompt, model.config.block_size)
-    x = torch.tensor([ids], dtype=torch.long)
-    out = tinygpt.generate(model, x, max_new_tokens, SAMPLE_T, SAMPLE_TOP_K, None,
-                           torch.Generator().manual_seed(int(seed)))
-    return tok.decode(out[0, len(ids):].tolist())
 
 
 def before_after_html(prompt, before, after) -> str:
@@ -117,45 +119,41 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
     prompt = prompt.strip() if isinstance(prompt, str) and prompt.strip() else first_phrase(cleaned)
     train_ids, val_ids = holdout_split(ids, st.context)
     entry = sessions.get(request)
-    stop = entry["stop"] = threading.Event()  # fresh: an earlier Stop must not end this run
+    stop = STOP.fresh(sessions, request)
     note = (" ".join(notes) + " ").strip()
     t0 = time.perf_counter()
     yield (f"Sampling from the base model… {note}", loss_figure([]), before_after_html(prompt, None, None), "", None)
-    before = sample_once(base, tok, prompt, st.seed, st.max_new_tokens)
+    before = seeded_sample(base, tok, prompt, st.seed, st.max_new_tokens, SAMPLE_T, SAMPLE_TOP_K)
     ppl_before = evaluate(base, val_ids, st.context)
     tuned = trainable_copy(base, spec)
     cfg = finetune_config(st.steps, st.context, st.batch_size, st.lr, st.seed, spec)
     history = []
-    job = {"tuned": lambda cb, should_stop: tinygpt.train(tuned, train_ids, val_ids, cfg, cb, should_stop)}
-    result = None
-    for kind, payload in run_jobs(job, stop):
-        if kind == "done":
-            result = payload["tuned"]
-            break
-        history.extend(ev for _, ev in payload)
+
+    def view(clock):
         e = history[-1]
-        per_step = (time.perf_counter() - t0) / max(1, e["step"])
-        left = per_step * (st.steps - e["step"])
-        progress((e["step"], st.steps), desc=f"fine-tuning, ~{left:.0f} s left")
+        eta = clock.tick(e["step"], st.steps, "fine-tuning")
         status = (f"Step {e['step']}/{st.steps} · train loss {e['train_loss']:.3f} · "
-                  f"{e['tokens_per_s']:.0f} tokens/s · about {left:.0f} s left. {note}")
-        yield status, loss_figure(history), before_after_html(prompt, before, None), "", None
-    after = sample_once(tuned, tok, prompt, st.seed, st.max_new_tokens)
+                  f"{e['tokens_per_s']:.0f} tokens/s · {eta}. {note}")
+        return status, loss_figure(history), before_after_html(prompt, before, None), "", None
+
+    job = {"tuned": lambda cb, should_stop: tinygpt.train(tuned, train_ids, val_ids, cfg, cb, should_stop)}
+    result = (yield from stream(job, stop, lambda _, ev: history.append(ev), view, progress))["tuned"]
+    after = seeded_sample(tuned, tok, prompt, st.seed, st.max_new_tokens, SAMPLE_T, SAMPLE_TOP_K)
     ppl_after = evaluate(tuned, val_ids, st.context)
     shifts = probability_shifts(base, tuned, tok, ids, st.context)
     entry["finetuned"] = (tuned, tok)
     secs = time.perf_counter() - t0
-    stopped = " (stopped early)" if result and result["stopped"] else ""
+    stopped = " (stopped early)" if result["stopped"] else ""
     metrics = (f"### Before vs after{stopped}\n"
                f"| | before | after |\n|---|---|---|\n"
                f"| held-out loss (last {len(val_ids):,} tokens) | {ppl_before['loss']:.3f} |"
                f" {ppl_after['loss']:.3f} |\n"
                f"| held-out perplexity | {ppl_before['perplexity']:,.1f} | {ppl_after['perplexity']:,.1f} |\n"
                f"| held-out next-token accuracy | {ppl_before['accuracy']:.1%} | {ppl_after['accuracy']:.1%} |\n\n"
-               f"Trained **{spec}** of *{base.info.name}* for {result['steps'] if result else 0} steps of "
+               f"Trained **{spec}** of *{base.info.name}* for {result['steps']} steps of "
                f"{st.batch_size}×{st.context} tokens in {secs:.0f} s (whole run, sampling and evaluation included)"
                + (f"; kept the weights of step {result['best_step']}, the best held-out loss (early stopping). "
-                  if result and result.get("best_step") not in (None, result["steps"]) else ". ") +
+                  if result.get("best_step") not in (None, result["steps"]) else ". ") +
                f"Same prompt, same seed (T={SAMPLE_T}, top-k={SAMPLE_TOP_K}): any difference in the two samples "
                f"comes from the new weights. The table lists the tokens of your text whose probability rose most "
                f"(mean gain in log-probability; +0.69 nats = twice as likely).")
@@ -205,12 +203,7 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                 lr = gr.Number(DEFAULTS["lr"], label="Learning rate")
                 seed = gr.Number(DEFAULTS["seed"], label="Seed", precision=0)
                 max_new = gr.Slider(10, 200, DEFAULTS["max_new_tokens"], step=10, label="Sample length (tokens)")
-        with gr.Row():
-            go = gr.Button("Fine-tune", variant="primary")
-            stop = gr.Button("Stop")
-            dl = gr.Button("Download fine-tuned weights")
-        status = gr.Markdown(elem_id="ft-status")
-        plot = gr.Plot(label="Loss", elem_id="ft-plot")
+        go, dl, status, plot = run_controls(STOP, sessions, "Fine-tune", "ft", "Loss", "Download fine-tuned weights")
         compare = gr.HTML(elem_id="ft-compare")
         metrics = gr.Markdown()
         shifts = gr.Dataframe(headers=["token", "count", "mean log-prob gain", "p before", "p after"],
@@ -223,9 +216,8 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                  [model_dd, upload, cleaned, lossy, drop, prompt, seed, trainable, steps, context, batch, lr, max_new],
                  [status, plot, compare, metrics, shifts], api_name="finetune", concurrency_id="train",
                  concurrency_limit=1)
-        stop.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)
         dl.click(partial(on_download, sessions), None, files, api_visibility="private")
-        share.register("finetune", fields={
+        register("finetune", fields={
             "model": model_dd, "lossy": lossy, "drop_boilerplate": drop, "prompt": prompt, "trainable": trainable,
             "steps": steps, "context": context, "batch_size": batch, "lr": lr, "seed": seed,
             "max_new_tokens": max_new}, command=command, run=[prep, go])
@@ -240,9 +232,9 @@ def command(v: dict) -> str:
                   top_k=SAMPLE_TOP_K, seed=st.seed)
     return "\n".join([
         "# save the cleaned text as essay.txt, then:",
-        share.cli("finetune", model=v["model"], text="essay.txt",
+        cli("finetune", model=v["model"], text="essay.txt",
                   trainable=TRAINABLE.get(v["trainable"], v["trainable"]), steps=st.steps, block_size=st.context,
                   batch_size=st.batch_size, lr=st.lr, seed=st.seed, out="finetuned"),
         "# before and after (same prompt and seed)",
-        share.cli("sample", model=v["model"], **sample),
-        share.cli("sample", model="finetuned", **sample)])
+        cli("sample", model=v["model"], **sample),
+        cli("sample", model="finetuned", **sample)])

@@ -23,8 +23,8 @@ from tinygpt.interpret.positions import (
     sinusoidal_encoding,
 )
 
-from . import share
-from .common import (
+from .kit.registry import register
+from .kit.common import (
     UserError,
     banner,
     clamp_int,
@@ -277,6 +277,6 @@ def build(models, default_model: str = "gpt2"):
         model_dd.change(partial(on_model, models), [model_dd], [banner_md, card_md], api_visibility="private")
         head_dim.release(lambda hd: gr.update(maximum=max(1, int(hd) // 2 - 1)), [head_dim], [pair],
                          api_visibility="private", queue=False)
-        share.register("positions", fields={
+        register("positions", fields={
             "model": model_dd, "n_positions": n_pos, "d_map": d_map, "dims": dims, "head_dim": head_dim,
             "base": base, "rope_positions": rope_n, "pair": pair, "seed": seed}, run=go)

@@ -17,8 +17,9 @@ from tinygpt.interpret.pruning import (
     run_configuration,
 )
 
-from . import share
-from .common import (
+from .kit.commands import cli
+from .kit.registry import register
+from .kit.common import (
     UserError,
     banner,
     check_knobs,
@@ -287,7 +288,7 @@ def build(models, default_model: str = "gpt2", batchers=None):
         stop.click(None, cancels=[ev])  # configurations already shown stay on screen
         model_dd.change(partial(on_model, models), [model_dd, prompt, reference],
                         [banner_md, card_md, prompt, reference], api_visibility="private")
-        share.register("pruning", fields={
+        register("pruning", fields={
             "model": model_dd, "configs": configs, "custom": custom, "prompt": prompt, "max_new_tokens": max_new,
             "temperature": temperature, "top_k": top_k, "seed": seed, "reference": reference},
             command=command, run=go)
@@ -304,7 +305,7 @@ def command(v: dict) -> str:
         if name == "full" or name in chosen:
             layers = None if name == "full" else str(v["custom"]).replace(" ", "") if name == "custom" else \
                 name.replace(" ", "-")
-            lines.append(f"# {name}\n" + share.cli(
+            lines.append(f"# {name}\n" + cli(
                 "sample", model=v["model"], start=k.prompt, num_samples=1, max_new_tokens=k.max_new_tokens,
                 temperature=k.temperature, top_k=k.top_k or 0, seed=k.seed, layers=layers))
     return "\n".join(lines)

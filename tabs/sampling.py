@@ -11,8 +11,9 @@ import torch
 import tinygpt
 from tinygpt.sampling import DRAWABLE_MIN_P, distribution_summary, encode_prompt, next_token_logits
 
-from . import share
-from .common import (
+from .kit.commands import cli
+from .kit.registry import register
+from .kit.common import (
     check_knobs,
     get_model,
     model_picker,
@@ -239,7 +240,7 @@ def build(models, default_model: str = "gpt2", batchers=None):
             c.release(**redraw)
         for c in (prompt, top_k):
             c.submit(**redraw)
-        share.register("sampling", fields={
+        register("sampling", fields={
             "model": model_dd, "fast": fast, "prompt": prompt, "num_samples": num_samples, "max_new_tokens": max_new,
             "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed},
             command=command, run=go, refresh=(partial(on_dist, models), knobs, [dist_plot, explain_md]))
@@ -249,6 +250,6 @@ def command(v: dict) -> str:
     """The Generate button as `python -m tinygpt sample` (same model, seed and knobs -> the same texts)."""
     k, _ = check_knobs(v["prompt"], v["num_samples"], v["max_new_tokens"], v["temperature"], v["top_k"], v["top_p"],
                        v["seed"], MAX_SAMPLES, MAX_NEW_TOKENS)
-    return share.cli("sample", model=v["model"], start=k.prompt, num_samples=k.num_samples,
+    return cli("sample", model=v["model"], start=k.prompt, num_samples=k.num_samples,
                      max_new_tokens=k.max_new_tokens, temperature=k.temperature, top_k=k.top_k or 0,
                      top_p=k.top_p or 1.0, seed=k.seed, dtype="bf16" if v.get("fast") else None)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 import time
 from functools import partial
 
@@ -27,15 +26,18 @@ from tinygpt.beyond.scaling import (
 )
 from tinygpt.data import CORPORA, load_corpus, make_tokenizer, python_docs
 
-from . import share
-from .common import UserError, clamp_int, human, human_flops, new_figure, parse_float, stop_session, user_errors
-from .sessions import SessionStore, run_jobs
+from .kit.commands import cli, cli_python
+from .kit.registry import register
+from .kit.common import UserError, clamp_int, human, human_flops, new_figure, parse_float, user_errors
+from .kit.sessions import SessionStore
+from .kit.stream import Stopper, stream
 
 DEFAULT_SWEEP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "scaling",
                              "default_sweep.json")
 TIME_CAP_S = 600  # a re-run that would take longer than this is refused (one job at a time per Space)
 MAX_SHAPES, MAX_LAYERS, MAX_EMBD, MAX_BUDGETS = 10, 6, 256, 5
 BUDGET_COLORS = ["#1c7ed6", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00"]
+STOP = Stopper("scaling")
 
 # Published numbers we compare with (cited in the Explain section).
 KAPLAN = {"alpha_N": 0.076, "alpha_C": 0.050, "n_opt_exponent": 0.73}  # Kaplan et al. 2020, eqs. 1.1, 1.3, 1.4
@@ -288,32 +290,31 @@ def on_rerun(sessions: SessionStore, corpus, shapes, steps, budgets, lr, batch, 
         raise UserError(f"These settings would take about {est / 60:.0f} minutes on this machine; the cap is "
                         f"{TIME_CAP_S // 60} minutes. Use fewer or smaller sizes, fewer steps or smaller budgets.")
     entry = sessions.get(request)
-    stop = entry["stop"] = threading.Event()
+    stop = STOP.fresh(sessions, request)
     total = sum(r["steps"] for r in plan)
     offsets = np.cumsum([0] + [r["steps"] for r in plan]).tolist()  # steps done before each run starts
     note = " ".join(notes)
     runs: list = []
+    events: list = []  # the last event tells how far the sweep is
     t0 = time.perf_counter()
     yield (f"Training {len(plan)} runs ({total:,} steps, about {est / 60:.1f} min). {note}", sweep_figure(None),
            tables_md(None), "")
-    job = lambda cb, should_stop: scaling_sweep(cfg, text, cb, should_stop, corpus_name=name)  # noqa: E731
-    result = None
-    for kind, payload in run_jobs({"sweep": job}, stop):
-        if kind == "done":
-            result = payload["sweep"]
-            break
-        last = None
-        for _, ev in payload:
-            if ev["kind"] == "run":
-                runs.append(ev["result"])
-            last = ev
+
+    def record(_, ev):
+        if ev["kind"] == "run":
+            runs.append(ev["result"])
+        events[:] = [ev]
+
+    def view(clock):
+        last = events[-1]
         done = offsets[last["run"]] + (last.get("step", 0) if last["kind"] == "step" else plan[last["run"]]["steps"])
-        el = time.perf_counter() - t0
-        left = el / max(done, 1) * (total - done)
-        progress((done, total), desc=f"run {last['run'] + 1}/{len(plan)}, ~{left:.0f} s left")
+        eta = clock.tick(done, total, f"run {last['run'] + 1}/{len(plan)}")
         partial_result = {"runs": list(runs), **analyse_sweep(runs)}
-        yield (f"Run {last['run'] + 1} of {len(plan)} · {done:,}/{total:,} steps · about {left:.0f} s left. {note}",
-               sweep_figure(partial_result), tables_md(partial_result), "")
+        return (f"Run {last['run'] + 1} of {len(plan)} · {done:,}/{total:,} steps · {eta}. {note}",
+                sweep_figure(partial_result), tables_md(partial_result), "")
+
+    job = lambda cb, should_stop: scaling_sweep(cfg, text, cb, should_stop, corpus_name=name)  # noqa: E731
+    result = (yield from stream({"sweep": job}, stop, record, view, progress))["sweep"]
     entry["scaling"] = result
     secs = time.perf_counter() - t0
     yield (f"Done{' (stopped early)' if result['stopped'] else ''}: {len(result['runs'])} runs in {secs:.0f} s. {note}",
@@ -366,8 +367,8 @@ def build(sessions: SessionStore, sweep_path: str = DEFAULT_SWEEP):
                   concurrency_limit=1)
         go.click(partial(on_rerun, sessions), inputs, [status, plot, tables, explain_md], api_name="scaling",
                  concurrency_id="train", concurrency_limit=1)
-        stop.click(partial(stop_session, sessions), None, status, api_visibility="private", queue=False)
-        share.register("scaling", fields=dict(zip(SHARE_FIELDS, inputs)), command=command, run=go)
+        STOP.wire(stop, sessions, status)
+        register("scaling", fields=dict(zip(SHARE_FIELDS, inputs)), command=command, run=go)
 
 
 SHARE_FIELDS = ("corpus", "shapes", "steps", "budgets", "lr", "batch_size", "context", "min_steps", "max_steps")
@@ -379,7 +380,7 @@ def command(v: dict) -> str:
     key = CORPORA.get(v["corpus"], v["corpus"])
     code = (f"from tinygpt.data import load_corpus; "
             f"open({key + '.txt'!r}, 'w', encoding='utf-8').write(load_corpus({key!r}))")
-    return "\n".join(["# the corpus as a text file", share.cli_python(code), share.cli(
+    return "\n".join(["# the corpus as a text file", cli_python(code), cli(
         "scaling", text=f"{key}.txt", shapes=",".join("x".join(map(str, s)) for s in cfg.shapes), steps=cfg.steps,
         budgets=",".join(f"{b:g}" for b in cfg.budgets), lr=cfg.lr, batch_size=cfg.batch_size, context=cfg.context,
         min_steps=cfg.min_steps, max_steps=cfg.max_steps, json=True)])

@@ -5,8 +5,8 @@ import pytest
 from conftest import drain
 
 from tabs import alignment
-from tabs.common import stop_session
-from tabs.sessions import SessionStore
+from tabs.alignment import RLHF_STOP as stop_session
+from tabs.kit.sessions import SessionStore
 from tinygpt.beyond import rlhf as R
 
 NO_PROGRESS = dict(progress=lambda *a, **k: None)

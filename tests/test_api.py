@@ -2,7 +2,6 @@
 and must answer with one plain sentence (a gr.Error, never an HTTP 500 or a traceback), after which the app
 still answers a normal request."""
 import os
-import socket
 
 import pytest
 from gradio_client import Client, handle_file
@@ -14,14 +13,12 @@ ESSAY = ("The lighthouse keeper wrote every evening about the weather, the ships
 
 @pytest.fixture(scope="module")
 def app_url(models, tiny_dir):
-    from app import build_demo, launch_kwargs
+    from conftest import serve
+
+    from app import build_demo
 
     demo = build_demo(models, default_model=tiny_dir)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield f"http://127.0.0.1:{port}/"
+    yield serve(demo)
     demo.close()
 
 
@@ -143,7 +140,7 @@ def test_nan_reaches_no_handler_unexplained(models, tiny_dir):
     import gradio as gr
 
     from tabs import calculator, finetune, sampling
-    from tabs.sessions import SessionStore
+    from tabs.kit.sessions import SessionStore
 
     with pytest.raises(gr.Error, match="number"):
         list(sampling.on_sample(models, tiny_dir, False, "hi", 1, 5, float("nan"), 0, 1.0, 1))

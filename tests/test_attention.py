@@ -14,9 +14,12 @@ from conftest import run_cli
 import tinygpt
 from tinygpt import GPT, GPTConfig, load_model
 from tinygpt.interpret.attention import (
+    AttentionCache,
+    analyse,
     attention_maps,
     future_weight,
     head_patterns,
+    head_weights,
     name_pattern,
     pattern_scores,
     query_key,
@@ -148,6 +151,39 @@ def test_pattern_scores_on_hand_made_matrices():
 def test_future_weight():
     w = torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]])
     assert torch.allclose(future_weight(w), torch.tensor([0.5, 0.7, 0.0]))
+
+
+# ---------------------------------------------------------------- one prompt analysed, and its cache
+
+
+class CharTok:  # a character tokenizer over the tiny vocabulary (ids 0..49)
+    def encode(self, text):
+        return [ord(c) % 50 for c in text]
+
+    def piece(self, i):
+        return chr(ord("a") + i % 26)
+
+
+def test_analyse_views_and_cache():
+    model = tiny()
+    a = analyse(model, CharTok(), "hello there, attention")
+    assert a["T"] == 22 and len(a["maps"]) == 2 and a["maps"][0].shape == (4, 22, 22) and a["notes"] == []
+    assert len(a["rows"]) == 2 * 4 and {"entropy_unscaled", "max_weight_unscaled"} <= set(a["rows"][0])
+    assert torch.equal(head_weights(model, a, 1, 2), a["maps"][1][2])
+    no_mask = head_weights(model, a, 1, 2, "no mask")
+    assert torch.allclose(no_mask.sum(-1), torch.ones(22)) and no_mask.triu(1).sum() > 0  # sees later tokens
+    assert torch.equal(head_weights(model, a, 1, 2, "no scale").triu(1), torch.zeros(22, 22))  # still causal
+    with pytest.raises(ValueError, match="view"):
+        head_weights(model, a, 0, 0, "sideways")
+    long = analyse(model, CharTok(), "x" * 40)  # longer than the context of 32: cropped, said
+    assert long["T"] == 32 and "cropped to its first 32 tokens" in long["notes"][0]
+    with pytest.raises(ValueError, match="no tokens"):
+        analyse(model, CharTok(), "")
+    cache = AttentionCache(size=1)
+    first = cache.get(model, CharTok(), "hello")
+    assert cache.get(model, CharTok(), "hello") is first  # another layer or view: no new forward pass
+    cache.get(model, CharTok(), "other")
+    assert cache.get(model, CharTok(), "hello") is not first  # only the newest `size` prompts are kept
 
 
 # ---------------------------------------------------------------- 1/sqrt(d_k) removed

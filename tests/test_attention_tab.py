@@ -14,7 +14,7 @@ from conftest import drain
 from tabs import attention as tab
 from tabs import positions as ptab
 from tabs import train as train_tab
-from tabs.sessions import SessionStore
+from tabs.kit.sessions import SessionStore
 from tinygpt import GPT, GPTConfig, save_checkpoint
 from tinygpt.interpret.attention import attention_maps, head_patterns
 

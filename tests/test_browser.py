@@ -275,7 +275,7 @@ def test_scaling_tab(page):
     shot(page, "08_scaling")
 
 
-# ---- for lecturers and students: course map, links, downloads, lecture mode (tabs/share.py) --------------------
+# ---- for lecturers and students: course map, links, downloads, lecture mode (tabs/kit) ------------------------------
 def map_button(pred) -> str:
     """The course-map button of the first entry matching pred."""
     from tabs.coursemap import ENTRIES

@@ -11,7 +11,7 @@ from conftest import run_cli
 from torch.utils.flop_counter import FlopCounterMode
 
 from tabs import calculator
-from tabs.common import human, human_bytes
+from tabs.kit.common import human, human_bytes
 from tinygpt import GPT, PRESETS, GPTConfig, count_parameters, estimate, kv_cache_bytes, training_memory
 from tinygpt.cli import main as cli_main
 from tinygpt.compute import activation_bytes, flops_per_token, parameter_tensors

@@ -2,15 +2,14 @@
 the forward-pass profile (keys, parts add up, FLOPs vs the calculator), the profile CLI, the Efficiency tab's
 handlers for good and bad input, and its API endpoints (the KV-cache endpoint moved here from the Sampling tab)."""
 import json
-import socket
 
 import gradio as gr
 import pytest
 import torch
-from conftest import drain, run_cli, state_checksum
+from conftest import drain, run_cli, serve, state_checksum
 
 from tabs import efficiency as eff
-from tabs.sessions import SessionStore
+from tabs.kit.sessions import SessionStore
 from tinygpt import GPT, GPTConfig, convert_kv_heads, flops_per_token, kv_cache_bytes, kv_cache_measurement
 from tinygpt.compute import FORWARD_COMPONENTS, forward_flops
 from tinygpt.efficiency import compare_kv_heads, kv_cache_latency, measure_attention, profile_forward, uptrain
@@ -265,7 +264,7 @@ def test_flash_tab_trace():
 
 def test_stop_flag_is_the_tabs_own():
     sessions = SessionStore()
-    other = sessions.get(None)["stop"]  # the flag the training tabs use
+    other = sessions.get(None)["stop"]  # the session's flags (one per tab); set only when the session ends
     flag = eff.fresh_stop(sessions, None)
     assert eff.on_stop(sessions, None) == "Stopping…" and flag.is_set() and not other.is_set()
     assert not eff.fresh_stop(sessions, None).is_set()  # a new run starts unstopped
@@ -320,14 +319,10 @@ def test_tab_defaults():
 def client(models, tiny_dir):
     from gradio_client import Client
 
-    from app import build_demo, launch_kwargs
+    from app import build_demo
 
     demo = build_demo(models, default_model=tiny_dir)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    yield Client(serve(demo), verbose=False)
     demo.close()
 
 

@@ -205,7 +205,7 @@ def linear_types(model):
 def test_load_model_takes_fast_path_with_same_weights_and_logits(tiny_dir, tok, tmp_path):
     from conftest import state_checksum
 
-    from tabs.common import model_card
+    from tabs.kit.common import model_card
 
     fast, _ = tinygpt.load_model(tiny_dir)
     plain, _ = tinygpt.load_model(tiny_dir, fast_path=False)

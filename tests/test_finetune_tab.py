@@ -5,8 +5,8 @@ import torch
 from conftest import drain
 
 from tabs import finetune
-from tabs.common import stop_session
-from tabs.sessions import SessionStore
+from tabs.finetune import STOP as stop_session
+from tabs.kit.sessions import SessionStore
 
 ESSAY = ("The river bends twice before it reaches the old mill. Every spring the water rises and the miller "
          "opens the sluice gates so the wheel can turn. ") * 40

@@ -9,11 +9,18 @@ import torch
 from conftest import drain, run_cli
 
 from tabs import train as train_tab
-from tabs.sessions import SessionStore
+from tabs.kit.sessions import SessionStore
 from tinygpt import GPT, CharTokenizer, GPTConfig, TrainConfig, count_parameters, train
 from tinygpt.data import split_tokens
 from tinygpt.evaluate import window_starts
-from tinygpt.moe import dense_equivalent, dense_n_inner, expert_load, token_experts, with_expert_load
+from tinygpt.moe import (
+    dense_equivalent,
+    dense_n_inner,
+    expert_load,
+    match_active_params,
+    token_experts,
+    with_expert_load,
+)
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60
 
@@ -82,6 +89,17 @@ def test_dense_equivalent_is_exact_when_a_width_fits():
     assert count_parameters(dense_equivalent(cfg))["total"] - count_parameters(cfg)["active"] == 2 * 2
     with pytest.raises(ValueError, match="Mixture-of-Experts"):
         dense_n_inner(cfg.replace(n_experts=0))
+
+
+def test_match_active_params_gives_the_dense_run_the_moe_runs_active_parameters():
+    moe = GPTConfig(vocab_size=65, block_size=64, n_layer=2, n_head=4, n_embd=64, n_experts=4, bias=False)
+    cfgs = {"A": moe.replace(n_experts=0), "B": moe}
+    note = match_active_params(cfgs)
+    assert cfgs["A"].n_inner == dense_n_inner(moe) and cfgs["B"] is moe  # in place, the dense run only
+    assert count_parameters(cfgs["A"])["total"] == count_parameters(moe)["active"]
+    assert f"Run A's feed-forward width is {4 * 64 + 2} (not 256)" in note and "run B uses per token" in note
+    two_dense = {"A": moe.replace(n_experts=0), "B": moe.replace(n_experts=0)}
+    assert "nothing was matched" in match_active_params(two_dense) and two_dense["A"].n_inner is None
 
 
 def test_with_expert_load_adds_load_on_evaluation_steps():

@@ -92,7 +92,7 @@ FRONT_ENDS = ("tinygpt.cli", "tinygpt.__main__")  # python -m tinygpt: may impor
 def test_layering():
     """tinygpt never imports gradio; the core (the modules directly in tinygpt/) never imports interpret/,
     efficiency/, beyond/ or the command line, and those never import the command line; a tab imports only
-    tabs.common, tabs.sessions and tabs.share, never another tab."""
+    tabs.kit (and, in a tab package, its own modules), never another tab; the kit imports no tab."""
     for f in repo_files():
         rel = os.path.relpath(f, ROOT)
         if not rel.endswith(".py"):
@@ -107,10 +107,10 @@ def test_layering():
                 assert not above, (rel, above)
             elif mod.startswith(SUBPACKAGES):
                 assert not [n for n in above if n.startswith(FRONT_ENDS)], (rel, above)
-        if rel.startswith("tabs" + os.sep):
-            tab_imports = {n.lstrip(".").split(".")[0] for n in names if n.startswith(".")}
-            tab_imports |= {n.split(".")[1] for n in names if n.startswith("tabs.") and n.count(".") >= 1}
-            assert tab_imports <= {"common", "sessions", "share"}, (rel, tab_imports)
+        if rel.startswith("tabs" + os.sep) and rel.count(os.sep) >= 1:
+            own = rel.split(os.sep)[1].removesuffix(".py")  # the tab (module or package), or "kit"
+            tab_imports = {n.split(".")[1] for n in absolute_imports(f) if n.startswith("tabs.")}
+            assert tab_imports <= {"kit", own}, (rel, tab_imports)
 
 
 def test_no_private_names_across_modules():

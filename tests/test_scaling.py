@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, drain, run_cli
 
 from tabs import scaling as scaling_tab
-from tabs.sessions import SessionStore
+from tabs.kit.sessions import SessionStore
 from tinygpt.beyond import SweepConfig, analyse_sweep, fit_loglinear, fit_power_law, plan_sweep, scaling_sweep
 from tinygpt.beyond.scaling import compute_frontier, isoflop_optimum, parse_budgets, parse_shapes
 from tinygpt.config import GPTConfig

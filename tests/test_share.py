@@ -1,6 +1,7 @@
-"""tabs/share.py and the course map: links (unknown or invalid parameters are ignored with a note), the course-map
-table, the command behind a run (Sampling, Layer pruning, Parameters & compute and Embeddings round-trip through
-the real CLI), exports (PNG, SVG, CSV) and the one-file HTML report."""
+"""tabs/kit's share bar (registry, links, commands, exports, report) and the course map: links (unknown or invalid
+parameters are ignored with a note), the course-map table, the command behind a run (Sampling, Layer pruning,
+Parameters & compute and Embeddings round-trip through the real CLI), exports (PNG, SVG, CSV) and the one-file HTML
+report."""
 import base64
 import json
 import shlex
@@ -11,14 +12,14 @@ import pandas as pd
 import pytest
 from conftest import drain, run_cli
 
-from tabs import share
+from tabs.kit import commands, course, exports, links, registry
 
 
 # ---- a small app: two nested groups, one registered tab with every kind of field --------------------------------
 @pytest.fixture
 def mini():
     with gr.Blocks() as demo:
-        share.header()
+        registry.header()
         with gr.Tabs() as outer:
             with gr.Tab("Start", id="start"):
                 gr.Markdown("start")
@@ -33,9 +34,9 @@ def mini():
                                   model=gr.Dropdown(["gpt2", "tiny"], value="gpt2", allow_custom_value=True))
                     gr.Plot(label="A figure")
                     gr.Dataframe(label="A table")
-                    t = share.register("knobs", fields, command=lambda v: share.cli(
+                    t = registry.register("knobs", fields, command=lambda v: commands.cli(
                         "sample", model=v["model"], start=v["prompt"], temperature=v["temperature"]))
-        reg = share.install(demo)
+        reg = registry.install(demo)
     return SimpleNamespace(demo=demo, reg=reg, tab=t, outer=outer, inner=inner, fields=fields)
 
 
@@ -79,7 +80,7 @@ def test_query_string_round_trip(mini):
     tab, values, notes, lecture = reg.parse(dict(parse_qsl(qs)))
     assert (tab, lecture, notes) == ("knobs", True, [])
     assert values == {"prompt": "a b&c=d", "temperature": 10.0, "top_k": 2, "configs": ["full", "even"]}
-    qs, notes = reg.query_string("knobs", {**defaults, "prompt": "x" * (share.MAX_LINK_TEXT + 1)})
+    qs, notes = reg.query_string("knobs", {**defaults, "prompt": "x" * (links.MAX_LINK_TEXT + 1)})
     assert qs == "tab=knobs" and "too long for a link" in notes[0]
 
 
@@ -104,7 +105,7 @@ def test_updates_select_the_tab_and_reset_its_fields(mini):
 
 
 def test_cli_quoting():
-    cmd = share.cli("sample", model="my dir", start="-x 'quoted'\nnext", temperature=0.8, top_k=0, space=True,
+    cmd = commands.cli("sample", model="my dir", start="-x 'quoted'\nnext", temperature=0.8, top_k=0, space=True,
                     no_bias=False, layers=None)
     args = shlex.split(cmd)
     assert args[:4] == ["python", "-m", "tinygpt", "sample"]
@@ -114,25 +115,25 @@ def test_cli_quoting():
 
 # ---- exports and the report ----------------------------------------------------------------------------------
 def test_exports(tmp_path):
-    from tabs.common import new_figure
+    from tabs.kit.common import new_figure
 
     fig = new_figure(4, 3)
     fig.add_subplot(111).plot([1, 2, 3], [3, 1, 2], label="a line")
-    png, svg = share.export_figure(fig, str(tmp_path / "fig"))
+    png, svg = exports.export_figure(fig, str(tmp_path / "fig"))
     assert open(png, "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"
     text = open(svg, encoding="utf-8").read()
     assert text.lstrip().startswith(("<?xml", "<svg")) and "<path" in text  # vector, not a picture of pixels
-    csv = share.export_table(pd.DataFrame({"what": ["a", "b"], "GiB": [1.5, 2.0]}), str(tmp_path / "t"))
+    csv = exports.export_table(pd.DataFrame({"what": ["a", "b"], "GiB": [1.5, 2.0]}), str(tmp_path / "t"))
     assert open(csv).read().splitlines() == ["what,GiB", "a,1.5", "b,2.0"]
     # a native bar plot is re-drawn with matplotlib (stacked by its colour column)
     bar = gr.BarPlot(x="what", y="GiB", color="part", title="Memory")
     df = pd.DataFrame({"what": ["training", "training", "inference"], "part": ["w", "g", "w"], "GiB": [1, 2, 3]})
-    redrawn = share.native_figure(bar, share.native_frame(bar.preprocess(bar.postprocess(df))))
+    redrawn = exports.native_figure(bar, exports.native_frame(bar.preprocess(bar.postprocess(df))))
     heights = sorted(round(p.get_height(), 6) for p in redrawn.axes[0].patches)
     assert heights == [0, 1, 2, 3]  # training: w=1 + g=2 stacked; inference: w=3 (+ g=0)
     # a figure drawn before the page opened (only its raster is left): PNG, and an SVG wrapping it
     uri = "data:image/png;base64," + base64.b64encode(open(png, "rb").read()).decode()
-    p2, s2 = share.export_raster(uri, str(tmp_path / "raster"))
+    p2, s2 = exports.export_raster(uri, str(tmp_path / "raster"))
     assert open(p2, "rb").read()[:4] == b"\x89PNG" and open(s2).read().startswith("<?xml")
 
 
@@ -155,7 +156,7 @@ def test_calculator_report_and_export(tmp_path):
 
     with gr.Blocks():
         calculator.build()
-        reg = share.registry()
+        reg = registry.registry()
     t = reg.tabs["calculator"]
     values = {**t.defaults, "n_layer": 24}
     results = calculator.on_params(*values.values())
@@ -182,7 +183,7 @@ def test_sampling_report_has_samples_model_and_vector_figure(models, tiny_dir):
 
     with gr.Blocks():
         sampling.build(models, tiny_dir)
-        reg = share.registry()
+        reg = registry.registry()
     t = reg.tabs["sampling"]
     values = {**t.defaults, "prompt": "Hello there", "num_samples": 2, "max_new_tokens": 8}
     html_out, js = drain(sampling.on_sample(models, *[values[k] for k in (
@@ -284,12 +285,12 @@ def test_course_map_rows(app):
     available = 0
     for e, (button, note, tab, settings, needs) in zip(coursemap.ENTRIES, reg.course):
         assert (tab, settings) == (e.tab, e.settings)
-        if share.course_available(reg, e.tab, e.settings):
+        if course.course_available(reg, e.tab, e.settings):
             available += 1
             assert button.interactive and note.value in (None, "")
             fields = reg.tabs[e.tab].fields
             for key, value in e.settings.items():  # every preset value is one its field accepts, unchanged
-                back = share.decode_value(fields[key], share.encode_value(value))
+                back = links.decode_value(fields[key], links.encode_value(value))
                 assert back == pytest.approx(value) if isinstance(value, float) else back == value, (e.question, key)
         else:  # pending: a tab still to be merged, or options a registered tab does not have yet
             assert e.tab in coursemap.UPCOMING or e.needs, e.question
@@ -340,7 +341,7 @@ def test_train_command_round_trip(tmp_path):
     from conftest import ROOT
 
     from tabs import train
-    from tabs.sessions import SessionStore
+    from tabs.kit.sessions import SessionStore
 
     v = dict(corpus="Python docs (offline, built-in)", tokenizer="characters", n_layer=1, n_head=2, n_embd=16,
              context=16, embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0, steps=6, batch_size=2, lr=2e-3,
@@ -368,7 +369,7 @@ def test_finetune_command_round_trip(models, tiny_dir, tmp_path):
     import torch
 
     from tabs import finetune
-    from tabs.sessions import SessionStore
+    from tabs.kit.sessions import SessionStore
     from tinygpt import load_model
     from tinygpt.data import prepare_text
 

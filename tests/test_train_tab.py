@@ -5,7 +5,7 @@ import torch
 from conftest import drain
 
 from tabs import train as train_tab
-from tabs.sessions import SessionStore
+from tabs.kit.sessions import SessionStore
 from tinygpt import GPTConfig
 
 

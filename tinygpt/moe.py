@@ -10,6 +10,7 @@ Here are the numbers a student reads about it:
 - `dense_n_inner(config)` / `dense_equivalent(config)`: the feed-forward width that gives a dense model the same
   number of parameters *per token* as the MoE (its active parameters), the fair comparison: same compute per
   token, the MoE just has more parameters to choose from.
+- `match_active_params(configs)`: for a dense run next to an MoE run, that width given to the dense run.
 - `token_experts(model, ids)`: the expert each token of a text went to, layer by layer (to colour a prompt).
 """
 from __future__ import annotations
@@ -102,6 +103,23 @@ def dense_n_inner(config: GPTConfig) -> int:
 def dense_equivalent(config: GPTConfig) -> GPTConfig:
     """The same model with a dense MLP of width `dense_n_inner(config)`: equal active parameters per token."""
     return config.replace(n_experts=0, n_inner=dense_n_inner(config))
+
+
+def match_active_params(configs: dict) -> str:
+    """Give the one dense configuration of `configs` ({name: GPTConfig}, changed in place) the feed-forward width
+    at which its parameters equal the active parameters of the one MoE configuration (dense_n_inner).
+
+    Returns a sentence saying what was matched: the widths and both parameter counts, or, when `configs` is not
+    exactly one dense and one MoE configuration, that nothing was matched."""
+    dense = [k for k, c in configs.items() if not c.n_experts]
+    sparse = [k for k, c in configs.items() if c.n_experts]
+    if len(dense) != 1 or len(sparse) != 1:
+        return "Equal active parameters needs one dense run and one MoE run: nothing was matched."
+    d, m = dense[0], sparse[0]
+    configs[d] = configs[d].replace(n_inner=dense_n_inner(configs[m]))
+    a, b = count_parameters(configs[d])["total"], count_parameters(configs[m])["active"]
+    return (f"Run {d}'s feed-forward width is {configs[d].n_inner} (not {4 * configs[d].n_embd}) so that its {a:,} "
+            f"parameters match the {b:,} that run {m} uses per token.")
 
 
 @torch.no_grad()

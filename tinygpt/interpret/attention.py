@@ -8,10 +8,15 @@ without the causal mask (what position i could see) and without the 1/sqrt(d_k) 
     softmax_weights(scores, ...) softmax of q.k^T with a chosen scale, with or without the causal mask
     pattern_scores(att)          previous / first / self weight, entropy, max weight per head
     scale_removed(model, idx)    entropy and max weight of every head with and without the 1/sqrt(d_k) scale
+    analyse(model, tok, prompt)  all of the above for one prompt, as the Attention tab shows it (AttentionCache keeps
+                                 the last few, so another layer, head or view is instant); head_weights picks one head
 """
 from __future__ import annotations
 
 import math
+import threading
+import weakref
+from collections import OrderedDict
 from typing import Optional, Sequence
 
 import torch
@@ -21,6 +26,8 @@ from ..positions import rope_cos_sin, rope_rotate
 PATTERNS = ("previous token", "first token (sink)", "self", "broad", "mixed")
 PATTERN_THRESHOLD = 0.5  # a head "is" a pattern when more than half of its weight goes there on average
 BROAD_RATIO = 0.8  # entropy above 80% of the uniform row's: the head averages over what it sees
+MAX_MAP_BYTES = 1_500_000_000  # attention weights of all heads kept for one prompt (GPT-2 at 1,024 tokens: 0.6 GB)
+HEAD_VIEWS = ("model", "no mask", "no scale")  # head_weights: the model's own, without the mask, without 1/sqrt(d_k)
 
 
 def check_model(model) -> None:
@@ -263,3 +270,89 @@ def scale_summary(res: dict) -> dict:
 __all__ = ["PATTERNS", "as_ids", "attention_maps", "attention_with_qk", "check_model", "future_weight",
            "head_patterns", "name_pattern", "pattern_rows", "pattern_scores", "query_key", "raw_scores",
            "scale_removed", "scale_summary", "softmax_weights"]
+
+
+# ---- one prompt analysed (what the Attention tab shows), and a cache of the last few ---------------------------
+def token_label(piece: str) -> str:
+    """A token as shown on an axis: new lines and tabs visible, a leading space as '␣'."""
+    s = piece.replace("\n", "\\n").replace("\t", "\\t")
+    return "␣" + s[1:] if s.startswith(" ") else s
+
+
+def prompt_ids(model, tok, prompt: str) -> tuple[list[int], list[str]]:
+    """(ids, notes): the prompt tokenized, cropped to the context and to the memory budget (MAX_MAP_BYTES for the
+    weights of every head), each crop said in one sentence of `notes`."""
+    check_model(model)
+    notes: list = []
+    ids = tok.encode(prompt)
+    if not ids:
+        raise ValueError("The prompt gives no tokens: type some text.")
+    c = model.config
+    if len(ids) > c.block_size:
+        notes.append(f"The prompt has {len(ids):,} tokens, more than the model's context of {c.block_size:,}: "
+                     f"cropped to its first {c.block_size:,} tokens.")
+        ids = ids[:c.block_size]
+    cap = int(math.sqrt(MAX_MAP_BYTES / (4 * c.n_layer * c.n_head)))
+    if len(ids) > cap:
+        notes.append(f"Cropped to the first {cap:,} tokens: the weights of all {c.n_layer * c.n_head:,} heads at "
+                     f"{len(ids):,} tokens would need more than {MAX_MAP_BYTES / 1e9:.1f} GB.")
+        ids = ids[:cap]
+    return ids, notes
+
+
+@torch.no_grad()
+def analyse(model, tok, prompt: str) -> dict:
+    """Everything about one prompt's attention: tokens, the weights of every head (nh, T, T) per layer, q and k
+    per layer, the pattern rows (with each head's entropy and largest weight without the scale), the scale-removed
+    scores and their summary. `model` is held weakly (the cache must not keep an evicted model alive)."""
+    ids, notes = prompt_ids(model, tok, prompt)
+    x = as_ids(model, ids)  # (1, T)
+    maps1, qk = attention_with_qk(model, x)  # one forward pass: per layer (1, nh, T, T), and (q, k) (1, nh, T, hs)
+    maps = [m[0].float() for m in maps1]  # per layer (nh, T, T)
+    sr = scale_removed(model, x, qk=qk, maps=maps1)  # pattern scores with the scale (the model's) and without
+    rows = pattern_rows(sr["scaled"], sr["layers"])
+    for r in rows:  # the same head without the scale, next to its other scores
+        r["entropy_unscaled"] = float(sr["unscaled"]["entropy"][r["layer"], r["head"]])
+        r["max_weight_unscaled"] = float(sr["unscaled"]["max_weight"][r["layer"], r["head"]])
+    return {"model": weakref.ref(model), "ids": ids, "tokens": [token_label(tok.piece(i)) for i in ids],
+            "notes": notes, "maps": maps, "qk": [(q[0], k[0]) for q, k in qk], "rows": rows, "scale": sr,
+            "summary": scale_summary(sr), "causal": model.config.causal, "T": len(ids)}
+
+
+def head_weights(model, a: dict, layer: int, head: int, view: str = "model") -> torch.Tensor:
+    """(T, T) weights of one head of an analysis `a`, in one of HEAD_VIEWS: the model's own ("model"), without
+    the causal mask ("no mask": what position i could see), or without the 1/sqrt(d_k) scale ("no scale")."""
+    if view not in HEAD_VIEWS:
+        raise ValueError(f"The view must be one of {', '.join(HEAD_VIEWS)} (got {view!r}).")
+    if view == "model":
+        return a["maps"][layer][head]
+    q, k = a["qk"][layer]
+    s = raw_scores(q[head], k[head])  # (T, T)
+    if view == "no mask":
+        return softmax_weights(s, model.transformer.h[layer].attn.scale, causal=False)
+    return softmax_weights(s, 1.0, causal=a["causal"])
+
+
+class AttentionCache:
+    """The last few analysed (model, prompt) pairs, so picking another layer, head, query or view is instant.
+    Shared by all users (the models are shared and read-only); at most `size` entries, the newest kept."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model, tok, prompt: str) -> dict:
+        """analyse(model, tok, prompt), from the cache when this model and prompt were the last few analysed."""
+        key = (id(model), str(prompt))
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is not None and hit["model"]() is model:
+                self._data.move_to_end(key)
+                return hit
+        entry = analyse(model, tok, prompt)
+        with self._lock:
+            self._data[key] = entry
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+        return entry

@@ -1,7 +1,7 @@
 """Helpers shared by the tabs: one error-to-message decorator, one prompt check, sample cards (and their CSS),
-the model picker and card, the Stop handler, number parsing and formatting.
+the model picker and card, number parsing and formatting.
 
-A tab imports from here (and `sessions`), never from another tab.
+A tab imports from here and the rest of tabs.kit, never from another tab.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ matplotlib.use("Agg")  # no display; figures are rendered to images for the brow
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from tinygpt.sampling import encode_prompt, generate  # noqa: E402
 
 MODEL_CHOICES = ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "tiny-shakespeare"]
 
@@ -120,10 +122,13 @@ def sample_cards(prompt: str, continuations, titles=None, status: str = "") -> s
     return head + "<div class='tg-samples'>" + "".join(cols) + "</div>"
 
 
-def stop_session(sessions, request: gr.Request = None) -> str:
-    """The Stop button of a training tab: the session's run stops after its current step."""
-    sessions.get(request)["stop"].set()
-    return "Stopping after the current step…"
+def seeded_sample(model, tok, prompt: str, seed, n_tokens: int, temperature: float, top_k: int | None) -> str:
+    """One continuation of `prompt`, the same for the same seed: the before/after samples of the tabs that train,
+    where only the weights may differ."""
+    ids = encode_prompt(tok, prompt, model.config.block_size)
+    out = generate(model, torch.tensor([ids], dtype=torch.long), n_tokens, temperature, top_k, None,
+                   torch.Generator().manual_seed(int(seed)))
+    return tok.decode(out[0, len(ids):].tolist())
 
 
 def new_figure(w: float = 8, h: float = 4) -> Figure:

@@ -1,4 +1,5 @@
-"""Per-user state that is too big for gr.State: fine-tuned/trained models, stop flags, files to download.
+"""Per-user state that is too big for gr.State: fine-tuned/trained models, stop flags, files to download; and
+run_jobs, which runs a user's long jobs in worker threads.
 
 Keyed by Gradio's session hash, so users never see each other's models. Entries are dropped when the browser
 tab closes (demo.unload), when they are older than `ttl_s`, or when more than `max_sessions` are held
@@ -25,13 +26,13 @@ class SessionStore:
         return getattr(request, "session_hash", None) or "local"
 
     def get(self, request) -> dict:
-        """This session's dict (created on first use). Holds e.g. {"stop": Event, "finetuned": (model, tok)}."""
+        """This session's dict (created on first use). Holds e.g. {"stop": StopFlags, "finetuned": (model, tok)}."""
         k = self.key(request)
         with self._lock:
             self._expire()
             entry = self._data.get(k)
             if entry is None:
-                entry = self._data[k] = {"stop": threading.Event(), "created": time.time()}
+                entry = self._data[k] = {"stop": StopFlags(), "created": time.time()}
             entry["used"] = time.time()
             return entry
 
@@ -53,8 +54,41 @@ class SessionStore:
             _release(self._data.pop(oldest))
 
 
+class StopFlags:
+    """A session's stop flags, one per tab: Stop in one tab never ends a run of another tab.
+
+    fresh(tab) gives a new run its own unset flag (an earlier Stop must not end it); set(tab) is that tab's Stop
+    button; set() (the session ends) stops every run of the session, and any run started after it."""
+
+    def __init__(self):
+        self._flags: dict[str, threading.Event] = {}
+        self._ended = False
+        self._lock = threading.Lock()
+
+    def fresh(self, tab: str) -> threading.Event:
+        flag = threading.Event()
+        with self._lock:
+            if self._ended:
+                flag.set()
+            self._flags[tab] = flag
+        return flag
+
+    def set(self, tab: str | None = None) -> None:
+        with self._lock:
+            if tab is None:
+                self._ended = True
+            flags = list(self._flags.values()) if tab is None else [self._flags[tab]] if tab in self._flags else []
+        for flag in flags:
+            flag.set()
+
+    def is_set(self) -> bool:
+        """Has the session ended (every run stopped)?"""
+        return self._ended
+
+
 def _release(entry: dict) -> None:
-    entry.get("stop", threading.Event()).set()  # a run still going for this session stops
+    if "stop" in entry:
+        entry["stop"].set()  # a run still going for this session stops
     d = entry.get("tmpdir")
     if d:
         shutil.rmtree(d, ignore_errors=True)

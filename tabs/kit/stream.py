@@ -1,0 +1,115 @@
+"""One training stream for every tab that trains or measures for long (Train, Fine-tune, DPO, RLHF, Scaling laws,
+GQA uptraining): the jobs run in worker threads, their events become page updates at most a few times a second,
+with a progress bar and the time left measured from the progress so far; Stop ends the run of its own tab only.
+
+    STOP = Stopper("finetune")                         # module level: the tab's Stop
+    stop = STOP.fresh(sessions, request)               # in the handler: this run's own flag
+    results = yield from stream(jobs, stop, record, view, progress)
+    go, status, plot = run_controls(STOP, sessions, "Fine-tune", "ft", "Loss")   # in build(): Run, Stop, status
+
+`yield from` matters: when the page's generator is closed (the user left or cancelled), Python closes stream()
+too, and run_jobs then stops the workers.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import gradio as gr
+
+from .sessions import SessionStore, run_jobs
+
+UPDATE_S = 0.25  # at most one page update per this many seconds: each one redraws the tab's figures
+STOPPING = "Stopping after the current step…"
+
+
+class Stopper:
+    """A tab's Stop: a per-session flag of this tab only (sessions' StopFlags), so Stop in one tab never ends a
+    run in another; a new run starts with a fresh flag, so an earlier Stop does not end it."""
+
+    def __init__(self, tab: str, message: str = STOPPING):
+        self.tab, self.message = tab, message
+
+    def fresh(self, sessions: SessionStore, request=None) -> threading.Event:
+        """A new, unset flag for the run this user starts now; the tab's Stop sets it."""
+        return sessions.get(request)["stop"].fresh(self.tab)
+
+    def __call__(self, sessions: SessionStore, request: gr.Request = None) -> str:
+        """The Stop button: this user's run in this tab ends at its next check."""
+        sessions.get(request)["stop"].set(self.tab)
+        return self.message
+
+    def wire(self, button: gr.Button, sessions: SessionStore, status) -> gr.Button:
+        """Make `button` this tab's Stop (not queued: it must act while the run holds the queue); its message goes
+        to `status`."""
+        def on_stop(request: gr.Request = None) -> str:
+            return self(sessions, request)
+
+        button.click(on_stop, None, status, api_visibility="private", queue=False)
+        return button
+
+
+def run_controls(stopper: Stopper, sessions: SessionStore, run_label: str, prefix: str, plot_label: str,
+                 *more: str) -> tuple:
+    """A training tab's controls: a row [run_label] [more...] [Stop], then the status line (#prefix-status) and the
+    curves (#prefix-plot). Stop is wired to `stopper`. Returns (run button, the `more` buttons..., status, plot)."""
+    with gr.Row():
+        run = gr.Button(run_label, variant="primary")
+        buttons = [gr.Button(label) for label in more]
+        stop = gr.Button("Stop")
+    status = gr.Markdown(elem_id=f"{prefix}-status")
+    plot = gr.Plot(label=plot_label, elem_id=f"{prefix}-plot")
+    stopper.wire(stop, sessions, status)
+    return (run, *buttons, status, plot)
+
+
+class Clock:
+    """The run's time, and the time left measured from its progress so far."""
+
+    def __init__(self, progress: Callable | None = None):
+        self.t0 = time.perf_counter()
+        self.progress = progress
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def left(self, done: float, total: float) -> float:
+        """Seconds left at the rate measured so far (done of total units in `elapsed` seconds)."""
+        return self.elapsed / max(done, 1) * max(total - done, 0)
+
+    def tick(self, done: float, total: float, what: str, counted: bool = True) -> str:
+        """Move the page's progress bar to done/total ("what, ~N s left") -> "about N s left" for the status.
+        counted: done and total are steps (the bar shows them); else units of work (the bar shows a fraction)."""
+        left = self.left(done, total)
+        if self.progress is not None:
+            self.progress((done, total) if counted else min(done / max(total, 1e-9), 1.0),
+                          desc=f"{what}, ~{left:.0f} s left")
+        return f"about {left:.0f} s left"
+
+
+def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, progress: Callable | None = None,
+           every_s: float = UPDATE_S):
+    """Run `jobs` ({name: fn(callback, should_stop)}) in worker threads; yield the tab's page updates while they
+    run and return {name: result} (use `results = yield from stream(...)`).
+
+    record(name, event): called for every event of every job, in order (cheap: append it to a history).
+    view(clock) -> the tab's outputs (a tuple): called after new events, at most once every `every_s` seconds, so
+        a fast job does not spend its time redrawing figures; clock.tick(done, total, what) gives the ETA text.
+    An exception in a job is raised here, after the other jobs were stopped."""
+    clock = Clock(progress)
+    events = run_jobs(jobs, stop)
+    last = None
+    try:
+        for kind, payload in events:
+            if kind == "done":
+                return payload
+            for name, ev in payload:
+                record(name, ev)
+            now = time.perf_counter()
+            if last is None or now - last >= every_s:
+                last = now
+                yield view(clock)
+    finally:  # closed early (user left / cancelled): run_jobs stops and joins the workers
+        events.close()
