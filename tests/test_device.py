@@ -79,3 +79,23 @@ def test_cuda_model_samples_and_trains_on_the_gpu():
     res = train(gpu_model, data[:2500], data[2500:], TrainConfig(steps=5, batch_size=4, context=16, eval_interval=5))
     assert res["steps"] == 5 and res["val_loss"] is not None
     assert peak_memory(dev) > 0
+
+
+def test_device_benchmark_runs_on_this_machine():
+    """benchmarks/bench_device.py --quick: the GPU benchmark's code path runs here too (tiny shapes)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = dict(os.environ, TINYGPT_DEVICE="cpu", HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_device.py"), "--quick", "--json"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["device"].startswith("CPU")
+    assert report["train"]["tokens_per_s"] > 0 and report["train"]["mfu"] is None  # no peak known for a CPU
+    for g in report["generate"].values():
+        assert g["tinygpt"] > 0 and g["transformers"] > 0 and g["ratio"] > 0
