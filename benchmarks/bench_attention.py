@@ -24,10 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
+from tinygpt.device import cpu_name
 from tinygpt.efficiency.measure import (
     METHODS,
     MMAP_THRESHOLD,
-    cpu_model,
     lengths_offered,
     measure_attention,
     mem_available_bytes,
@@ -56,7 +56,7 @@ def main():
     ap.add_argument("--no-causal", dest="causal", action="store_false")
     a = ap.parse_args()
     lengths = [int(x) for x in a.lengths.split(",")]
-    print(f"CPU: {cpu_model()} | torch {torch.__version__} | torch threads: {a.threads}")
+    print(f"CPU: {cpu_name()} | torch {torch.__version__} | torch threads: {a.threads}")
     print(f"batch {a.batch}, heads {a.heads}, head_dim {a.head_dim}, float32, causal={a.causal}, tiled blocks "
           f"block_q={a.block_q} x block_k={a.block_k}, median of {a.repeats} repeats after 1 warm-up run")
     print("peak extra = child's peak RSS (VmHWM) minus its RSS after allocating q, k, v and a 256-token warm-up; "

@@ -12,9 +12,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux): the same function the Efficiency tab prints."""
-    from tinygpt.efficiency.measure import cpu_model
+    from tinygpt.device import cpu_name as name
 
-    return cpu_model()
+    return name()
 
 
 def describe() -> str:

@@ -78,7 +78,8 @@ def masked_logprobs(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     torch.no_grad() to only score. Padding belongs at the end of a row: a causal model never looks ahead."""
     if ids.shape != mask.shape or ids.dim() != 2:
         raise ValueError(f"ids and mask must both be (B, T); got {tuple(ids.shape)} and {tuple(mask.shape)}.")
-    logits, _ = model(ids[:, :-1])  # (B, T-1, V): position t predicts token t+1
+    logits, _ = model(ids[:, :-1])  # (B, T-1, V): position t predicts token t+1, on the model's device
+    ids, mask = ids.to(logits.device), mask.to(logits.device)
     return target_logprobs(logits, ids[:, 1:]).masked_fill(~mask[:, 1:].bool(), 0.0)
 
 
@@ -107,9 +108,10 @@ def token_logprobs(model, ids, context: Optional[int] = None, layers: Optional[S
                 ss = group[b:b + batch_size]
                 x = torch.stack([data[s:s + T] for s in ss])  # (B, T)
                 y = torch.stack([data[s + 1:s + 1 + T] for s in ss])  # (B, T)
-                logits, _ = model(x, layers=layers)  # (B, T, V)
-                lp = target_logprobs(logits, y)  # (B, T)
-                hit = logits.argmax(-1) == y  # (B, T)
+                logits, _ = model(x, layers=layers)  # (B, T, V), on the model's device
+                yd = y.to(logits.device)
+                lp = target_logprobs(logits, yd).cpu()  # (B, T); the scores are kept on the CPU
+                hit = (logits.argmax(-1) == yd).cpu()  # (B, T)
                 for k, s in enumerate(ss):
                     scored.append((s, lp[k], hit[k], y[k], torch.arange(s + 1, s + 1 + T)))
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import INDEX, WEIGHTS, load_checkpoint
+from .device import pick_device
 from .hf_config import download_config_json
 from .kernels import enable_fast_inference
 
@@ -37,6 +38,7 @@ class ModelInfo:
     fallback: bool  # True when the Hub was unreachable and the embedded model stands in
     notice: str  # one sentence for a banner ("" when there is nothing to say)
     fast_path: dict = field(default_factory=dict)  # enable_fast_inference's report ({} when not attempted)
+    device: str = "cpu"  # where the weights live ("cpu", "cuda:0", "mps")
 
 
 def embedded_dir() -> Path:
@@ -94,14 +96,17 @@ def fast_path_setting(fast_path: bool | str | None = None) -> str | None:
 
 
 def load_model(name_or_path: str = "gpt2", dtype: torch.dtype = torch.float32, hub_timeout: float = 5.0,
-               allow_fallback: bool = True, hub_cache_dir=None, fast_path: bool | str | None = None):
+               allow_fallback: bool = True, hub_cache_dir=None, fast_path: bool | str | None = None,
+               device: str | torch.device | None = None):
     """Return (model, tokenizer). The model is in eval mode; `model.info` is a ModelInfo.
 
     name_or_path: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" (Hub), "tiny-shakespeare" (embedded),
     or a directory with config.json + model.safetensors (transformers' save_pretrained or ours).
     hub_cache_dir: the Hugging Face cache to use (None = the standard one, HF_HUB_CACHE).
-    fast_path: fp32 only: None = TINYGPT_FASTPATH (on unless "0"), True/"dense", "packed", or False (standard).
+    fast_path: fp32 on the CPU only: None = TINYGPT_FASTPATH (on unless "0"), True/"dense", "packed", or False.
+    device: where the weights go (tinygpt.device.pick_device: None = TINYGPT_DEVICE, else auto).
     """
+    device = pick_device(device)
     name = str(name_or_path).strip()
     key = name.lower().removeprefix("openai-community/")
     notice, fallback, loaded_name = "", False, name
@@ -129,19 +134,24 @@ def load_model(name_or_path: str = "gpt2", dtype: torch.dtype = torch.float32, h
     if fallback:
         c = model.config
         notice += f" It has {c.n_layer} layers, d_model {c.n_embd}, and was trained on Tiny Shakespeare only."
-    model.info = ModelInfo(name=loaded_name, requested=name, fallback=fallback, notice=notice)
+    if device.type != "cpu":
+        model.to(device)
+    model.info = ModelInfo(name=loaded_name, requested=name, fallback=fallback, notice=notice, device=str(device))
     setting = fast_path_setting(fast_path)
-    if setting and dtype == torch.float32:
+    if setting and dtype == torch.float32 and device.type == "cpu":  # oneDNN is a CPU library
         # under grad (training) FastLinear still calls F.linear, so copies of this model train as usual
         model.info.fast_path = enable_fast_inference(model, packed=setting == "packed")
     return model, tokenizer
 
 
 class ModelCache:
-    """Loads each (name, dtype) once and hands out the same read-only model to every caller."""
+    """Loads each (name, dtype) once and hands out the same read-only model to every caller.
 
-    def __init__(self, hub_timeout: float = 5.0):
+    device: where every model of this cache lives (None = TINYGPT_DEVICE, else auto: CUDA, MPS, CPU)."""
+
+    def __init__(self, hub_timeout: float = 5.0, device: str | torch.device | None = None):
         self.hub_timeout = hub_timeout
+        self.device = pick_device(device)
         self._models: dict = {}
         self._lock = threading.Lock()
 
@@ -149,5 +159,5 @@ class ModelCache:
         key = (name, dtype)
         with self._lock:
             if key not in self._models:
-                self._models[key] = load_model(name, dtype=dtype, hub_timeout=self.hub_timeout)
+                self._models[key] = load_model(name, dtype=dtype, hub_timeout=self.hub_timeout, device=self.device)
             return self._models[key]

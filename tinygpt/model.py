@@ -286,6 +286,7 @@ class GPT(nn.Module):
         moe: if a list, receives each MoE block's routing (aux loss, expert counts, chosen expert per token).
         """
         c = self.config
+        idx = idx.to(self.transformer.wte.weight.device)  # callers pass CPU ids; the model may sit on a GPU
         B, T = idx.size()
         layers = self.check_layers(layers)
         groups = list(cache) if isinstance(cache, (list, tuple)) else None  # continuous batching
@@ -339,6 +340,7 @@ class GPT(nn.Module):
         logits = self.logits(x)  # (B, T, vocab)
         loss = None
         if targets is not None:
+            targets = targets.to(logits.device)
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                                    ignore_index=-1)
             if moe:  # Switch Transformer: + weight * load-balancing loss, averaged over the MoE blocks

@@ -88,7 +88,10 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: Opt
         logits = logits.masked_fill(drop, float("-inf"))
     probs = F.softmax(logits, dim=-1)
     cdf = probs.cumsum(-1)  # (B, n)
-    u = torch.rand((cdf.size(0), 1), generator=generator, device=cdf.device) * cdf[:, -1:]
+    # the uniform numbers come from the caller's generator on its own device (a seeded CPU generator gives the
+    # same draws whether the model runs on the CPU or a GPU), then join the probabilities on theirs
+    where = generator.device if generator is not None else cdf.device
+    u = torch.rand((cdf.size(0), 1), generator=generator, device=where).to(cdf.device) * cdf[:, -1:]
     choice = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.size(-1) - 1)  # (B, 1)
     return choice if idx is None else idx.gather(-1, choice)
 
@@ -109,7 +112,7 @@ def generate_stream(model, idx: torch.Tensor, max_new_tokens: int, temperature: 
         raise ValueError("The prompt must contain at least one token.")
     block = model.config.block_size
     layers = model.check_layers(layers)
-    seq = idx
+    seq = idx.to(model.transformer.wte.weight.device)  # the tokens yielded live on the model's device
     cache = None
     step_input = None
     for _ in range(int(max_new_tokens)):
@@ -134,7 +137,7 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
     """idx (B, T) -> (B, T + max_new_tokens) token ids."""
     new = list(generate_stream(model, idx, max_new_tokens, temperature, top_k, top_p, generator, layers,
                                use_cache))
-    return torch.cat([idx] + new, dim=1) if new else idx
+    return torch.cat([idx] + [t.to(idx.device) for t in new], dim=1) if new else idx
 
 
 # ---- one step under the microscope (the Sampling tab's distribution and Explain) -------------------------
@@ -143,7 +146,7 @@ def next_token_logits(model, ids: Sequence[int], layers=None) -> torch.Tensor:
     """Next-token logits (V,) float32 after the prompt ids (cropped to the last block_size tokens)."""
     x = torch.tensor([list(ids)[-model.config.block_size:]], dtype=torch.long)
     logits, _ = model(x, layers=layers, last_only=True)
-    return logits[0, -1].float()
+    return logits[0, -1].float().cpu()
 
 
 def entropy(probs: torch.Tensor) -> float:

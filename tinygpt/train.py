@@ -5,9 +5,16 @@ a train/validation split, and periodic evaluation on fixed validation windows. I
 UI: it reports every step through `callback(event)` (a dict: step, steps_total, train_loss, val_loss,
 val_accuracy, tokens_per_s, lr, elapsed; the val_* entries are None except on evaluation steps) and checks
 `should_stop()` between steps.
+
+Where it runs: on the model's own device (the batches follow it), with bf16 autocast on CUDA
+(`tinygpt.device.autocast`; a no-op on the CPU). Under torchrun the model is wrapped in DistributedDataParallel
+(`tinygpt.distributed`): each rank draws its own micro-batches from its own seeded stream, gradients are averaged
+across ranks, rank 0 evaluates. `grad_accum` micro-batches per rank make one optimizer step, so the global batch
+is batch_size × grad_accum × world_size sequences.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -15,14 +22,17 @@ from typing import Callable, Optional
 
 import torch
 
+from . import distributed as D
 from .data import get_batch
+from .device import autocast, model_device, needs_grad_scaler
 from .evaluate import evaluate
 
 
 @dataclass
 class TrainConfig:
     steps: int = 1000  # optimizer steps
-    batch_size: int = 16  # sequences per step
+    batch_size: int = 16  # sequences per micro-batch (one forward/backward)
+    grad_accum: int = 1  # micro-batches per optimizer step on each process (a larger batch than fits at once)
     context: int = 128  # tokens per training sequence (<= the model's block_size)
     lr: float = 1e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
@@ -69,18 +79,34 @@ def make_optimizer(params, cfg: TrainConfig):
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
+def batch_streams(cfg: TrainConfig, ctx: D.DistContext = D.SINGLE) -> list[torch.Generator]:
+    """This process's micro-batch streams: rank r draws streams r·K ... r·K + K − 1 (K = grad_accum), each a
+    torch.Generator seeded by (seed, stream). A lone run with K = 1 draws stream 0, seeded by `seed` itself."""
+    K = cfg.grad_accum
+    return [torch.Generator().manual_seed(D.stream_seed(cfg.seed, ctx.rank * K + k)) for k in range(K)]
+
+
 def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainConfig,
           callback: Optional[Callable[[dict], None]] = None,
-          should_stop: Optional[Callable[[], bool]] = None) -> dict:
+          should_stop: Optional[Callable[[], bool]] = None, dist: D.DistContext | None = None) -> dict:
     """Train `model` in place. Returns {steps, train_loss, val_loss, val_accuracy, tokens_per_s, seconds,
-    stopped, history}; history holds every event passed to the callback."""
+    stopped, history, world_size}; history holds every event passed to the callback.
+
+    dist: this process's place in a torchrun job (default: read from the environment; alone = rank 0 of 1).
+    train_loss is the mean over every micro-batch of the step on every rank; tokens_per_s counts all ranks.
+    Only rank 0 evaluates (val_* stay None on the others)."""
     if cfg.context > model.config.block_size:
         raise ValueError(f"Context {cfg.context} is longer than the model's block size {model.config.block_size}.")
     if len(train_data) < cfg.context + 2:
         raise ValueError(f"The training text is too short: {len(train_data)} tokens for a context of {cfg.context}.")
     if len(val_data) < cfg.context + 2:
         raise ValueError(f"The held-out text is too short: {len(val_data)} tokens for a context of {cfg.context}.")
-    gen = torch.Generator().manual_seed(cfg.seed)
+    if not isinstance(cfg.grad_accum, int) or cfg.grad_accum < 1:
+        raise ValueError(f"Gradient accumulation must be a whole number of at least 1 (got {cfg.grad_accum!r}).")
+    ctx = D.from_env() if dist is None else dist
+    device = model_device(model)
+    K = cfg.grad_accum
+    gens = batch_streams(cfg, ctx)
     torch.manual_seed(cfg.seed)  # dropout masks
     params = trainable_parameters(model, cfg.trainable)
     wanted = {id(p) for p in params}
@@ -88,6 +114,8 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
     for p in model.parameters():
         p.requires_grad_(id(p) in wanted)
     opt = make_optimizer(params, cfg)
+    net = D.wrap(model, ctx, device)  # DDP averages gradients across ranks during backward (itself when alone)
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None  # fp16 autocast only
     model.train()
     history, t0 = [], time.perf_counter()
     tokens_seen, train_time = 0, 0.0
@@ -96,10 +124,10 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
     best = {"loss": float("inf")}
 
     def report(step, lr, evaluate_now):
-        """One event per step; val_* are filled on evaluation steps and None otherwise."""
+        """One event per step; val_* are filled on evaluation steps (rank 0) and None otherwise."""
         ev = {"step": step, "steps_total": cfg.steps, "train_loss": lv, "val_loss": None, "val_accuracy": None,
               "tokens_per_s": tokens_seen / max(train_time, 1e-9), "lr": lr, "elapsed": time.perf_counter() - t0}
-        if evaluate_now:
+        if evaluate_now and ctx.is_main:
             res = evaluate(model, val_data, cfg.context, max_windows=val_windows)
             ev.update(val_loss=res["loss"], val_accuracy=res["accuracy"], elapsed=time.perf_counter() - t0)
             if cfg.keep_best and res["loss"] < best["loss"]:
@@ -111,23 +139,39 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
         return ev
 
     for step in range(1, cfg.steps + 1):
-        if should_stop is not None and should_stop():
+        stop_now = should_stop is not None and should_stop()
+        if D.any_rank(stop_now, ctx, device if ctx.backend == "nccl" else None):
             stopped, step = True, step - 1
             break
         ts = time.perf_counter()
         lr = lr_at(step - 1, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = get_batch(train_data, cfg.batch_size, cfg.context, gen)
-        _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for k in range(K):
+            x, y = get_batch(train_data, cfg.batch_size, cfg.context, gens[k])
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            # DDP all-reduces gradients on every backward unless told not to: only the last micro-batch syncs
+            sync = contextlib.nullcontext() if (k == K - 1 or not ctx.enabled) else net.no_sync()
+            with sync:
+                with autocast(device):
+                    _, loss = net(x, y)
+                scaled = loss / K  # the step's gradient is the mean over its K micro-batches
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            total += loss.item()
+            tokens_seen += x.numel() * ctx.world_size
+        if scaler is not None:
+            scaler.unscale_(opt)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         train_time += time.perf_counter() - ts
-        tokens_seen += x.numel()
-        lv = loss.item()
+        lv = D.mean_over_ranks(total / K, ctx, device if ctx.backend == "nccl" else None)
         last = report(step, lr, step % cfg.eval_interval == 0 or step == cfg.steps or step == 1)
     if step > 0 and (last is None or last["val_loss"] is None):  # stopped between evaluations
         last = report(step, lr_at(step - 1, cfg), True)
@@ -140,5 +184,5 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
     last = last or {}
     return {"steps": step, "best_step": best.get("step"), "train_loss": last.get("train_loss"),
             "val_loss": last.get("val_loss"), "val_accuracy": last.get("val_accuracy"),
-            "tokens_per_s": last.get("tokens_per_s"),
+            "tokens_per_s": last.get("tokens_per_s"), "world_size": ctx.world_size,
             "seconds": time.perf_counter() - t0, "stopped": stopped, "history": history}

@@ -10,7 +10,8 @@ import torch
 from matplotlib.patches import Rectangle
 
 from tinygpt.efficiency import flash_attention_trace, lengths_offered, measure_attention
-from tinygpt.efficiency.measure import METHODS, cpu_model
+from tinygpt.device import cpu_name
+from tinygpt.efficiency.measure import METHODS
 
 from ..kit.common import UserError, clamp_int, new_figure, user_errors
 from ..kit.sessions import SessionStore
@@ -146,7 +147,7 @@ def bench_rows(results):
 
 def bench_explain(results, note) -> str:
     by = {(r["T"], r["method"]): r for r in results}
-    lines = [f"Measured on {html.escape(cpu_model())}, one torch thread per case, each case in its own process"
+    lines = [f"Measured on {html.escape(cpu_name())}, one torch thread per case, each case in its own process"
              " (its peak resident memory minus its size before the case). " + note]
     for T in sorted({r["T"] for r in results}):
         std, tiled, sdpa = (by.get((T, m)) for m in METHODS)

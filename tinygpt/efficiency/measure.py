@@ -64,19 +64,6 @@ def check_memory(need: int, what: str) -> None:
                          f"smaller size.")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), printed with every measurement."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
-
-
 def predicted_bytes(method: str, T: int, head_dim: int = 64, heads: int = 1, batch: int = 1,
                     block_q: int = 64, block_k: int = 64):
     """The prediction shown next to the measurement (None for SDPA: its kernel's buffers are not modelled)."""

@@ -1,0 +1,373 @@
+"""A room's heavy runs (train, fine-tune, DPO, RLHF, scaling, GQA uptraining, measurements), shared and scheduled.
+
+* **Identical runs are computed once.** Every run has a key made of everything that decides its result (the
+  action, every setting, the model's weights, the uploaded text, the seed, the code version: `run_key`). A request
+  whose key is running attaches to that run: it replays the run's events from the start and then follows it live,
+  so it sees the same progress, curves and final result. A finished result is kept (least recently used first
+  out, within a byte budget) and served at once.
+* **Lanes by expected length.** A run expected to take at most `short_s` seconds waits in the short lane, a longer
+  one in the long lane, each with its own slots: a 10-second run is never stuck behind a 10-minute one. While a
+  run waits, its followers see their position and an estimated start time computed from the running runs'
+  measured progress (elapsed ÷ fraction done), not from a constant.
+* **One heavy run per visitor.** A visitor with a run queued or going cannot start a different one.
+* **The work ends with its audience.** When the last follower leaves (page closed, request cancelled, Stop), the
+  run is stopped at its next step (a queued one is dropped); its memory is handed back to the operating system.
+
+Nothing here imports gradio: tabs/kit/stream.py turns a Ticket's events into page updates.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import hashlib
+import heapq
+import itertools
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+SHORT_S = 60.0  # runs expected to take at most this long wait in the short lane
+KEEP_BYTES = 2 * 1024 ** 3  # finished results kept for the room (their models included), all together
+
+
+class RunRefused(ValueError):
+    """A run that cannot start now (one per visitor); the message is one sentence for the page."""
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise: a finished 2 GB run
+    would leave the server's resident memory 2 GB higher for good)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator keeps its own policy
+        pass
+
+
+_CODE_VERSION: str | None = None
+
+
+def code_version() -> str:
+    """A hash of the project's Python sources (tinygpt/ and tabs/): a changed implementation never reuses a
+    result computed by the old one. Computed once per process."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        h = hashlib.sha256()
+        for sub in ("tinygpt", "tabs"):
+            for d, dirs, files in sorted(os.walk(os.path.join(root, sub))):
+                dirs.sort()
+                for f in sorted(files):
+                    if f.endswith(".py"):
+                        path = os.path.join(d, f)
+                        h.update(os.path.relpath(path, root).encode())
+                        with open(path, "rb") as fh:
+                            h.update(fh.read())
+        _CODE_VERSION = h.hexdigest()[:16]
+    return _CODE_VERSION
+
+
+def weights_fingerprint(model) -> str:
+    """A short hash of a model's weights (cached on the model: shared models are read-only). None -> "none"."""
+    if model is None:
+        return "none"
+    fp = getattr(model, "_tinygpt_fingerprint", None)
+    if fp is None:
+        h = hashlib.sha256()
+        for k, v in sorted(model.state_dict().items()):
+            h.update(k.encode())
+            t = v.detach().cpu().contiguous().view(-1)
+            # a strided sample of every tensor plus its shape and sum: cheap for GPT-2-XL, and any real change of
+            # the weights (another checkpoint, a fine-tune) changes it
+            h.update(str(tuple(v.shape)).encode())
+            h.update(t[:: max(1, t.numel() // 4096)].float().numpy().tobytes())
+            h.update(repr(float(t.float().sum())).encode())
+        fp = h.hexdigest()[:16]
+        try:
+            model._tinygpt_fingerprint = fp
+        except AttributeError:
+            pass
+    return fp
+
+
+def run_key(action: str, settings: dict, model=None, text: str | bytes | None = None) -> str:
+    """The key of a run: action, settings (JSON, sorted), the model's weights, the uploaded text and the code."""
+    body = json.dumps(settings, sort_keys=True, default=str)
+    text_hash = hashlib.sha256(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+                               ).hexdigest()[:16] if text is not None else "none"
+    raw = "|".join([action, body, weights_fingerprint(model), text_hash, code_version()])
+    return f"{action}:{hashlib.sha256(raw.encode()).hexdigest()[:24]}"
+
+
+def step_fraction(name: str, ev) -> float | None:
+    """How far a job is, from its event: step / steps_total (the training loop's events), else None."""
+    if isinstance(ev, dict) and ev.get("steps_total"):
+        return min(1.0, float(ev.get("step") or 0) / float(ev["steps_total"]))
+    return None
+
+
+@dataclass(eq=False)
+class Run:
+    key: str | None
+    jobs: dict  # {name: fn(callback, should_stop) -> result}
+    user: str | None
+    label: str
+    seconds: float  # the estimate before it starts
+    lane: str
+    keep_bytes: int = 0  # what its finished result holds in memory (models), for the LRU budget
+    progress_of: Callable = step_fraction
+    state: str = "queued"  # queued -> running -> done | failed | stopped
+    events: list = field(default_factory=list)  # [(name, event)] in order
+    results: dict | None = None
+    error: BaseException | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    followers: int = 0
+    started: float | None = None
+    fractions: dict = field(default_factory=dict)  # job name -> fraction done
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def fraction(self) -> float:
+        return sum(self.fractions.values()) / max(len(self.jobs), 1) if self.fractions else 0.0
+
+    def remaining_s(self, now: float | None = None) -> float:
+        """Seconds left: measured (elapsed ÷ fraction done) once it has progressed, else the estimate."""
+        if self.started is None:
+            return self.seconds
+        elapsed = (now or time.perf_counter()) - self.started
+        f = self.fraction
+        if f >= 0.02:
+            return max(elapsed / f - elapsed, 0.0)
+        return max(self.seconds - elapsed, 0.0)
+
+
+class Ticket:
+    """One follower of a run. `follow(stop)` yields ("queued", info), ("events", [(name, event), ...]) and at the
+    end ("done", results); a failed run raises its error. Closing the generator (or `close()`) leaves the run."""
+
+    def __init__(self, hub: "RunHub", run: Run, shared: bool):
+        self.hub, self.run, self.shared = hub, run, shared  # shared: attached to a run someone else started
+        self._closed = False
+
+    def follow(self, stop: threading.Event | None = None, poll_s: float = 0.25):
+        run, seen, last_info = self.run, 0, None
+        try:
+            while True:
+                with run.cond:
+                    if run.state == "queued":
+                        run.cond.wait(poll_s)
+                    elif len(run.events) == seen and run.state == "running":
+                        run.cond.wait(poll_s)
+                    state, batch = run.state, run.events[seen:]
+                seen += len(batch)
+                if stop is not None and stop.is_set() and state in ("queued", "running"):
+                    self._stop_pressed()
+                    stop = None  # asked once; a lone follower now waits for the run's (stopped) result
+                if state == "queued":
+                    info = self.hub.wait_info(run)
+                    if info != last_info:
+                        last_info = info
+                        yield "queued", info
+                    continue
+                if batch:
+                    yield "events", batch
+                if state in ("done", "stopped"):
+                    yield "done", run.results
+                    return
+                if state == "failed":
+                    raise run.error
+        finally:
+            self.close()
+
+    def _stop_pressed(self) -> None:
+        """Stop from this follower: the run stops when nobody else follows it; otherwise this follower leaves."""
+        with self.hub.lock:
+            others = self.run.followers - (0 if self._closed else 1)
+        if others <= 0:
+            self.run.stop.set()
+            self.hub.dequeue(self.run)
+        else:
+            self.close()
+            raise RunRefused(f"You left the shared run; it goes on for {others} other "
+                             f"{'person' if others == 1 else 'people'} who started the same settings.")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.hub.leave(self.run)
+
+
+class RunHub:
+    """The room's runs: shared by key, scheduled in lanes, kept when finished (LRU within `keep_bytes`)."""
+
+    def __init__(self, short_s: float = SHORT_S, slots: dict | None = None, keep_bytes: int = KEEP_BYTES,
+                 reserve: Callable | None = None, sharing: bool = True):
+        self.short_s = short_s
+        self.slots = dict(slots or {"short": 1, "long": 1})
+        self.keep_bytes = keep_bytes
+        self.reserve = reserve  # reserve(run) -> context manager holding its memory while it runs (budget Ledger)
+        self.sharing = sharing
+        self.lock = threading.RLock()
+        self.active: dict = {}  # key -> Run (queued or running)
+        self.queues: dict = {lane: [] for lane in self.slots}
+        self.running: dict = {lane: [] for lane in self.slots}
+        self.finished: OrderedDict = OrderedDict()  # key -> Run (done), least recently used first
+        self.computations: dict = {}  # key -> how many times it was computed (the class benchmark reads it)
+        self._ids = itertools.count()
+
+    # ---- opening a run ------------------------------------------------------------------------------------
+    def open(self, key: str | None, jobs: dict, *, user: str | None = None, seconds: float = 0.0,
+             label: str = "run", keep_bytes: int = 0, progress_of: Callable = step_fraction) -> Ticket:
+        """A ticket for the run with this key: a finished one (served at once), a running or queued one (attach),
+        or a new one (queued in its lane). key None: never shared. Raises RunRefused when `user` already has a
+        different run queued or going."""
+        with self.lock:
+            if key is not None and self.sharing:
+                done = self.finished.get(key)
+                if done is not None:
+                    self.finished.move_to_end(key)
+                    done.followers += 1
+                    return Ticket(self, done, shared=True)
+                live = self.active.get(key)
+                if live is not None:
+                    live.followers += 1
+                    return Ticket(self, live, shared=True)
+            if user is not None:
+                mine = [r for lane in (*self.queues.values(), *self.running.values()) for r in lane
+                        if r.user == user]
+                if mine:
+                    r = mine[0]
+                    where = (f"{r.fraction:.0%} done" if r.state == "running" else "waiting to start")
+                    raise RunRefused(f"You already have a run going ({r.label}, {where}): wait for it to finish or"
+                                     " press its Stop first.")
+            lane = "short" if seconds <= self.short_s else "long"
+            run = Run(key if key is not None else f"private:{next(self._ids)}", jobs, user, label, float(seconds),
+                      lane, keep_bytes=int(keep_bytes), progress_of=progress_of, followers=1)
+            if key is not None:
+                self.active[run.key] = run
+            self.queues[lane].append(run)
+            self._pump()
+            return Ticket(self, run, shared=False)
+
+    # ---- scheduling ---------------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Start queued runs while their lane has a free slot (call with the lock held)."""
+        for lane, queue in self.queues.items():
+            while queue and len(self.running[lane]) < self.slots[lane]:
+                run = queue.pop(0)
+                self.running[lane].append(run)
+                with run.cond:
+                    run.state, run.started = "running", time.perf_counter()
+                    run.cond.notify_all()
+                threading.Thread(target=self._execute, args=(run,), daemon=True,
+                                 name=f"run-{run.label}").start()
+
+    def _execute(self, run: Run) -> None:
+        self.computations[run.key] = self.computations.get(run.key, 0) + 1
+        results, errors = {}, {}
+        hold = self.reserve(run) if self.reserve is not None else None
+
+        def emit(name, ev):
+            with run.cond:
+                run.events.append((name, ev))
+                f = run.progress_of(name, ev)
+                if f is not None:
+                    run.fractions[name] = f
+                run.cond.notify_all()
+
+        def worker(name, fn):
+            try:
+                results[name] = fn(lambda ev: emit(name, ev), run.stop.is_set)
+            except BaseException as e:  # noqa: BLE001 - handed to the followers
+                errors[name] = e
+                run.stop.set()
+
+        try:
+            if hold is not None:
+                hold.__enter__()
+            threads = [threading.Thread(target=worker, args=(n, f), daemon=True) for n, f in run.jobs.items()]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        except BaseException as e:  # noqa: BLE001 - e.g. the budget refused at the last moment
+            errors["run"] = e
+        finally:
+            if hold is not None:
+                hold.__exit__(None, None, None)
+        with self.lock:
+            self.running[run.lane].remove(run)
+            self.active.pop(run.key, None)
+            with run.cond:
+                if errors:
+                    run.state, run.error = "failed", next(iter(errors.values()))
+                else:
+                    run.results = results
+                    run.state = "stopped" if run.stop.is_set() else "done"
+                run.cond.notify_all()
+            if run.state == "done" and not run.key.startswith("private:") and self.sharing and run.followers > 0:
+                self._keep(run)
+            run.jobs = {}
+            self._pump()
+        release_memory()
+
+    def _keep(self, run: Run) -> None:
+        self.finished[run.key] = run
+        self.finished.move_to_end(run.key)
+        while len(self.finished) > 1 and sum(r.keep_bytes for r in self.finished.values()) > self.keep_bytes:
+            self.finished.popitem(last=False)
+        if run.keep_bytes > self.keep_bytes:  # too big to keep at all
+            self.finished.pop(run.key, None)
+
+    def leave(self, run: Run) -> None:
+        """A follower left: with nobody left, a queued run is dropped and a running one stopped."""
+        with self.lock:
+            run.followers = max(0, run.followers - 1)
+            if run.followers == 0 and run.state in ("queued", "running"):
+                run.stop.set()
+                self.dequeue(run)
+
+    def dequeue(self, run: Run) -> None:
+        with self.lock:
+            q = self.queues.get(run.lane, [])
+            if run in q:
+                q.remove(run)
+                self.active.pop(run.key, None)
+                with run.cond:
+                    run.state, run.results = "stopped", {}
+                    run.cond.notify_all()
+
+    # ---- what a waiting follower is told --------------------------------------------------------------------
+    def wait_info(self, run: Run) -> dict:
+        """{position (1 = next), lane, start_in_s (estimated from the running runs' measured progress), ahead}."""
+        with self.lock:
+            queue = self.queues.get(run.lane, [])
+            if run not in queue:
+                return {"position": 0, "lane": run.lane, "start_in_s": 0.0, "ahead": 0}
+            pos = queue.index(run)
+            now = time.perf_counter()
+            free = [r.remaining_s(now) for r in self.running[run.lane]]
+            free += [0.0] * (self.slots[run.lane] - len(free))
+            heapq.heapify(free)
+            for r in queue[:pos]:  # the runs ahead take the first free slots, one after another
+                heapq.heappush(free, heapq.heappop(free) + r.seconds)
+            return {"position": pos + 1, "lane": run.lane, "start_in_s": round(free[0], 1), "ahead": pos}
+
+    def load(self) -> dict:
+        with self.lock:
+            return {lane: {"running": len(self.running[lane]), "queued": len(self.queues[lane])}
+                    for lane in self.slots}
+
+
+def wait_text(info: dict) -> str:
+    """"Queued: 2nd in the short-runs lane, starts in about 40 s." for the page."""
+    n = info["position"]
+    nth = {1: "next", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
+    lane = "short-runs" if info["lane"] == "short" else "long-runs"
+    eta = info["start_in_s"]
+    when = f"in about {eta:.0f} s" if eta < 120 else f"in about {eta / 60:.0f} min"
+    return f"Queued: {nth} in the {lane} lane, starts {when} (measured from the runs ahead)."

@@ -1,0 +1,189 @@
+"""The room's run hub (tabs/kit/runs.py): identical runs computed once and followed by all, finished results
+served at once, lanes by expected length, one run per visitor, and the work ends when its last follower leaves."""
+import threading
+import time
+
+import pytest
+
+from tabs.kit.runs import RunHub, RunRefused, run_key, wait_text, weights_fingerprint
+
+
+def counting_job(steps=5, sleep=0.02, calls=None, value=7):
+    """A job like the training loop: one event per step, checks should_stop, returns a result."""
+    def job(callback, should_stop):
+        if calls is not None:
+            calls.append(1)
+        for s in range(1, steps + 1):
+            if should_stop():
+                return {"stopped_at": s - 1}
+            time.sleep(sleep)
+            callback({"step": s, "steps_total": steps, "loss": 1.0 / s})
+        return {"value": value, "steps": steps}
+    return job
+
+
+def drain(ticket, stop=None):
+    events, results, waits = [], None, []
+    for kind, payload in ticket.follow(stop):
+        if kind == "events":
+            events += payload
+        elif kind == "queued":
+            waits.append(payload)
+        else:
+            results = payload
+    return events, results, waits
+
+
+def test_identical_runs_are_computed_once_and_everyone_sees_the_same():
+    hub, calls = RunHub(), []
+    first = hub.open("k", {"A": counting_job(calls=calls)}, user="u1", seconds=1)
+    out = {}
+
+    def follow(name, ticket):
+        out[name] = drain(ticket)
+
+    t1 = threading.Thread(target=follow, args=("u1", first))
+    t1.start()
+    time.sleep(0.05)  # the second student arrives while the run is going
+    second = hub.open("k", {"A": counting_job(calls=calls)}, user="u2", seconds=1)
+    assert second.shared and not first.shared
+    follow("u2", second)
+    t1.join()
+    assert len(calls) == 1 and hub.computations["k"] == 1
+    assert out["u1"][0] == out["u2"][0] and len(out["u1"][0]) == 5  # the whole curve, replayed from the start
+    assert out["u1"][1] == out["u2"][1] == {"A": {"value": 7, "steps": 5}}
+    third = hub.open("k", {"A": counting_job(calls=calls)}, user="u3", seconds=1)  # finished: served at once
+    t = time.perf_counter()
+    events, results, _ = drain(third)
+    assert time.perf_counter() - t < 0.5 and results == out["u1"][1] and events == out["u1"][0]
+    assert len(calls) == 1
+
+
+def test_a_shared_result_equals_a_lone_run():
+    shared, lone = RunHub(), RunHub(sharing=False)
+    a = drain(shared.open("x", {"A": counting_job(value=3)}, user="a", seconds=1))
+    b = drain(shared.open("x", {"A": counting_job(value=3)}, user="b", seconds=1))
+    c = drain(lone.open("x", {"A": counting_job(value=3)}, user="c", seconds=1))
+    assert a[0] == b[0] == c[0] and a[1] == b[1] == c[1]
+    assert shared.computations == {"x": 1}
+
+
+def test_one_run_per_visitor():
+    hub = RunHub()
+    t = hub.open("a", {"A": counting_job(steps=50, sleep=0.02)}, user="u", seconds=1, label="Train")
+    with pytest.raises(RunRefused) as e:
+        hub.open("b", {"A": counting_job()}, user="u", seconds=1)
+    assert "You already have a run going (Train" in str(e.value) and "\n" not in str(e.value)
+    again = hub.open("a", {"A": counting_job()}, user="u", seconds=1)  # the same run (a page refresh): attach
+    assert again.run is t.run
+    again.close()
+    t.close()
+
+
+def test_last_follower_leaving_stops_the_run_within_two_seconds():
+    hub = RunHub()
+    ran = []
+
+    def long_job(callback, should_stop):
+        for s in range(10_000):
+            if should_stop():
+                ran.append(s)
+                return {"stopped": True}
+            time.sleep(0.01)
+            callback({"step": s, "steps_total": 10_000})
+        return {}
+
+    ticket = hub.open("long", {"A": long_job}, user="u", seconds=100)
+    gen = ticket.follow()
+    next(gen)
+    t = time.perf_counter()
+    gen.close()  # the page was closed / the request cancelled
+    while not ran and time.perf_counter() - t < 5:
+        time.sleep(0.01)
+    assert ran and time.perf_counter() - t < 2.0
+    time.sleep(0.05)
+    assert hub.load()["long"] == {"running": 0, "queued": 0}
+    assert "long" not in hub.finished  # a stopped run is not kept
+
+
+def test_stop_of_a_lone_follower_returns_the_partial_result():
+    hub, stop = RunHub(), threading.Event()
+    ticket = hub.open("s", {"A": counting_job(steps=1000, sleep=0.01)}, user="u", seconds=10)
+    threading.Timer(0.1, stop.set).start()
+    events, results, _ = drain(ticket, stop)
+    assert 0 < len(events) < 1000 and "stopped_at" in results["A"]
+
+
+def test_stop_with_others_following_leaves_the_run_going():
+    hub, stop = RunHub(), threading.Event()
+    a = hub.open("s2", {"A": counting_job(steps=40, sleep=0.01)}, user="a", seconds=10)
+    b = hub.open("s2", {"A": counting_job(steps=40, sleep=0.01)}, user="b", seconds=10)
+    stop.set()
+    with pytest.raises(RunRefused, match="goes on for 1 other person"):
+        drain(b, stop)
+    _, results, _ = drain(a)
+    assert results == {"A": {"value": 7, "steps": 40}}
+
+
+def test_short_runs_do_not_wait_behind_long_ones_and_see_their_start_time():
+    hub = RunHub(short_s=60)
+    long1 = hub.open("L1", {"A": counting_job(steps=100, sleep=0.02)}, user="a", seconds=300)
+    long2 = hub.open("L2", {"A": counting_job(steps=10, sleep=0.01)}, user="b", seconds=300)
+    short = hub.open("S", {"A": counting_job(steps=3, sleep=0.01)}, user="c", seconds=5)
+    t = time.perf_counter()
+    _, res, waits = drain(short)
+    assert res["A"]["steps"] == 3 and time.perf_counter() - t < 1.5 and not waits  # not behind the long runs
+    time.sleep(0.4)  # long1 has measured progress now
+    info = hub.wait_info(long2.run)
+    assert info["position"] == 1 and info["lane"] == "long"
+    f = long1.run.fraction
+    assert 0 < f < 1
+    elapsed = time.perf_counter() - long1.run.started
+    assert info["start_in_s"] == pytest.approx(elapsed / f - elapsed, abs=1.0)  # from progress, not the 300 s
+    assert "starts in about" in wait_text(info) and "long-runs lane" in wait_text(info)
+    gen = long2.follow()
+    kind, first = next(gen)  # what the waiting student sees first
+    assert kind == "queued" and first["position"] == 1
+    long1.close()  # its page closed: long2 starts
+    results = [p for k, p in gen if k == "done"]
+    assert results[0]["A"]["steps"] == 10
+
+
+def test_failures_reach_every_follower_and_are_not_kept():
+    hub = RunHub()
+
+    def bad(callback, should_stop):
+        raise ValueError("The text is too short.")
+
+    with pytest.raises(ValueError, match="too short"):
+        drain(hub.open("bad", {"A": bad}, user="u", seconds=1))
+    assert "bad" not in hub.finished
+    with pytest.raises(ValueError, match="too short"):  # computed again, not served from a cache
+        drain(hub.open("bad", {"A": bad}, user="u", seconds=1))
+    assert hub.computations["bad"] == 2
+
+
+def test_kept_results_stay_within_their_byte_budget():
+    hub = RunHub(keep_bytes=100)
+    for k in "abc":
+        drain(hub.open(k, {"A": counting_job(steps=1, sleep=0)}, user=None, seconds=1, keep_bytes=40))
+    assert list(hub.finished) == ["b", "c"]  # the least recently used went first
+
+
+def test_run_key_covers_what_decides_the_result():
+    import torch
+
+    from tinygpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    m1 = GPT(GPTConfig.from_preset("tiny"))
+    torch.manual_seed(1)
+    m2 = GPT(GPTConfig.from_preset("tiny"))
+    base = run_key("train", {"steps": 10, "seed": 1}, m1, "text")
+    assert base == run_key("train", {"seed": 1, "steps": 10}, m1, "text")  # order of settings does not matter
+    assert base != run_key("train", {"steps": 11, "seed": 1}, m1, "text")
+    assert base != run_key("train", {"steps": 10, "seed": 2}, m1, "text")
+    assert base != run_key("train", {"steps": 10, "seed": 1}, m2, "text")
+    assert base != run_key("train", {"steps": 10, "seed": 1}, m1, "other text")
+    assert base != run_key("finetune", {"steps": 10, "seed": 1}, m1, "text")
+    assert weights_fingerprint(m1) == weights_fingerprint(m1) != weights_fingerprint(m2)
