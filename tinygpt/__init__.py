@@ -13,6 +13,7 @@ No UI code and no I/O at import: everything here is a plain function or class. W
     kernels.py     the oneDNN fast path for fp32 inference          batching.py   many requests, one forward pass
     moe.py         Mixture-of-Experts load, equal-active dense     positions.py  sinusoidal table, RoPE
     interpret/     embeddings, pruning and the logit lens          efficiency/   KV cache, GQA, flash, profile
+    device.py      the device choice (CUDA, MPS, CPU)               distributed.py  torchrun / DDP training
     beyond/        scaling laws, DPO, toy RLHF                      cli/          python -m tinygpt ...
 
 The modules above the subpackages are the core; interpret/, efficiency/ and beyond/ build on it, never the reverse.
@@ -52,6 +53,7 @@ _HOME = {
     **dict.fromkeys(("sinusoidal_encoding", "apply_rope"), ".positions"),
     **dict.fromkeys(("dpo_loss", "sequence_logps"), ".beyond.dpo"),
     **dict.fromkeys(("Batcher", "Batchers"), ".batching"),  # continuous batching (many requests, one forward pass)
+    **dict.fromkeys(("pick_device", "device_name", "fast_dtype"), ".device"),  # where the compute is
 }
 _ALIASES = {"parse_layer_list": "parse_layers"}  # the earlier name, kept for notebooks that use it
 
@@ -71,7 +73,7 @@ __all__ = [
     "expert_load", "with_expert_load", "dense_n_inner", "dense_equivalent", "token_experts",
     "attention_maps", "sinusoidal_encoding", "apply_rope",
     "target_logprobs", "masked_logprobs", "dpo_loss", "sequence_logps",
-    "Batcher", "Batchers",
+    "Batcher", "Batchers", "pick_device", "device_name", "fast_dtype",
 ]
 
 

@@ -17,7 +17,7 @@ TABLE = {
 }
 NAMES = tuple(TABLE)  # ("fp32", "fp16", "bf16")
 ELEMENT_BYTES = {name: size for name, (_, size) in TABLE.items()}  # {"fp32": 4, "fp16": 2, "bf16": 2}
-FAST = "bf16"  # the model pickers' "fast mode" checkbox and `sample --dtype bf16`
+FAST = "bf16"  # `sample --dtype bf16`: the CPU's fast mode (on a GPU, tinygpt.device.fast_dtype picks bf16 or fp16)
 
 
 def check_name(name, allowed=NAMES) -> str:
@@ -37,11 +37,6 @@ def torch_dtype(name: str):
     import torch
 
     return getattr(torch, TABLE[check_name(name)][0])
-
-
-def fast_dtype(fast: bool):
-    """The dtype a model picker loads: bf16 with its fast-mode box ticked, fp32 otherwise."""
-    return torch_dtype(FAST if fast else "fp32")
 
 
 def dtype_name(dtype, default: str | None = None) -> str | None:

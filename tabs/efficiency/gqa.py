@@ -11,7 +11,7 @@ import torch
 
 from tinygpt.data import split_tokens
 from tinygpt.efficiency import compare_kv_heads, convert_kv_heads, kv_label, uptrain, uptrain_corpus
-from tinygpt.efficiency.gqa import check_lengths
+from tinygpt.efficiency.kv_measure import check_lengths
 from tinygpt.evaluate import evaluate, perplexity
 from tinygpt.interpret.pruning import default_reference
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tinygpt.compute import kv_cache_bytes
 from tinygpt.efficiency import kv_cache_latency
-from tinygpt.efficiency.gqa import DTYPE_NAMES
+from tinygpt.dtypes import dtype_name
 from tinygpt.sampling import encode_prompt
 
 from ..kit.common import check_prompt, clamp_int, get_model, human_bytes, new_figure, user_errors
@@ -21,7 +21,7 @@ def on_kv_cache(models, name, fast, prompt, n_new):
     model, tok = get_model(models, name, fast)
     r = kv_cache_latency(model, encode_prompt(tok, prompt), n)
     c = model.config
-    dtype = DTYPE_NAMES.get(model.transformer.wte.weight.dtype, "fp32")
+    dtype = dtype_name(model.transformer.wte.weight.dtype, "fp32")
     cache = model.new_cache(1, c.block_size)  # what generation allocates: every position of the context
     allocated = sum(t.nbytes for t in cache.k + cache.v)
     predicted = kv_cache_bytes(c, 1, c.block_size, dtype)

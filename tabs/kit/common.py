@@ -19,6 +19,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from tinygpt.device import fast_dtype  # noqa: E402
 from tinygpt.sampling import encode_prompt, generate  # noqa: E402
 
 MODEL_CHOICES = ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "tiny-shakespeare"]
@@ -216,13 +217,15 @@ def parse_float(value, name: str, lo: float | None = None, hi: float | None = No
     return v
 
 
-DTYPES = {False: torch.float32, True: torch.bfloat16}
+def model_dtype(models, fast) -> torch.dtype:
+    """fp32, or the fast mode's 16-bit weights on the cache's device (bf16 on a CPU, bf16/fp16 on a GPU)."""
+    return fast_dtype(getattr(models, "device", None) or "cpu") if fast else torch.float32
 
 
 def get_model(models, name, fast=False):
     """(model, tokenizer) from the shared cache; a bad name or missing files become one plain sentence."""
     try:
-        return models.get(name, DTYPES[bool(fast)])
+        return models.get(name, model_dtype(models, fast))
     except Exception as e:  # noqa: BLE001 - unknown name, missing files, ...: one sentence for the user
         raise as_gr_error(e) from None
 

@@ -21,7 +21,6 @@ import torch
 from ..compute import kv_cache_bytes
 from ..data import python_docs, split_tokens, tiny_shakespeare
 from ..defaults import GQA
-from ..dtypes import DTYPE_NAMES
 from ..evaluate import perplexity
 from ..model import GPT
 from ..train import TrainConfig, train
@@ -31,15 +30,12 @@ from .kv_measure import (
     check_batch,
     check_lengths,
     decode_times,
-    kv_cache_measurement,
     kv_label,
     warm_up,
 )
 from .measure import check_memory
 
-__all__ = ["convert_kv_heads", "compare_kv_heads", "uptrain", "uptrain_corpus",
-           # measured in kv_measure.py / named in dtypes.py; importable from here as before
-           "kv_cache_measurement", "check_lengths", "kv_label", "DTYPE_NAMES"]
+__all__ = ["convert_kv_heads", "compare_kv_heads", "uptrain", "uptrain_corpus"]
 
 
 def _check_kv_heads(config, n_kv_head) -> int:
