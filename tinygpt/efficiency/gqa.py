@@ -8,7 +8,7 @@ n_kv_head), exactly as the model's `repeat_interleave` does. The paper follows t
 of the pre-training steps); `uptrain` runs a short version of it with the one training loop.
 
 `compare_kv_heads` measures MHA / GQA / MQA variants side by side with kv_measure.py's cache timing (where
-`kv_cache_measurement`, `check_lengths` and `kv_label` live; they are re-exported here, where callers found them).
+`kv_cache_measurement`, `check_lengths` and `kv_label` live).
 """
 from __future__ import annotations
 
