@@ -32,6 +32,7 @@ COMMON = table(
     hub_timeout=5.0,  # seconds to wait for the Hub before falling back to the embedded model
     seed=SEED,
     dtype="fp32",  # the fast path for CPUs that lack bf16 matmuls, and exact
+    device=None,  # None = $TINYGPT_DEVICE, else auto: CUDA, then Apple's MPS, then the CPU (tinygpt.device)
 )
 
 # ---- sample (Sampling tab) -------------------------------------------------------------------------------------
@@ -86,6 +87,7 @@ TRAIN = table(
     seed=SEED,
     save_dtype="fp32",  # dtype of the written checkpoint
     keep_best=False,  # end with the last weights (True: the best evaluation's)
+    grad_accum=1,  # micro-batches per optimizer step on each process (torchrun: x processes)
     tokenizer="char",  # characters: a vocabulary of ~65 trains in minutes on a CPU
     n_layer=4,  # nanoGPT's CPU shape: 4 x 4 heads x 128
     n_head=4,
@@ -188,6 +190,7 @@ SCALING = table(
     eval_windows=256,  # validation windows of `context` tokens for every loss reported
     tokenizer="char",
     seed=SEED,
+    workers=1,  # processes on this machine that share the sweep's runs (torchrun: its ranks instead)
 )
 
 # ---- dpo (DPO tab) --------------------------------------------------------------------------------------------------

@@ -328,55 +328,122 @@ def sweep_corpus(text: Optional[str] = None) -> tuple[str, str]:
 
 def scaling_sweep(cfg: Optional[SweepConfig] = None, text: Optional[str] = None,
                   callback: Optional[Callable[[dict], None]] = None,
-                  should_stop: Optional[Callable[[], bool]] = None, corpus_name: Optional[str] = None) -> dict:
+                  should_stop: Optional[Callable[[], bool]] = None, corpus_name: Optional[str] = None,
+                  shard: tuple = (0, 1), workers: int = 1) -> dict:
     """Train every run of `plan_sweep(cfg)` on `text` (default: `sweep_corpus()`), 90% train / last 10% held out.
 
     callback(event) gets every training step ({kind: "step", run, runs_total, step, steps_total, train_loss,
     val_loss, ...}) and every finished run ({kind: "run", run, runs_total, result}). should_stop() ends the sweep
-    after the current step; the runs finished so far are analysed. Returns {runs: [{params, tokens, flops,
+    after the current step; the runs finished so far are analysed. Returns {runs: [{index, params, tokens, flops,
     val_loss, group, budget, n_layer, n_head, n_embd, steps, train_loss, seconds}], **analyse_sweep(runs),
-    corpus, config, vocab_size, seconds, stopped}."""
+    corpus, config, vocab_size, seconds, stopped}.
+
+    Every run depends only on its own settings and the seed, so runs can be spread out: shard=(i, n) trains the
+    runs whose index is i modulo n (a torchrun rank's share: `merge_sweeps` joins the parts), and workers=N trains
+    the sweep in N processes on this machine, each with its share of the CPU threads."""
     from ..data import encode_text, make_tokenizer, split_tokens
-    from ..model import GPT
-    from ..train import TrainConfig, train
 
     cfg = cfg or SweepConfig()
     if text is None:
         text, corpus_name = sweep_corpus()
+    t0 = time.perf_counter()
+    if workers > 1:
+        return _sweep_in_processes(cfg, text, corpus_name, workers, callback, t0)
     tok = make_tokenizer(cfg.tokenizer, text)
     train_data, val_data = split_tokens(encode_text(tok, text), 0.1)
     if len(val_data) < cfg.context + 2:
         raise ValueError(f"The text is too short: {len(val_data)} held-out tokens for a context of {cfg.context}.")
     plan = plan_sweep(cfg, tok.vocab_size)
-    runs, t0, stopped = [], time.perf_counter(), False
+    runs, stopped = [], False
     for i, spec in enumerate(plan):
+        if i % shard[1] != shard[0]:
+            continue
         if should_stop is not None and should_stop():
             stopped = True
             break
-        torch.manual_seed(cfg.seed)
-        model = GPT(model_config(spec["shape"], tok.vocab_size, cfg.context))
-        steps = spec["steps"]
-        tcfg = TrainConfig(steps=steps, batch_size=cfg.batch_size, context=cfg.context, lr=cfg.lr,
-                           warmup=max(1, min(100, steps // 10)), eval_interval=steps,
-                           eval_batches=max(1, cfg.eval_windows // 8), seed=cfg.seed)
-
-        def step_event(ev, i=i):
-            if callback is not None:
-                callback({**ev, "kind": "step", "run": i, "runs_total": len(plan)})
-        res = train(model, train_data, val_data, tcfg, step_event, should_stop)
-        if res["stopped"]:
+        run = train_point(cfg, spec, i, len(plan), tok.vocab_size, train_data, val_data, callback, should_stop)
+        if run is None:
             stopped = True
             break
-        n_layer, n_head, n_embd = spec["shape"]
-        run = {"params": spec["params"], "tokens": spec["tokens"], "flops": spec["flops"],
-               "val_loss": res["val_loss"], "group": spec["group"], "budget": spec["budget"], "n_layer": n_layer,
-               "n_head": n_head, "n_embd": n_embd, "steps": steps, "train_loss": res["train_loss"],
-               "seconds": res["seconds"]}
         runs.append(run)
         if callback is not None:
             callback({"kind": "run", "run": i, "runs_total": len(plan), "result": dict(run)})
+    return sweep_result(cfg, runs, corpus_name, tok.vocab_size, len(plan), time.perf_counter() - t0, stopped)
+
+
+def train_point(cfg: SweepConfig, spec: dict, i: int, runs_total: int, vocab_size: int, train_data, val_data,
+                callback=None, should_stop=None) -> Optional[dict]:
+    """Train run `i` of the plan from its own seed -> its result row (None when stopped before the end)."""
+    from .. import distributed as D
+    from ..model import GPT
+    from ..train import TrainConfig, train
+
+    torch.manual_seed(cfg.seed)
+    model = GPT(model_config(spec["shape"], vocab_size, cfg.context))
+    steps = spec["steps"]
+    tcfg = TrainConfig(steps=steps, batch_size=cfg.batch_size, context=cfg.context, lr=cfg.lr,
+                       warmup=max(1, min(100, steps // 10)), eval_interval=steps,
+                       eval_batches=max(1, cfg.eval_windows // 8), seed=cfg.seed)
+
+    def step_event(ev):
+        if callback is not None:
+            callback({**ev, "kind": "step", "run": i, "runs_total": runs_total})
+    # each process trains its own models: never data-parallel, even under torchrun
+    res = train(model, train_data, val_data, tcfg, step_event, should_stop, dist=D.SINGLE)
+    if res["stopped"]:
+        return None
+    n_layer, n_head, n_embd = spec["shape"]
+    return {"index": i, "params": spec["params"], "tokens": spec["tokens"], "flops": spec["flops"],
+            "val_loss": res["val_loss"], "group": spec["group"], "budget": spec["budget"], "n_layer": n_layer,
+            "n_head": n_head, "n_embd": n_embd, "steps": steps, "train_loss": res["train_loss"],
+            "seconds": res["seconds"]}
+
+
+def sweep_result(cfg: SweepConfig, runs: list, corpus_name, vocab_size: int, planned: int, seconds: float,
+                 stopped: bool) -> dict:
+    """The sweep's report: its runs in plan order and every fit redone from them."""
+    runs = sorted(runs, key=lambda r: r.get("index", 0))
     config = {k: (list(map(list, v)) if k == "shapes" else list(v) if k == "budgets" else v)
               for k, v in asdict(cfg).items()}
     return {"runs": runs, **analyse_sweep(runs), "corpus": corpus_name or "given text", "config": config,
-            "vocab_size": tok.vocab_size, "planned_runs": len(plan), "seconds": time.perf_counter() - t0,
-            "stopped": stopped}
+            "vocab_size": vocab_size, "planned_runs": planned, "seconds": seconds, "stopped": stopped}
+
+
+def merge_sweeps(parts: list, seconds: Optional[float] = None) -> dict:
+    """Join the shares of one sweep (from torchrun ranks or worker processes) into one report."""
+    first = parts[0]
+    cfg = SweepConfig(**{k: (tuple(map(tuple, v)) if k == "shapes" else tuple(v) if k == "budgets" else v)
+                         for k, v in first["config"].items()})
+    runs = [r for p in parts for r in p["runs"]]
+    return sweep_result(cfg, runs, first["corpus"], first["vocab_size"], first["planned_runs"],
+                        seconds if seconds is not None else max(p["seconds"] for p in parts),
+                        any(p["stopped"] for p in parts))
+
+
+def _sweep_share(cfg_dict: dict, text: str, corpus_name, shard: tuple, threads: int) -> dict:
+    """One worker process's share of a sweep (module level: a spawned process imports it by name)."""
+    torch.set_num_threads(threads)
+    cfg = SweepConfig(**{k: (tuple(map(tuple, v)) if k == "shapes" else tuple(v) if k == "budgets" else v)
+                         for k, v in cfg_dict.items()})
+    return scaling_sweep(cfg, text, corpus_name=corpus_name, shard=shard)
+
+
+def _sweep_in_processes(cfg: SweepConfig, text: str, corpus_name, workers: int, callback, t0: float) -> dict:
+    """The sweep spread over `workers` processes on this machine (spawned: a clean torch in each), joined."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, torch.get_num_threads() // workers)
+    cfg_dict = asdict(cfg)
+    parts = []
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_sweep_share, cfg_dict, text, corpus_name, (w, workers), threads)
+                   for w in range(workers)]
+        for f in as_completed(futures):
+            part = f.result()
+            parts.append(part)
+            if callback is not None:
+                for run in part["runs"]:
+                    callback({"kind": "run", "run": run["index"], "runs_total": part["planned_runs"],
+                              "result": dict(run)})
+    return merge_sweeps(parts, time.perf_counter() - t0)

@@ -58,8 +58,19 @@ def scaling_lines(r: dict):
 
 
 def cmd_scaling(a) -> int:
-    from ..beyond.scaling import SweepConfig, scaling_sweep, sweep_corpus
+    """The sweep alone, in --workers processes on this machine, or spread over the ranks of a torchrun job (each
+    rank trains every world_size-th run; rank 0 joins the shares, fits and reports)."""
+    import time
+
+    from .. import distributed as D
+    from ..beyond.scaling import SweepConfig, merge_sweeps, scaling_sweep, sweep_corpus
     from ..data import read_text
+
+    if a.workers < 1:
+        raise ValueError("--workers must be at least 1.")
+    ctx = D.from_env()
+    if ctx.enabled:
+        ctx, _ = D.init("cpu")  # the ranks only exchange their results: gloo is enough
 
     cfg = SweepConfig(shapes=a.shapes, steps=a.steps, budgets=a.budgets, context=a.context, batch_size=a.batch_size,
                       lr=a.lr, min_steps=a.min_steps, max_steps=a.max_steps, eval_windows=a.eval_windows,
@@ -74,8 +85,18 @@ def cmd_scaling(a) -> int:
             say(f"run {ev['run'] + 1}/{ev['runs_total']} ({r['group']}): N {r['params']:,} D {r['tokens']:,} "
                 f"val {r['val_loss']:.4f} {r['seconds']:.1f}s")
 
-    result = scaling_sweep(cfg, text, progress, corpus_name=name)
+    t0 = time.perf_counter()
+    if ctx.enabled:
+        part = scaling_sweep(cfg, text, progress, corpus_name=name, shard=(ctx.rank, ctx.world_size))
+        parts = D.gather(part, ctx)
+        D.shutdown(ctx)
+        if not ctx.is_main:
+            return 0
+        result = merge_sweeps(parts, time.perf_counter() - t0)
+    else:
+        result = scaling_sweep(cfg, text, progress, corpus_name=name, workers=a.workers)
     result["command"] = scaling_command(a)
+    result["workers"] = ctx.world_size if ctx.enabled else a.workers
     if a.out:
         import os
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
@@ -174,6 +195,8 @@ def register(sub) -> None:
     c.add_argument("--tokenizer", choices=["char", "gpt2"], default=d["tokenizer"])
     add_seed(c, d["seed"])
     c.add_argument("--out", default=None, help="also write the result (with the command) to this JSON file")
+    c.add_argument("--workers", type=int, default=d["workers"],
+                   help="train the sweep's runs in this many processes on this machine (under torchrun: the ranks)")
     add_json(c)
     c.set_defaults(func=cmd_scaling)
 

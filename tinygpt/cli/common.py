@@ -27,11 +27,12 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def load(a, dtype: str = COMMON["dtype"]):
-    """(model, tokenizer) for --model; the offline-fallback notice goes to stderr as one line."""
+def load(a, dtype: str = COMMON["dtype"], device=None):
+    """(model, tokenizer) for --model on --device; the offline-fallback notice goes to stderr as one line."""
     from ..loading import load_model
 
-    model, tok = load_model(a.model, dtype=torch_dtype(dtype), hub_timeout=a.hub_timeout)
+    model, tok = load_model(a.model, dtype=torch_dtype(dtype), hub_timeout=a.hub_timeout,
+                            device=device if device is not None else getattr(a, "device", None))
     if model.info.fallback:
         say(model.info.notice)
     return model, tok
@@ -74,12 +75,30 @@ def add_dtype(p, choices=NAMES, default=COMMON["dtype"], flag: str = "--dtype", 
     p.add_argument(flag, choices=list(choices), default=default, **kw)
 
 
+def add_device(p) -> None:
+    """--device: where the command loads, trains, samples and measures (tinygpt.device.pick_device)."""
+    p.add_argument("--device", default=COMMON["device"],
+                   help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps (default: $TINYGPT_DEVICE, "
+                        "else auto)")
+
+
+def device_of(a):
+    """The torch.device of --device (checked: an unknown or missing device is one line, exit code 2)."""
+    from ..device import pick_device
+
+    try:
+        return pick_device(getattr(a, "device", None))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
 def model_options(model: str = COMMON["model"]) -> Parser:
-    """The options every model command shares: --model, --hub-timeout, --json."""
+    """The options every model command shares: --model, --hub-timeout, --device, --json."""
     p = Parser(add_help=False)
     p.add_argument("--model", default=model,
                    help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny-shakespeare, or a checkpoint directory")
     p.add_argument("--hub-timeout", type=float, default=COMMON["hub_timeout"],
                    help="seconds to wait for the Hub before falling back")
+    add_device(p)
     add_json(p)
     return p

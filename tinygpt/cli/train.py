@@ -1,38 +1,66 @@
 """`python -m tinygpt train | finetune | eval`: train a GPT from scratch, fine-tune a loaded one (copied, never
 changed), and measure a model's held-out loss. train and finetune share their options (`training_options`); finetune
-starts from the Fine-tune tab's defaults (tinygpt.defaults.FINETUNE)."""
+starts from the Fine-tune tab's defaults (tinygpt.defaults.FINETUNE).
+
+train and finetune run data-parallel under torchrun (tinygpt.distributed):
+
+    torchrun --nproc_per_node 2 -m tinygpt train --text input.txt --out runs/ddp --json     # gloo on CPUs
+    torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m tinygpt train ...
+
+Every rank trains on its own micro-batches (--grad-accum of them per step); rank 0 evaluates, prints, and writes
+the same checkpoint a single process would; --json reports the world size and the tokens/s of all ranks together.
+"""
 from __future__ import annotations
 
 import argparse
 
 from ..config import POS_ENCODINGS
 from ..defaults import EVAL, FINETUNE, TRAIN
-from .common import Parser, add_dtype, add_json, add_seed, emit, load, model_options, say, summary_line
+from .common import (Parser, add_device, add_dtype, add_json, add_seed, emit, load, model_options, say,
+                     summary_line)
 
 
 def print_progress(ev):
-    """The training callback of the command line: one stderr line per evaluation."""
+    """The training callback of the command line: one stderr line per evaluation (rank 0's, under torchrun)."""
     if ev["val_loss"] is None:
         return
     say(f"step {ev['step']}/{ev['steps_total']}: train {ev['train_loss']:.4f} val {ev['val_loss']:.4f} "
         f"acc {ev['val_accuracy']:.3f} {ev['tokens_per_s']:.0f} tok/s {ev['elapsed']:.0f}s")
 
 
-def finish_training(a, model, tok, result, extra: dict | None = None) -> int:
+def finish_training(a, model, tok, result, ctx, device, extra: dict | None = None) -> int:
+    """Rank 0 (or a lone process) writes the checkpoint and prints the report; the other ranks print nothing."""
+    from .. import distributed as D
     from ..checkpoint import save_checkpoint
     from ..dtypes import torch_dtype
 
-    save_checkpoint(model, tok, a.out, dtype=torch_dtype(a.save_dtype))
+    if ctx.is_main:
+        save_checkpoint(model, tok, a.out, dtype=torch_dtype(a.save_dtype))
+    D.shutdown(ctx)  # every rank waits here until rank 0 has written the checkpoint
+    if not ctx.is_main:
+        return 0
     keys = ("steps", "train_loss", "val_loss", "val_accuracy", "tokens_per_s", "seconds")
-    summary = {**{k: result[k] for k in keys}, **(extra or {})}
-    return emit(a, summary, lambda s: [summary_line(s), f"saved to {a.out}"])
+    summary = {**{k: result[k] for k in keys}, "world_size": ctx.world_size, "grad_accum": a.grad_accum,
+               "global_batch": a.batch_size * a.grad_accum * ctx.world_size, "device": str(device),
+               "losses": [ev["train_loss"] for ev in result["history"]], **(extra or {})}
+    return emit(a, summary, lambda s: [summary_line({k: v for k, v in s.items() if k != "losses"}),
+                                       f"saved to {a.out}"])
 
 
 def train_config(a, context, **extra):
     from ..train import TrainConfig
     return TrainConfig(steps=a.steps, batch_size=a.batch_size, context=context, lr=a.lr, warmup=a.warmup,
                        eval_interval=a.eval_interval, seed=a.seed, weight_decay=a.weight_decay,
-                       keep_best=a.keep_best, **extra)
+                       keep_best=a.keep_best, grad_accum=a.grad_accum, **extra)
+
+
+def join(a):
+    """(distributed context, device): this process's place in a torchrun job (alone: rank 0 of 1) and device."""
+    from .. import distributed as D
+    from .common import device_of
+
+    device_of(a)  # an unknown --device is one line before anything else happens
+    return D.init(getattr(a, "device", None))
 
 
 def cmd_train(a) -> int:
@@ -43,6 +71,7 @@ def cmd_train(a) -> int:
     from ..model import GPT
     from ..train import train
 
+    ctx, device = join(a)
     text = read_text(a.text)
     tok = make_tokenizer(a.tokenizer, text)
     train_data, val_data = split_tokens(encode_text(tok, text), a.val_fraction)
@@ -55,11 +84,14 @@ def cmd_train(a) -> int:
                     n_inner=a.n_inner, n_experts=a.n_experts, moe_top_k=a.moe_top_k, moe_aux_weight=a.moe_aux_weight,
                     pos_encoding=a.pos_encoding)
     torch.manual_seed(a.seed)
-    model = GPT(cfg)
-    say(f"{model.num_params():,} parameters; {len(train_data):,} train / {len(val_data):,} val tokens")
+    model = GPT(cfg).to(device)  # the same initial weights on every rank (same seed)
+    if ctx.is_main:
+        say(f"{model.num_params():,} parameters; {len(train_data):,} train / {len(val_data):,} val tokens"
+            + (f"; {ctx.world_size} processes ({ctx.backend})" if ctx.enabled else ""))
     result = train(model, train_data, val_data, train_config(a, a.block_size, eval_batches=a.eval_batches),
-                   callback=print_progress)
-    return finish_training(a, model, tok, result, moe_report(model, val_data, a.block_size))
+                   callback=print_progress if ctx.is_main else None, dist=ctx)
+    extra = moe_report(model, val_data, a.block_size) if ctx.is_main else {}
+    return finish_training(a, model, tok, result, ctx, device, extra)
 
 
 def moe_report(model, val_data, context) -> dict:
@@ -83,16 +115,18 @@ def cmd_finetune(a) -> int:
     from ..finetune import finetune_config, holdout_split, trainable_copy
     from ..train import train
 
-    base, tok = load(a)
+    ctx, device = join(a)
+    base, tok = load(a, device=device)
     context = min(a.block_size, base.config.block_size)
     train_data, val_data = holdout_split(encode_text(tok, read_text(a.text)), context, a.val_fraction)
     cfg = finetune_config(steps=a.steps, context=context, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                           trainable=a.trainable, keep_best=a.keep_best, weight_decay=a.weight_decay,
+                          grad_accum=a.grad_accum,
                           **({"warmup": a.warmup} if a.warmup is not None else {}),
                           **({"eval_interval": a.eval_interval} if a.eval_interval is not None else {}))
     model = trainable_copy(base, cfg.trainable)  # the loaded model stays as it was (it may be shared)
-    result = train(model, train_data, val_data, cfg, callback=print_progress)
-    return finish_training(a, model, tok, result, {"best_step": result["best_step"]})
+    result = train(model, train_data, val_data, cfg, callback=print_progress if ctx.is_main else None, dist=ctx)
+    return finish_training(a, model, tok, result, ctx, device, {"best_step": result["best_step"]})
 
 
 def cmd_eval(a) -> int:
@@ -127,6 +161,9 @@ def training_options(d) -> Parser:
     add_dtype(t, flag="--save-dtype", default=d["save_dtype"])
     t.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=d["keep_best"],
                    help="end with the best-validation weights")
+    t.add_argument("--grad-accum", type=int, default=d["grad_accum"],
+                   help="micro-batches per optimizer step on each process (global batch = batch size x this x "
+                        "processes)")
     t.add_argument("--out", required=True, help="checkpoint directory to write")
     return t
 
@@ -155,6 +192,7 @@ def register(sub) -> None:
     t.add_argument("--eval-batches", type=int, default=d["eval_batches"], help="validation batches per evaluation")
     t.add_argument("--pos-encoding", choices=list(POS_ENCODINGS), default=d["pos_encoding"],
                    help="learned (GPT-2's wpe), sinusoidal (fixed table), rope (rotary, in attention) or none")
+    add_device(t)
     add_json(t)
     t.set_defaults(func=cmd_train)
 
