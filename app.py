@@ -24,7 +24,7 @@ from tabs import (  # noqa: E402
     scaling,
     train,
 )
-from tabs.kit import registry  # noqa: E402
+from tabs.kit import gpu, registry  # noqa: E402
 from tabs.kit.common import SAMPLE_CSS  # noqa: E402
 from tabs.kit.lecture import LECTURE_CSS  # noqa: E402
 from tabs.kit.sessions import SessionStore  # noqa: E402
@@ -85,6 +85,7 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
             sessions.drop(request)  # free this user's fine-tuned / trained models
 
         demo.unload(end_session)
+    gpu.wrap_handlers(demo)  # ZeroGPU hardware only: the GPU-heavy handlers borrow the GPU per call
     demo.queue(default_concurrency_limit=1)
     return demo
 

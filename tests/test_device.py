@@ -99,3 +99,58 @@ def test_device_benchmark_runs_on_this_machine():
     assert report["train"]["tokens_per_s"] > 0 and report["train"]["mfu"] is None  # no peak known for a CPU
     for g in report["generate"].values():
         assert g["tinygpt"] > 0 and g["transformers"] > 0 and g["ratio"] > 0
+
+
+def test_zerogpu_wrapper_is_the_identity_elsewhere(monkeypatch):
+    import gradio as gr
+
+    from tabs.kit.gpu import gpu, on_zerogpu, wrap_handlers
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+
+    def handler(x):
+        return x
+
+    assert not on_zerogpu() and gpu(60)(handler) is handler
+    for off in ("", "0", "false"):
+        assert not on_zerogpu({"SPACES_ZERO_GPU": off})
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        box.submit(handler, box, box, api_name="sample")
+    before = {k: f.fn for k, f in demo.fns.items()}
+    assert wrap_handlers(demo) == []
+    assert {k: f.fn for k, f in demo.fns.items()} == before  # not one handler touched
+
+
+def test_zerogpu_wrapper_uses_spaces_gpu_there(monkeypatch):
+    import sys
+    import types
+
+    import gradio as gr
+
+    from tabs.kit.gpu import GPU_SECONDS, gpu, wrap_handlers
+
+    calls = []
+    fake = types.ModuleType("spaces")
+
+    def GPU(duration=None):  # noqa: N802 - the real decorator's name
+        def deco(fn):
+            calls.append((fn.__name__, duration))
+            return fn
+        return deco
+
+    fake.GPU = GPU
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    env = {"SPACES_ZERO_GPU": "true"}
+
+    def train_handler(x):
+        return x
+
+    gpu(120, env)(train_handler)
+    assert calls == [("train_handler", 120)]
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        box.submit(train_handler, box, box, api_name="train")
+        box.change(lambda x: x, box, box, api_name="not_heavy")
+    assert wrap_handlers(demo, env=env) == ["train"]
+    assert calls[-1] == ("train_handler", GPU_SECONDS["train"])

@@ -169,7 +169,15 @@ def model_card(model) -> str:
     return (f"**{html.escape(name)}** · {c.n_layer} layers · {c.n_head} heads · d_model {c.n_embd} · "
             f"feed-forward {c.ffn_dim} (GELU) · context {c.block_size} · vocab {c.vocab_size:,} · "
             f"**{human(n)} parameters** ({n:,}) · weights {str(model.transformer.wte.weight.dtype)[6:]}"
-            + fast_path_note(model))
+            f" on {device_label(model)}" + fast_path_note(model))
+
+
+def device_label(model) -> str:
+    """Where the weights live, as a student reads it: "the CPU", "cuda:0 (NVIDIA L4)", "Apple MPS"."""
+    d = model.transformer.wte.weight.device
+    if d.type == "cuda":
+        return f"{d} ({torch.cuda.get_device_name(d)})"
+    return "Apple MPS" if d.type == "mps" else "the CPU"
 
 
 def fast_path_note(model) -> str:

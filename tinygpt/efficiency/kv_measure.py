@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 from ..compute import kv_cache_bytes
+from ..device import allocated_memory, model_device, synchronize
 from ..dtypes import check_name, dtype_name
 from ..model import GPT
 from ..sampling import generate_stream
@@ -71,16 +72,22 @@ def allocated_bytes(cache) -> int:
 @torch.inference_mode()
 def decode_times(model, L: int, batch: int, steps: int, g: torch.Generator) -> tuple[int, list[float]]:
     """Allocate a cache for L positions, prefill L - steps random tokens, time `steps` cached decoding steps.
-    -> (bytes the cache holds, seconds per step)."""
+    -> (bytes the cache holds, seconds per step). On CUDA the bytes are what torch.cuda.memory_allocated grew by
+    when the cache was allocated (the allocator's count, not the tensors' sizes); on the CPU, the tensors' bytes."""
+    dev = model_device(model)
+    before = allocated_memory(dev)  # on a GPU the allocator's own count is read too (None on a CPU)
     cache = model.new_cache(batch, L)  # what generation allocates: (B, n_kv_head, L, hs) per layer, K and V
+    held = allocated_bytes(cache) if before is None else allocated_memory(dev) - before
     ids = torch.randint(0, model.config.vocab_size, (batch, L), generator=g)  # (B, L): timing needs no real text
     model(ids[:, :L - steps], cache=cache, last_only=True)  # prefill: the cache now holds L - steps positions
     times = []
     for i in range(L - steps, L):  # one new token per step, reading every cached key and value
+        synchronize(dev)
         t0 = time.perf_counter()
         model(ids[:, i:i + 1], cache=cache, last_only=True)
+        synchronize(dev)  # a GPU returns before its kernels finish
         times.append(time.perf_counter() - t0)
-    return allocated_bytes(cache), times
+    return held, times
 
 
 def warm_up(model, batch: int, g: torch.Generator) -> None:

@@ -103,7 +103,8 @@ def _child_env() -> dict:
 
 def measure_attention(method: str, T: int, head_dim: int = 64, heads: int = 1, batch: int = 1, repeats: int = 3,
                       block_q: int = 64, block_k: int = 64, threads: int = 1, causal: bool = True,
-                      should_stop: Optional[Callable[[], bool]] = None, poll_s: float = 0.1) -> Optional[dict]:
+                      should_stop: Optional[Callable[[], bool]] = None, poll_s: float = 0.1,
+                      device=None) -> Optional[dict]:
     """Time and peak memory of one attention case, float32, measured in a fresh child process.
 
     The child allocates q, k, v (B, H, T, head_dim), warms the method up on 256 tokens, resets its peak-RSS counter,
@@ -117,10 +118,15 @@ def measure_attention(method: str, T: int, head_dim: int = 64, heads: int = 1, b
                         (block_q, "block_q"), (block_k, "block_k"), (threads, "threads")):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive whole number (got {value!r}).")
-    check_memory(case_need_bytes(method, T, head_dim, heads, batch), f"{method} attention at {T:,} tokens")
+    from ..device import pick_device
+
+    dev = pick_device(device)  # on a GPU the case runs there and its peak is the CUDA allocator's
+    if dev.type == "cpu":
+        check_memory(case_need_bytes(method, T, head_dim, heads, batch), f"{method} attention at {T:,} tokens")
     cmd = [sys.executable, "-m", "tinygpt.efficiency.flash_child", method, str(T), "--head-dim", str(head_dim),
            "--heads", str(heads), "--batch", str(batch), "--repeats", str(repeats), "--block-q", str(block_q),
-           "--block-k", str(block_k), "--threads", str(threads)] + ([] if causal else ["--no-causal"])
+           "--block-k", str(block_k), "--threads", str(threads), "--device", str(dev)] + \
+        ([] if causal else ["--no-causal"])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
     try:
         while proc.poll() is None:

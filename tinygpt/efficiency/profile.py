@@ -28,6 +28,7 @@ import torch
 
 from ..compute import FORWARD_COMPONENTS, forward_activation_bytes, forward_flops
 from ..defaults import PROFILE
+from ..device import model_device, synchronize
 from ..dtypes import dtype_name
 from .measure import check_memory
 
@@ -76,13 +77,18 @@ def profile_forward(model, batch: int, seq_len: int, repeats: int = PROFILE["rep
     started: dict = {}
     handles = []
 
+    dev = model_device(model)
+
+    # a GPU queues kernels and returns at once: each timestamp first waits for the work before it (no-op on a CPU)
     def opener(key):
         def hook(module, args):
+            synchronize(dev)
             started[key] = time.perf_counter()
         return hook
 
     def closer(key, comp):
         def hook(module, args, output):
+            synchronize(dev)
             parts[comp] += time.perf_counter() - started.pop(key)
         return hook
 
@@ -98,8 +104,10 @@ def profile_forward(model, batch: int, seq_len: int, repeats: int = PROFILE["rep
                 raise InterruptedError("The profile was stopped.")
             for k in parts:
                 parts[k] = 0.0
+            synchronize(dev)
             t0 = time.perf_counter()
             model(idx)
+            synchronize(dev)
             total = time.perf_counter() - t0
             if r >= WARMUP:
                 runs.append({**parts, "total": total})
