@@ -131,6 +131,13 @@ def generate_flops(c: GPTConfig, rows: int, prompt: int, new: int) -> float:
     return rows * total
 
 
+def _windows(n_tokens: int, context: int, max_windows: Optional[int] = None) -> int:
+    """How many windows tinygpt.evaluate scores in n_tokens held-out tokens (at most max_windows full ones)."""
+    from .evaluate import window_starts
+
+    return len(window_starts(max(n_tokens, 2), context, max_windows))
+
+
 def _evals(steps: int, interval: int) -> int:
     """Evaluation steps of tinygpt.train: the first, every `interval`-th, and the last."""
     return steps // interval + (interval > 1) + (steps % interval != 0)
@@ -199,7 +206,7 @@ def estimate_train(configs, steps: int, batch_size: int, context: int, eval_inte
     tab's max(1, steps // 20); eval_batches x 8 validation windows per evaluation."""
     configs = [configs] if isinstance(configs, GPTConfig) else list(configs)
     interval = eval_interval or max(1, steps // 20)
-    windows = eval_batches * 8
+    windows = _windows(corpus_tokens - int(0.9 * corpus_tokens), context, eval_batches * 8)  # the last 10 %
     parts: dict = {"data": 8 * corpus_tokens}
     flops, calls = 0.0, 0.0
     for c in configs:
@@ -221,19 +228,25 @@ def estimate_finetune(config: GPTConfig, trainable: str = "top:2", steps: int = 
                       context: int = 128, max_new_tokens: int = 60, text_tokens: int = 3000, keep_best: bool = True,
                       prompt_tokens: int = 8, speed: Optional[Speed] = None) -> Estimate:
     """Fine-tune a trainable copy of a shared base (tinygpt.finetune.trainable_copy: clones of what trains, or a
-    full copy for "all"), with the Fine-tune tab's before/after samples, held-out losses and probability shifts."""
+    full copy for "all"), with the Fine-tune tab's before/after samples and held-out losses, then the probability
+    shifts: every token of the text scored by both models (16 windows per pass, the base's scores kept)."""
     c = config
-    parts = _add({"data": 8 * text_tokens},
-                 _training_run(c, batch_size, context, trainable, "all" if trainable == "all" else "trained",
-                               keep_best=keep_best))
+    copies = "all" if trainable == "all" else "trained"
+    val = max(int(text_tokens * 0.1), context + 2)  # tinygpt.finetune.holdout_split
+    windows = _windows(val, context, 32)  # ten evaluations of 4 x 8 windows at most
+    run = _training_run(c, batch_size, context, trainable, copies, eval_rows=min(EVAL_ROWS, windows),
+                        keep_best=keep_best)
     t = trained_part(c, trainable)
-    interval = max(1, steps // 10)
-    evals = _evals(steps, interval)
-    val = max(text_tokens // 10, context + 2)
+    rows = min(EVAL_ROWS, _windows(text_tokens, context))
+    after = {"weights": run["weights"], "evaluation": eval_pass_bytes(c, rows, context),
+             "token scores": 2 * 21 * text_tokens}  # log-prob, hit, target, position per token; per window + joined
+    after["allocator"] = ALLOCATOR_SHARE * _heap_share(4 * rows * context * c.vocab_size, after["evaluation"])
+    parts = {"data": 8 * text_tokens, **max((run, after), key=lambda ph: sum(ph.values()))}
+    evals = _evals(steps, max(1, steps // 10))
     scored = 2 * val + 2 * text_tokens  # held-out loss before and after, then every token under both models
-    flops = (steps * batch_size * train_flops(c, context, t) + evals * 32 * forward_flops(c, context)
+    flops = (steps * batch_size * train_flops(c, context, t) + evals * windows * forward_flops(c, context)
              + scored * forward_flops(c, context) / context + 2 * generate_flops(c, 1, prompt_tokens, max_new_tokens))
-    calls = evals * 2 + scored / context / EVAL_ROWS + 2 * max_new_tokens
+    calls = evals * -(-windows // EVAL_ROWS) + scored / context / EVAL_ROWS + 2 * max_new_tokens
     return _estimate("finetune", parts, _speed(speed).seconds(flops, steps, calls), flops,
                      "use fewer steps, a smaller batch or context, or train only the top blocks")
 
@@ -265,8 +278,12 @@ def estimate_dpo(config: GPTConfig, trainable: str = "all", steps: int = 40, bat
 
 def _rlhf_parts(cfg, vocab_size: int, stages: Sequence[str], speed: Speed) -> tuple[dict, float, float, float]:
     """(parts at the peak, seconds, FLOPs, steps) of the toy RLHF pipeline's `stages` (sft, reward_model, ppo)."""
+    from .beyond.rlhf import SUBJECTS
+
     c = cfg.model_config(vocab_size)
-    T = c.block_size  # every row (BOS + prompt + response) fits the toy's context
+    T = c.block_size  # SFT trains on windows of the whole context
+    T_rm = 1 + max(map(len, SUBJECTS)) + 26  # BOS + subject + the longest grammatical response (26 characters)
+    T_ppo = min(T, 1 + max(map(len, SUBJECTS)) + cfg.max_new_tokens)  # ... or the longest sampled one
     w = E * count_parameters(c)["total"]
     rows = cfg.prompts_per_step * cfg.samples_per_prompt
     peaks, flops, steps, calls = [], 0.0, 0, 0.0
@@ -277,16 +294,16 @@ def _rlhf_parts(cfg, vocab_size: int, stages: Sequence[str], speed: Speed) -> tu
         flops += cfg.sft_steps * cfg.sft_batch * train_flops(c, T, full) + evals * 32 * forward_flops(c, T)
         steps += cfg.sft_steps
     if "reward_model" in stages:  # a copy of the SFT model with a scalar head: no logits, no loss buffers
-        rm = _training_run(c, 2 * cfg.rm_batch, T, loss_tensors=0, logits_kept=False)
+        rm = _training_run(c, 2 * cfg.rm_batch, T_rm, loss_tensors=0, logits_kept=False)
         peaks.append({**rm, "frozen models": w})
-        flops += cfg.rm_steps * 2 * cfg.rm_batch * train_flops(c, T, full) \
-            + (cfg.rm_steps // max(1, cfg.rm_steps // 6) + 3) * 2 * cfg.rm_pairs // 6 * forward_flops(c, T)
+        flops += cfg.rm_steps * 2 * cfg.rm_batch * train_flops(c, T_rm, full) \
+            + (cfg.rm_steps // max(1, cfg.rm_steps // 6) + 3) * 2 * cfg.rm_pairs // 6 * forward_flops(c, T_rm)
         steps += cfg.rm_steps
     if "ppo" in stages:  # the policy (a copy with a value head) trains next to the frozen SFT and reward models
-        ppo = _training_run(c, rows, T, loss_tensors=2, eval_rows=rows)
+        ppo = _training_run(c, rows, T_ppo, loss_tensors=2, eval_rows=rows)
         peaks.append({**ppo, "frozen models": 2 * w, "KV cache": kv_cache_bytes(c, rows, T, "fp32")})
-        per_rollout = generate_flops(c, rows, 4, cfg.max_new_tokens) + 3 * rows * forward_flops(c, T)
-        flops += cfg.ppo_steps * (per_rollout + cfg.ppo_epochs * rows * train_flops(c, T, full))
+        per_rollout = generate_flops(c, rows, 4, cfg.max_new_tokens) + 3 * rows * forward_flops(c, T_ppo)
+        flops += cfg.ppo_steps * (per_rollout + cfg.ppo_epochs * rows * train_flops(c, T_ppo, full))
         flops += 2 * generate_flops(c, cfg.eval_samples, 4, cfg.max_new_tokens)
         steps += cfg.ppo_steps * cfg.ppo_epochs
         calls += (cfg.ppo_steps * cfg.prompts_per_step + 12) * cfg.max_new_tokens + 3 * cfg.ppo_steps
@@ -319,16 +336,17 @@ def estimate_scaling(cfg=None, vocab_size: int = 65, corpus_tokens: int = SHAKES
 
     cfg = cfg or SweepConfig()
     plan = plan_sweep(cfg, vocab_size)
+    windows = _windows(corpus_tokens - int(0.9 * corpus_tokens), cfg.context, max(1, cfg.eval_windows // 8) * 8)
     peaks, flops, steps, calls = [], 0.0, 0, 0.0
     for shape in {r["shape"] for r in plan}:
         c = model_config(shape, vocab_size, cfg.context)
-        peaks.append(_training_run(c, cfg.batch_size, cfg.context, eval_rows=min(EVAL_ROWS, cfg.eval_windows)))
+        peaks.append(_training_run(c, cfg.batch_size, cfg.context, eval_rows=min(EVAL_ROWS, windows)))
     for r in plan:
         c = model_config(r["shape"], vocab_size, cfg.context)
         flops += r["steps"] * cfg.batch_size * train_flops(c, cfg.context, trained_part(c))
-        flops += 2 * cfg.eval_windows * forward_flops(c, cfg.context)
+        flops += 2 * windows * forward_flops(c, cfg.context)
         steps += r["steps"]
-        calls += 2 * -(-cfg.eval_windows // EVAL_ROWS)
+        calls += 2 * -(-windows // EVAL_ROWS)
     parts = {"data": 8 * corpus_tokens, **max(peaks, key=lambda ph: sum(ph.values()))}
     return _estimate("scaling", parts, _speed(speed).seconds(flops, steps, calls), flops,
                      "use fewer or smaller sizes, fewer steps or smaller budgets")
@@ -342,10 +360,11 @@ def estimate_gqa_uptrain(config: GPTConfig, n_kv_head: int, steps: int = 30, bat
     corpus_tokens: default the Python docs in GPT-2 BPE (the Shakespeare corpus for the embedded model: 338,025)."""
     c = config.replace(n_kv_head=n_kv_head)
     context = min(context, c.block_size)
-    parts = _add({"data": 8 * corpus_tokens}, _training_run(c, batch_size, context, eval_rows=EVAL_ROWS))
+    windows = _windows(corpus_tokens - int(0.9 * corpus_tokens), context, 16)  # two evaluation batches
+    parts = _add({"data": 8 * corpus_tokens}, _training_run(c, batch_size, context, eval_rows=min(EVAL_ROWS, windows)))
     evals = _evals(steps, max(1, steps // 5))
-    scored = 2 * 16 * context + 3 * reference_tokens  # MHA and converted held-out losses; three perplexities
-    flops = (steps * batch_size * train_flops(c, context, trained_part(c)) + evals * 16 * forward_flops(c, context)
+    scored = 2 * windows * context + 3 * reference_tokens  # MHA and converted held-out losses; three perplexities
+    flops = (steps * batch_size * train_flops(c, context, trained_part(c)) + evals * windows * forward_flops(c, context)
              + scored * forward_flops(c, context) / context)
     return _estimate("gqa_uptrain", parts, _speed(speed).seconds(flops, steps, 2 * evals + 5), flops,
                      "use fewer steps, or the embedded model")
