@@ -11,8 +11,9 @@ A shared CPU server (a Hugging Face Space: 2 vCPU, 16 GB, a whole class) must re
 * `check(estimate, limits, in_use_bytes)` raises `BudgetError` (a ValueError) with one plain sentence holding
   both figures and the limits. `LEDGER.reserve(estimate)` holds a running run's memory (a context manager) and
   refuses a run that would push all running runs past the app total.
-* `machine_speed()`: this machine's measured training speed (a short calibration, once per process), which turns
-  FLOPs into seconds; `set_speed` injects one (tests, or a figure measured elsewhere).
+* `machine_speed()`: this machine's measured speed (a short calibration, once per process: FLOP rate, the fixed
+  cost of a step, the loss's time per logit), which turns a run's work into seconds; `set_speed` injects one
+  (tests, or a figure measured elsewhere).
 
 GB here means 10^9 bytes, as in the environment variables' names.
 """
@@ -194,29 +195,35 @@ LEDGER = Ledger()  # the process-wide ledger every tab reserves through
 # ---- this machine's speed --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Speed:
-    """seconds = FLOPs / flops_per_s + steps · step_overhead_s (a forward-only call costs a third of a step)."""
+    """This machine's speed: seconds = FLOPs / flops_per_s + the fixed cost of each training step (a forward-only
+    call: a third of it) + the time spent per logit in the loss (log-softmax over the vocabulary, forward and
+    backward) and in scoring without gradients (log-softmax and argmax): memory-bound work no FLOP count sees."""
 
     flops_per_s: float
     step_overhead_s: float = 0.0
+    loss_s_per_logit: float = 0.0
+    score_s_per_logit: float = 0.0
     source: str = "given"
 
-    def seconds(self, flops: float, steps: float = 0.0, forward_calls: float = 0.0) -> float:
-        return flops / self.flops_per_s + (steps + forward_calls / 3) * self.step_overhead_s
+    def seconds(self, flops: float, steps: float = 0.0, forward_calls: float = 0.0, loss_logits: float = 0.0,
+                scored_logits: float = 0.0) -> float:
+        return (flops / self.flops_per_s + (steps + forward_calls / 3) * self.step_overhead_s
+                + loss_logits * self.loss_s_per_logit + scored_logits * self.score_s_per_logit)
 
 
-# Calibration shapes: the Train tab's default model (4 layers, d=128, a character vocabulary; 3.9 GFLOP a step,
-# most of it in matmuls as in every heavier run) and a model so small that its step is all fixed cost (Python,
-# kernel launches, the optimizer's loop over tensors).
-CALIBRATION = {"big": dict(n_layer=4, n_head=4, n_embd=128, vocab=65, context=64, batch=12),
-               "small": dict(n_layer=1, n_head=1, n_embd=16, vocab=65, context=8, batch=1)}
-CALIBRATION_STEPS = 3
+# Calibration: a 2-layer d=256 character model (4.9 GFLOP a step, nearly all in matmuls, as in every heavier run),
+# a model so small that its step is all fixed cost (Python, kernel launches, the optimizer's loop), and the loss
+# over 256 positions of GPT-2's 50,257-token vocabulary (51 MB a tensor: the size of a real run's logits).
+CALIBRATION = {"big": dict(n_layer=2, n_head=4, n_embd=256, vocab=65, context=64, batch=8, steps=3),
+               "small": dict(n_layer=1, n_head=1, n_embd=16, vocab=65, context=8, batch=1, steps=8),
+               "loss": dict(rows=256, vocab=50257, steps=3)}
 
 _speed: Optional[Speed] = None
 _speed_lock = threading.Lock()
 
 
 def _time_steps(shape: dict, steps: int) -> tuple[float, float]:
-    """(seconds per training step, its training FLOPs) of `shape`, after one warm-up step."""
+    """(seconds per training step, its training FLOPs) of `shape`: the fastest of `steps` after a warm-up step."""
     import torch
 
     from .compute import flops_per_token
@@ -244,12 +251,41 @@ def _time_steps(shape: dict, steps: int) -> tuple[float, float]:
     return best, flops_per_token(c, shape["context"])["per_token_train"] * shape["batch"] * shape["context"]
 
 
-def measure_speed(steps: int = CALIBRATION_STEPS) -> Speed:
-    """Calibrate now (about a second): the small model's step time is the fixed cost per step, and the big
-    model's step time minus that cost, over its FLOPs (tinygpt.compute.flops_per_token), the FLOP rate."""
-    small, _ = _time_steps(CALIBRATION["small"], steps)
-    big, flops = _time_steps(CALIBRATION["big"], steps)
-    return Speed(flops_per_s=flops / max(big - small, 0.25 * big), step_overhead_s=small, source="measured")
+def _time_loss(rows: int, vocab: int, steps: int) -> tuple[float, float]:
+    """(seconds per logit of cross-entropy forward + backward, of log-softmax + argmax without gradients), as
+    tinygpt.model's loss and tinygpt.evaluate.target_logprobs compute them: the fastest of `steps`."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(rows, vocab, generator=g).requires_grad_(True)
+    targets = torch.randint(0, vocab, (rows,), generator=g)
+    train = score = math.inf
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        F.cross_entropy(logits.float(), targets).backward()
+        logits.grad = None
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            F.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None])
+            logits.argmax(-1)
+        if i:
+            train, score = min(train, t1 - t), min(score, time.perf_counter() - t1)
+    return train / (rows * vocab), score / (rows * vocab)
+
+
+def measure_speed(steps: Optional[int] = None) -> Speed:
+    """Calibrate now (well under a second on an idle machine): the small model's step time is the fixed cost per
+    step; the big model's step time less that cost, over its FLOPs (tinygpt.compute.flops_per_token), the FLOP
+    rate; and the loss's time per logit. Each is the fastest of a few tries: on a shared machine the others were
+    interrupted."""
+    small, _ = _time_steps(CALIBRATION["small"], steps or CALIBRATION["small"]["steps"])
+    big, flops = _time_steps(CALIBRATION["big"], steps or CALIBRATION["big"]["steps"])
+    loss = CALIBRATION["loss"]
+    per_logit = _time_loss(loss["rows"], loss["vocab"], steps or loss["steps"])
+    overhead = min(small, big / 5)  # a step of the small model that was interrupted says nothing about overhead
+    return Speed(flops_per_s=flops / (big - overhead), step_overhead_s=overhead, loss_s_per_logit=per_logit[0],
+                 score_s_per_logit=per_logit[1], source="measured")
 
 
 def machine_speed() -> Speed:

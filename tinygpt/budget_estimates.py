@@ -188,13 +188,44 @@ def _add(total: dict, parts: dict) -> dict:
     return total
 
 
-def _estimate(action: str, parts: dict, seconds: float, flops: float, advice: str) -> Estimate:
+class _Work:
+    """A run's work, counted as the time model (tinygpt.budget.Speed) reads it."""
+
+    def __init__(self):
+        self.flops = self.steps = self.calls = self.loss_logits = self.scored_logits = 0.0
+
+    def train(self, c: GPTConfig, rows: int, seq: int, trained: Optional[dict] = None, n: float = 1) -> "_Work":
+        """n training steps over rows x seq tokens (the loss over every position's logits)."""
+        self.flops += n * rows * train_flops(c, seq, trained or trained_part(c))
+        self.steps += n
+        self.loss_logits += n * rows * seq * c.vocab_size
+        return self
+
+    def forward(self, c: GPTConfig, rows: int, seq: int, n: float = 1) -> "_Work":
+        """n no-grad passes over rows windows of seq tokens, scored (log-softmax and argmax of every logit),
+        EVAL_ROWS windows per call."""
+        self.flops += n * rows * forward_flops(c, seq)
+        self.calls += n * -(-rows // EVAL_ROWS)
+        self.scored_logits += n * rows * seq * c.vocab_size
+        return self
+
+    def generate(self, c: GPTConfig, rows: int, prompt: int, new: int, n: float = 1) -> "_Work":
+        """n calls of tinygpt.generate: one forward call and one draw over the vocabulary per new token."""
+        self.flops += n * generate_flops(c, rows, prompt, new)
+        self.calls += n * new
+        self.scored_logits += n * rows * new * c.vocab_size
+        return self
+
+    def seconds(self, speed: Optional[Speed]) -> float:
+        s = speed if speed is not None else machine_speed()
+        return s.seconds(self.flops, self.steps, self.calls, self.loss_logits, self.scored_logits)
+
+
+def _estimate(action: str, parts: dict, work: _Work, speed: Optional[Speed], advice: str,
+              seconds: Optional[float] = None) -> Estimate:
     parts = {k: int(v) for k, v in parts.items() if v}
-    return Estimate(action, sum(parts.values()), float(seconds), parts, float(flops), advice)
-
-
-def _speed(speed: Optional[Speed]) -> Speed:
-    return speed if speed is not None else machine_speed()
+    seconds = work.seconds(speed) if seconds is None else seconds
+    return Estimate(action, sum(parts.values()), float(seconds), parts, float(work.flops), advice)
 
 
 # ---- the actions ------------------------------------------------------------------------------------------
@@ -208,18 +239,15 @@ def estimate_train(configs, steps: int, batch_size: int, context: int, eval_inte
     interval = eval_interval or max(1, steps // 20)
     windows = _windows(corpus_tokens - int(0.9 * corpus_tokens), context, eval_batches * 8)  # the last 10 %
     parts: dict = {"data": 8 * corpus_tokens}
-    flops, calls = 0.0, 0.0
+    work = _Work()
     for c in configs:
         _add(parts, _training_run(c, batch_size, context, eval_rows=min(EVAL_ROWS, windows)))
         evals = _evals(steps, interval)
-        flops += steps * batch_size * train_flops(c, context, trained_part(c))
-        flops += evals * windows * forward_flops(c, context)
-        flops += generate_flops(c, 1, prompt_tokens, sample_len)
-        calls += evals * -(-windows // EVAL_ROWS) + sample_len
+        work.train(c, batch_size, context, n=steps).forward(c, windows, context, n=evals)
+        work.generate(c, 1, prompt_tokens, sample_len)
         if c.n_experts:  # the expert load: 8 windows per evaluation, 64 at the end
-            flops += (8 * evals + 64) * forward_flops(c, context)
-    s = _speed(speed)
-    return _estimate("train", parts, s.seconds(flops, steps * len(configs), calls), flops,
+            work.forward(c, 8, context, n=evals).forward(c, 64, context)
+    return _estimate("train", parts, work, speed,
                      "use fewer steps, a smaller batch, context or vocabulary (characters instead of GPT-2 BPE), "
                      "or a smaller model")
 
@@ -236,18 +264,17 @@ def estimate_finetune(config: GPTConfig, trainable: str = "top:2", steps: int = 
     windows = _windows(val, context, 32)  # ten evaluations of 4 x 8 windows at most
     run = _training_run(c, batch_size, context, trainable, copies, eval_rows=min(EVAL_ROWS, windows),
                         keep_best=keep_best)
-    t = trained_part(c, trainable)
     rows = min(EVAL_ROWS, _windows(text_tokens, context))
     after = {"weights": run["weights"], "evaluation": eval_pass_bytes(c, rows, context),
              "token scores": 2 * 21 * text_tokens}  # log-prob, hit, target, position per token; per window + joined
     after["allocator"] = ALLOCATOR_SHARE * _heap_share(4 * rows * context * c.vocab_size, after["evaluation"])
     parts = {"data": 8 * text_tokens, **max((run, after), key=lambda ph: sum(ph.values()))}
-    evals = _evals(steps, max(1, steps // 10))
-    scored = 2 * val + 2 * text_tokens  # held-out loss before and after, then every token under both models
-    flops = (steps * batch_size * train_flops(c, context, t) + evals * windows * forward_flops(c, context)
-             + scored * forward_flops(c, context) / context + 2 * generate_flops(c, 1, prompt_tokens, max_new_tokens))
-    calls = evals * -(-windows // EVAL_ROWS) + scored / context / EVAL_ROWS + 2 * max_new_tokens
-    return _estimate("finetune", parts, _speed(speed).seconds(flops, steps, calls), flops,
+    work = _Work().train(c, batch_size, context, trained_part(c, trainable), n=steps)
+    work.forward(c, windows, context, n=_evals(steps, max(1, steps // 10)))
+    work.forward(c, _windows(val, context), context, n=2)  # held-out loss before and after
+    work.forward(c, _windows(text_tokens, context), context, n=2)  # every token under both models
+    work.generate(c, 1, prompt_tokens, max_new_tokens, n=2)
+    return _estimate("finetune", parts, work, speed,
                      "use fewer steps, a smaller batch or context, or train only the top blocks")
 
 
@@ -264,20 +291,18 @@ def estimate_dpo(config: GPTConfig, trainable: str = "all", steps: int = 40, bat
     run = _training_run(c, 2 * batch_size, T, trainable, "all" if trainable == "all" else "trained",
                         eval_rows=eval_rows, loss_tensors=3, logits_kept=False)
     parts: dict = {}
+    work = _Work()
     for _ in range(runs):
         _add(parts, run)
-    t = trained_part(c, trainable)
-    interval = eval_interval or max(1, steps // 10)
-    evals = _evals(steps, interval) + 1  # + step 0
-    flops = runs * (2 * n_pairs * forward_flops(c, T)  # the reference's log-probs, once per run
-                    + steps * 2 * batch_size * train_flops(c, T, t) + evals * 2 * eval_pairs * forward_flops(c, T))
-    calls = runs * (-(-n_pairs // 32) * 2 + evals * -(-eval_pairs // 32))
-    return _estimate("dpo", parts, _speed(speed).seconds(flops, runs * steps, calls), flops,
+        work.forward(c, 2 * n_pairs, T)  # the reference's log-probs of every pair
+        work.train(c, 2 * batch_size, T, trained_part(c, trainable), n=steps)
+        work.forward(c, 2 * eval_pairs, T, n=_evals(steps, eval_interval or max(1, steps // 10)) + 1)  # + step 0
+    return _estimate("dpo", parts, work, speed,
                      "use fewer steps or pairs per step, one beta, the top 2 blocks, or a smaller model")
 
 
-def _rlhf_parts(cfg, vocab_size: int, stages: Sequence[str], speed: Speed) -> tuple[dict, float, float, float]:
-    """(parts at the peak, seconds, FLOPs, steps) of the toy RLHF pipeline's `stages` (sft, reward_model, ppo)."""
+def _rlhf(cfg, vocab_size: int, stages: Sequence[str]) -> tuple[dict, _Work]:
+    """(parts at the peak, work) of the toy RLHF pipeline's `stages` (sft, reward_model, ppo)."""
     from .beyond.rlhf import SUBJECTS
 
     c = cfg.model_config(vocab_size)
@@ -286,46 +311,41 @@ def _rlhf_parts(cfg, vocab_size: int, stages: Sequence[str], speed: Speed) -> tu
     T_ppo = min(T, 1 + max(map(len, SUBJECTS)) + cfg.max_new_tokens)  # ... or the longest sampled one
     w = E * count_parameters(c)["total"]
     rows = cfg.prompts_per_step * cfg.samples_per_prompt
-    peaks, flops, steps, calls = [], 0.0, 0, 0.0
-    full = trained_part(c)
+    peaks, work = [], _Work()
     if "sft" in stages:
         peaks.append(_training_run(c, cfg.sft_batch, T, eval_rows=EVAL_ROWS))
-        evals = _evals(cfg.sft_steps, max(1, cfg.sft_steps // 10))
-        flops += cfg.sft_steps * cfg.sft_batch * train_flops(c, T, full) + evals * 32 * forward_flops(c, T)
-        steps += cfg.sft_steps
+        work.train(c, cfg.sft_batch, T, n=cfg.sft_steps).forward(c, 32, T, n=_evals(cfg.sft_steps,
+                                                                                    max(1, cfg.sft_steps // 10)))
     if "reward_model" in stages:  # a copy of the SFT model with a scalar head: no logits, no loss buffers
-        rm = _training_run(c, 2 * cfg.rm_batch, T_rm, loss_tensors=0, logits_kept=False)
-        peaks.append({**rm, "frozen models": w})
-        flops += cfg.rm_steps * 2 * cfg.rm_batch * train_flops(c, T_rm, full) \
-            + (cfg.rm_steps // max(1, cfg.rm_steps // 6) + 3) * 2 * cfg.rm_pairs // 6 * forward_flops(c, T_rm)
-        steps += cfg.rm_steps
+        peaks.append({**_training_run(c, 2 * cfg.rm_batch, T_rm, loss_tensors=0, logits_kept=False),
+                      "frozen models": w})
+        work.train(c, 2 * cfg.rm_batch, T_rm, n=cfg.rm_steps)
+        work.forward(c, 2 * (cfg.rm_pairs // 6), T_rm, n=cfg.rm_steps // max(1, cfg.rm_steps // 6) + 3)
     if "ppo" in stages:  # the policy (a copy with a value head) trains next to the frozen SFT and reward models
-        ppo = _training_run(c, rows, T_ppo, loss_tensors=2, eval_rows=rows)
-        peaks.append({**ppo, "frozen models": 2 * w, "KV cache": kv_cache_bytes(c, rows, T, "fp32")})
-        per_rollout = generate_flops(c, rows, 4, cfg.max_new_tokens) + 3 * rows * forward_flops(c, T_ppo)
-        flops += cfg.ppo_steps * (per_rollout + cfg.ppo_epochs * rows * train_flops(c, T_ppo, full))
-        flops += 2 * generate_flops(c, cfg.eval_samples, 4, cfg.max_new_tokens)
-        steps += cfg.ppo_steps * cfg.ppo_epochs
-        calls += (cfg.ppo_steps * cfg.prompts_per_step + 12) * cfg.max_new_tokens + 3 * cfg.ppo_steps
-    parts = max(peaks, key=lambda ph: sum(ph.values()))
-    return parts, speed.seconds(flops, steps, calls), flops, steps
+        peaks.append({**_training_run(c, rows, T_ppo, loss_tensors=2, eval_rows=rows),
+                      "frozen models": 2 * w, "KV cache": kv_cache_bytes(c, cfg.samples_per_prompt, T, "fp32")})
+        work.generate(c, cfg.samples_per_prompt, 4, cfg.max_new_tokens, n=cfg.ppo_steps * cfg.prompts_per_step)
+        work.forward(c, rows, T_ppo, n=3 * cfg.ppo_steps)  # policy, reference and reward model score the rollout
+        work.train(c, rows, T_ppo, n=cfg.ppo_epochs * cfg.ppo_steps)
+        n_eval = cfg.eval_samples // 8  # evaluate_policy before and after: 8 samples of each prompt
+        work.generate(c, 8, 4, cfg.max_new_tokens, n=2 * n_eval).forward(c, 8 * n_eval, T_ppo, n=6)
+    return max(peaks, key=lambda ph: sum(ph.values())), work
 
 
 def estimate_rlhf(cfg=None, vocab_size: int = RLHF_VOCAB, speed: Optional[Speed] = None) -> Estimate:
     """The whole toy RLHF pipeline (tinygpt.beyond.rlhf.run_rlhf): SFT, reward model, PPO, one after another."""
     from .beyond.rlhf import RLHFConfig
 
-    parts, secs, flops, _ = _rlhf_parts(cfg or RLHFConfig(), vocab_size, ("sft", "reward_model", "ppo"),
-                                        _speed(speed))
-    return _estimate("rlhf", parts, secs, flops, "use fewer SFT, reward-model or PPO steps")
+    parts, work = _rlhf(cfg or RLHFConfig(), vocab_size, ("sft", "reward_model", "ppo"))
+    return _estimate("rlhf", parts, work, speed, "use fewer SFT, reward-model or PPO steps")
 
 
 def estimate_rlhf_ppo(cfg=None, vocab_size: int = RLHF_VOCAB, speed: Optional[Speed] = None) -> Estimate:
     """PPO only, from the session's SFT and reward models (the tab's "Re-run PPO only")."""
     from .beyond.rlhf import RLHFConfig
 
-    parts, secs, flops, _ = _rlhf_parts(cfg or RLHFConfig(), vocab_size, ("ppo",), _speed(speed))
-    return _estimate("rlhf_ppo", parts, secs, flops, "use fewer PPO steps")
+    parts, work = _rlhf(cfg or RLHFConfig(), vocab_size, ("ppo",))
+    return _estimate("rlhf_ppo", parts, work, speed, "use fewer PPO steps")
 
 
 def estimate_scaling(cfg=None, vocab_size: int = 65, corpus_tokens: int = SHAKESPEARE_CHARS,
@@ -337,19 +357,15 @@ def estimate_scaling(cfg=None, vocab_size: int = 65, corpus_tokens: int = SHAKES
     cfg = cfg or SweepConfig()
     plan = plan_sweep(cfg, vocab_size)
     windows = _windows(corpus_tokens - int(0.9 * corpus_tokens), cfg.context, max(1, cfg.eval_windows // 8) * 8)
-    peaks, flops, steps, calls = [], 0.0, 0, 0.0
+    peaks, work = [], _Work()
     for shape in {r["shape"] for r in plan}:
         c = model_config(shape, vocab_size, cfg.context)
         peaks.append(_training_run(c, cfg.batch_size, cfg.context, eval_rows=min(EVAL_ROWS, windows)))
     for r in plan:
         c = model_config(r["shape"], vocab_size, cfg.context)
-        flops += r["steps"] * cfg.batch_size * train_flops(c, cfg.context, trained_part(c))
-        flops += 2 * windows * forward_flops(c, cfg.context)
-        steps += r["steps"]
-        calls += 2 * -(-windows // EVAL_ROWS)
+        work.train(c, cfg.batch_size, cfg.context, n=r["steps"]).forward(c, windows, cfg.context, n=2)
     parts = {"data": 8 * corpus_tokens, **max(peaks, key=lambda ph: sum(ph.values()))}
-    return _estimate("scaling", parts, _speed(speed).seconds(flops, steps, calls), flops,
-                     "use fewer or smaller sizes, fewer steps or smaller budgets")
+    return _estimate("scaling", parts, work, speed, "use fewer or smaller sizes, fewer steps or smaller budgets")
 
 
 def estimate_gqa_uptrain(config: GPTConfig, n_kv_head: int, steps: int = 30, batch_size: int = 8,
@@ -362,12 +378,10 @@ def estimate_gqa_uptrain(config: GPTConfig, n_kv_head: int, steps: int = 30, bat
     context = min(context, c.block_size)
     windows = _windows(corpus_tokens - int(0.9 * corpus_tokens), context, 16)  # two evaluation batches
     parts = _add({"data": 8 * corpus_tokens}, _training_run(c, batch_size, context, eval_rows=min(EVAL_ROWS, windows)))
-    evals = _evals(steps, max(1, steps // 5))
-    scored = 2 * windows * context + 3 * reference_tokens  # MHA and converted held-out losses; three perplexities
-    flops = (steps * batch_size * train_flops(c, context, trained_part(c)) + evals * windows * forward_flops(c, context)
-             + scored * forward_flops(c, context) / context)
-    return _estimate("gqa_uptrain", parts, _speed(speed).seconds(flops, steps, 2 * evals + 5), flops,
-                     "use fewer steps, or the embedded model")
+    work = _Work().train(c, batch_size, context, n=steps)
+    work.forward(c, windows, context, n=_evals(steps, max(1, steps // 5)) + 2)  # + MHA and converted, before
+    work.forward(c, 1, min(reference_tokens, context), n=3 * -(-reference_tokens // context))  # 3 perplexities
+    return _estimate("gqa_uptrain", parts, work, speed, "use fewer steps, or the embedded model")
 
 
 def estimate_flash_benchmark(lengths: Sequence[int], methods: Sequence[str] = ("standard", "tiled", "sdpa"),
@@ -378,9 +392,9 @@ def estimate_flash_benchmark(lengths: Sequence[int], methods: Sequence[str] = ("
     causal half of the 4·T²·d FLOPs; the tiled loop also pays TILE_S per tile)."""
     from .efficiency.measure import CHILD_OVERHEAD, case_need_bytes
 
-    s = _speed(speed)
+    s = speed if speed is not None else machine_speed()
     one_thread = s.flops_per_s / max(1, torch.get_num_threads())
-    parts, seconds, flops = {}, 0.0, 0.0
+    parts, work, seconds = {}, _Work(), 0.0
     for T in lengths:
         for m in methods:
             need = case_need_bytes(m, T, head_dim)
@@ -389,21 +403,21 @@ def estimate_flash_benchmark(lengths: Sequence[int], methods: Sequence[str] = ("
                 parts = {"child process": CHILD_OVERHEAD, "q, k, v": qkv, "attention": need - CHILD_OVERHEAD - qkv}
             f = 4 * T * T * head_dim * (1 if m == "standard" else 0.5)
             tiles = (-(-T // 64)) ** 2 / 2 if m == "tiled" else 0
-            flops += (1 + repeats) * f
+            work.flops += (1 + repeats) * f
             seconds += CHILD_START_S + (1 + repeats) * (f / one_thread + tiles * TILE_S)
-    return _estimate("flash_benchmark", parts, seconds, flops, "choose shorter sequence lengths")
+    return _estimate("flash_benchmark", parts, work, s, "choose shorter sequence lengths", seconds)
 
 
 def estimate_profile(config: GPTConfig, batch: int, seq_lens: Sequence[int], repeats: int = 5,
                      dtype: str = "fp32", speed: Optional[Speed] = None) -> Estimate:
     """The forward-pass profile (tinygpt.efficiency.profile.profile_forward): 2 warm-up runs and `repeats` timed
     ones per length; the peak is the longest length's forward pass (the calculator's forward_activation_bytes)."""
-    top = max(seq_lens)
-    parts = {"forward pass": forward_activation_bytes(config, batch, top, dtype)}
-    flops = sum((2 + repeats) * batch * forward_flops(config, T) for T in seq_lens)
-    calls = (2 + repeats) * len(seq_lens)
-    return _estimate("profile", parts, _speed(speed).seconds(flops, 0, calls), flops,
-                     "use a smaller batch or shorter sequence lengths")
+    parts = {"forward pass": forward_activation_bytes(config, batch, max(seq_lens), dtype)}
+    work = _Work()
+    for T in seq_lens:
+        work.flops += (2 + repeats) * batch * forward_flops(config, T)
+        work.calls += 2 + repeats
+    return _estimate("profile", parts, work, speed, "use a smaller batch or shorter sequence lengths")
 
 
 def _last_logits_forward(c: GPTConfig, rows: int, seq: int, dtype: str) -> int:
@@ -421,10 +435,10 @@ def estimate_kv_cache(config: GPTConfig, prompt_tokens: int, n_new: int, dtype: 
     parts = {"KV cache": kv_cache_bytes(c, 1, c.block_size, dtype),
              "forward pass": _last_logits_forward(c, 1, n, dtype)}
     p = min(prompt_tokens, c.block_size)
-    flops = generate_flops(c, 1, p, n_new)
-    flops += sum(forward_flops(c, min(t, c.block_size), 1) for t in range(p, p + n_new))
-    return _estimate("kv_cache", parts, _speed(speed).seconds(flops, 0, 2 * n_new), flops,
-                     "time fewer tokens")
+    work = _Work().generate(c, 1, p, n_new)
+    work.flops += sum(forward_flops(c, min(t, c.block_size), 1) for t in range(p, p + n_new))  # no cache
+    work.calls += n_new
+    return _estimate("kv_cache", parts, work, speed, "time fewer tokens")
 
 
 def estimate_sampling(config: GPTConfig, num_samples: int = 3, max_new_tokens: int = 100, prompt_tokens: int = 16,
@@ -435,8 +449,7 @@ def estimate_sampling(config: GPTConfig, num_samples: int = 3, max_new_tokens: i
     p = min(prompt_tokens, c.block_size)
     parts = {"KV cache": kv_cache_bytes(c, num_samples, c.block_size, dtype),
              "forward pass": _last_logits_forward(c, num_samples, p, dtype)}
-    flops = generate_flops(c, num_samples, p, max_new_tokens)
-    return _estimate("sample", parts, _speed(speed).seconds(flops, 0, max_new_tokens), flops,
+    return _estimate("sample", parts, _Work().generate(c, num_samples, p, max_new_tokens), speed,
                      "ask for fewer samples or fewer new tokens")
 
 
@@ -450,8 +463,10 @@ def estimate_attention(config: GPTConfig, tokens: int, speed: Optional[Speed] = 
     parts = {"attention maps": maps, "q and k": 2 * 4 * c.n_layer * c.n_head * T * c.head_dim,
              "one layer's work": 5 * 4 * c.n_head * T * T,
              "hidden states": 4 * (c.n_layer + 1) * T * c.n_embd}
-    flops = forward_flops(c, T) + 2 * c.n_layer * 2 * T * T * c.attn_dim + 20 * maps / 4
-    return _estimate("attention", parts, _speed(speed).seconds(flops, 0, 3), flops, "use a shorter prompt")
+    work = _Work()
+    work.flops = forward_flops(c, T) + 2 * c.n_layer * 2 * T * T * c.attn_dim + 20 * maps / 4
+    work.calls = 3
+    return _estimate("attention", parts, work, speed, "use a shorter prompt")
 
 
 __all__ = ["estimate_train", "estimate_finetune", "estimate_dpo", "estimate_rlhf", "estimate_rlhf_ppo",
