@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import threading
 import time
 from contextlib import contextmanager
@@ -223,7 +224,7 @@ _speed_lock = threading.Lock()
 
 
 def _time_steps(shape: dict, steps: int) -> tuple[float, float]:
-    """(seconds per training step, its training FLOPs) of `shape`: the fastest of `steps` after a warm-up step."""
+    """(seconds per training step, its training FLOPs) of `shape`: the median of `steps` after a warm-up step."""
     import torch
 
     from .compute import flops_per_token
@@ -239,7 +240,7 @@ def _time_steps(shape: dict, steps: int) -> tuple[float, float]:
         model = GPT(c)
     opt = make_optimizer(list(model.parameters()), TrainConfig())
     x = torch.randint(0, c.vocab_size, (shape["batch"], shape["context"]), generator=g)
-    best = math.inf
+    times = []
     for i in range(steps + 1):
         t = time.perf_counter()
         _, loss = model(x, x)
@@ -247,20 +248,21 @@ def _time_steps(shape: dict, steps: int) -> tuple[float, float]:
         loss.backward()
         opt.step()
         if i:  # the first step warms up kernels and the allocator
-            best = min(best, time.perf_counter() - t)  # the least disturbed step on a shared machine
-    return best, flops_per_token(c, shape["context"])["per_token_train"] * shape["batch"] * shape["context"]
+            times.append(time.perf_counter() - t)
+    tokens = shape["batch"] * shape["context"]
+    return statistics.median(times), flops_per_token(c, shape["context"])["per_token_train"] * tokens
 
 
 def _time_loss(rows: int, vocab: int, steps: int) -> tuple[float, float]:
     """(seconds per logit of cross-entropy forward + backward, of log-softmax + argmax without gradients), as
-    tinygpt.model's loss and tinygpt.evaluate.target_logprobs compute them: the fastest of `steps`."""
+    tinygpt.model's loss and tinygpt.evaluate.target_logprobs compute them: the median of `steps`."""
     import torch
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(rows, vocab, generator=g).requires_grad_(True)
     targets = torch.randint(0, vocab, (rows,), generator=g)
-    train = score = math.inf
+    train, score = [], []
     for i in range(steps + 1):
         t = time.perf_counter()
         F.cross_entropy(logits.float(), targets).backward()
@@ -270,15 +272,16 @@ def _time_loss(rows: int, vocab: int, steps: int) -> tuple[float, float]:
             F.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None])
             logits.argmax(-1)
         if i:
-            train, score = min(train, t1 - t), min(score, time.perf_counter() - t1)
-    return train / (rows * vocab), score / (rows * vocab)
+            train.append(t1 - t)
+            score.append(time.perf_counter() - t1)
+    return statistics.median(train) / (rows * vocab), statistics.median(score) / (rows * vocab)
 
 
 def measure_speed(steps: Optional[int] = None) -> Speed:
     """Calibrate now (well under a second on an idle machine): the small model's step time is the fixed cost per
     step; the big model's step time less that cost, over its FLOPs (tinygpt.compute.flops_per_token), the FLOP
-    rate; and the loss's time per logit. Each is the fastest of a few tries: on a shared machine the others were
-    interrupted."""
+    rate; and the loss's time per logit. Each is the median of a few tries: on a shared machine it is what a run
+    meets most of the time (the fastest try would promise an idle machine)."""
     small, _ = _time_steps(CALIBRATION["small"], steps or CALIBRATION["small"]["steps"])
     big, flops = _time_steps(CALIBRATION["big"], steps or CALIBRATION["big"]["steps"])
     loss = CALIBRATION["loss"]
