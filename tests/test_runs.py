@@ -187,3 +187,73 @@ def test_run_key_covers_what_decides_the_result():
     assert base != run_key("train", {"steps": 10, "seed": 1}, m1, "other text")
     assert base != run_key("finetune", {"steps": 10, "seed": 1}, m1, "text")
     assert weights_fingerprint(m1) == weights_fingerprint(m1) != weights_fingerprint(m2)
+
+
+def test_runs_are_budgeted_before_they_start():
+    from tinygpt.budget import BudgetError, Estimate, Ledger, Limits
+
+    limits = Limits(run_memory_bytes=2e9, run_seconds=600, app_memory_bytes=3e9)
+    hub = RunHub(ledger=Ledger(limits), limits=limits)
+    huge = Estimate("train", memory_bytes=int(9.6e9), seconds=31 * 3600)
+    with pytest.raises(BudgetError) as e:
+        hub.open("big", {"A": counting_job()}, user="u", estimate=huge)
+    msg = str(e.value)
+    assert "9.6 GB" in msg and "31 hours" in msg and "2 GB" in msg and "10 minutes" in msg and "\n" not in msg
+    assert hub.load() == {"short": {"running": 0, "queued": 0}, "long": {"running": 0, "queued": 0}}
+
+
+def test_a_queued_run_waits_for_memory_and_the_ledger_is_released():
+    from tinygpt.budget import Estimate, Ledger, Limits
+
+    limits = Limits(run_memory_bytes=2e9, run_seconds=600, app_memory_bytes=3e9)
+    ledger = Ledger(limits)
+    hub = RunHub(ledger=ledger, limits=limits)
+    gb2 = Estimate("train", memory_bytes=int(2e9), seconds=5)
+    long = Estimate("scaling", memory_bytes=int(2e9), seconds=300)
+    first = hub.open("m1", {"A": counting_job(steps=30, sleep=0.02)}, user="a", estimate=long)
+    second = hub.open("m2", {"A": counting_job(steps=2, sleep=0.01)}, user="b", estimate=gb2)
+    time.sleep(0.1)
+    # the short lane is free, but 2 + 2 GB would pass the app's 3 GB: the second run waits for memory
+    assert second.run.state == "queued" and ledger.in_use() == int(2e9)
+    drain(first)
+    _, res, _ = drain(second)
+    assert res["A"]["steps"] == 2
+    time.sleep(0.05)
+    assert ledger.in_use() == 0  # every reservation given back
+
+
+def test_finished_results_count_their_models_bytes():
+    import torch
+
+    from tabs.kit.runs import result_bytes
+
+    m = torch.nn.Linear(10, 10)  # 110 float32 parameters
+    assert result_bytes({"model": m, "again": m, "curve": [1.0, 2.0], "t": torch.zeros(5)}) == 110 * 4 + 5 * 4
+
+
+def test_stream_through_the_room_shares_one_computation():
+    """Two students' handlers (kit.stream with sessions=) on the same key: one computation, the same curves."""
+    from types import SimpleNamespace
+
+    from tabs.kit.sessions import SessionStore
+    from tabs.kit.stream import stream
+
+    sessions, calls, outs = SessionStore(), [], {}
+
+    def handler(user):
+        hist = []
+        stop = threading.Event()
+        req = SimpleNamespace(session_hash=user)
+        results = yield from stream({"A": counting_job(steps=8, sleep=0.02, calls=calls)}, stop,
+                                    lambda name, ev: hist.append(ev["loss"]), lambda clock: len(hist),
+                                    sessions=sessions, request=req, key="train:same", label="Train")
+        outs[user] = (hist, results)
+
+    threads = [threading.Thread(target=lambda u=u: list(handler(u))) for u in ("s1", "s2", "s3")]
+    for t in threads:
+        t.start()
+        time.sleep(0.03)
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and sessions.room.computations == {"train:same": 1}
+    assert outs["s1"] == outs["s2"] == outs["s3"] and len(outs["s1"][0]) == 8

@@ -12,6 +12,9 @@
 * **One heavy run per visitor.** A visitor with a run queued or going cannot start a different one.
 * **The work ends with its audience.** When the last follower leaves (page closed, request cancelled, Stop), the
   run is stopped at its next step (a queued one is dropped); its memory is handed back to the operating system.
+* **Every run is budgeted before it starts** (tinygpt.budget): a new run whose estimate passes one run's limits is
+  refused in one sentence; a queued run starts only when the memory of the runs in progress leaves room for it
+  (the budget's ledger holds each running run's estimate).
 
 Nothing here imports gradio: tabs/kit/stream.py turns a Ticket's events into page updates.
 """
@@ -103,6 +106,25 @@ def run_key(action: str, settings: dict, model=None, text: str | bytes | None = 
     return f"{action}:{hashlib.sha256(raw.encode()).hexdigest()[:24]}"
 
 
+def result_bytes(obj, seen=None) -> int:
+    """Bytes of the tensors a finished result holds (models' weights included), each tensor counted once."""
+    import torch
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, torch.nn.Module):
+        return sum(result_bytes(t, seen) for t in [*obj.parameters(), *obj.buffers()])
+    if isinstance(obj, dict):
+        return sum(result_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(result_bytes(v, seen) for v in obj)
+    return 0
+
+
 def step_fraction(name: str, ev) -> float | None:
     """How far a job is, from its event: step / steps_total (the training loop's events), else None."""
     if isinstance(ev, dict) and ev.get("steps_total"):
@@ -118,6 +140,7 @@ class Run:
     label: str
     seconds: float  # the estimate before it starts
     lane: str
+    estimate: object = None  # its tinygpt.budget.Estimate (memory held in the ledger while it runs), or None
     keep_bytes: int = 0  # what its finished result holds in memory (models), for the LRU budget
     progress_of: Callable = step_fraction
     state: str = "queued"  # queued -> running -> done | failed | stopped
@@ -129,6 +152,7 @@ class Run:
     started: float | None = None
     fractions: dict = field(default_factory=dict)  # job name -> fraction done
     cond: threading.Condition = field(default_factory=threading.Condition)
+    hold: object = None  # the ledger's reservation while it runs
 
     @property
     def fraction(self) -> float:
@@ -205,12 +229,15 @@ class RunHub:
     """The room's runs: shared by key, scheduled in lanes, kept when finished (LRU within `keep_bytes`)."""
 
     def __init__(self, short_s: float = SHORT_S, slots: dict | None = None, keep_bytes: int = KEEP_BYTES,
-                 reserve: Callable | None = None, sharing: bool = True):
+                 sharing: bool = True, ledger=None, limits=None):
+        from tinygpt import budget
+
         self.short_s = short_s
         self.slots = dict(slots or {"short": 1, "long": 1})
         self.keep_bytes = keep_bytes
-        self.reserve = reserve  # reserve(run) -> context manager holding its memory while it runs (budget Ledger)
         self.sharing = sharing
+        self.ledger = ledger if ledger is not None else budget.LEDGER  # memory of the runs in progress
+        self._limits = limits  # None: tinygpt.budget.limits_from_env() each time (the env can raise them)
         self.lock = threading.RLock()
         self.active: dict = {}  # key -> Run (queued or running)
         self.queues: dict = {lane: [] for lane in self.slots}
@@ -220,11 +247,23 @@ class RunHub:
         self._ids = itertools.count()
 
     # ---- opening a run ------------------------------------------------------------------------------------
-    def open(self, key: str | None, jobs: dict, *, user: str | None = None, seconds: float = 0.0,
-             label: str = "run", keep_bytes: int = 0, progress_of: Callable = step_fraction) -> Ticket:
+    def limits(self):
+        from tinygpt import budget
+
+        return self._limits or budget.limits_from_env()
+
+    def open(self, key: str | None, jobs: dict, *, user: str | None = None, seconds: float | None = None,
+             label: str = "run", keep_bytes: int = 0, progress_of: Callable = step_fraction,
+             estimate=None) -> Ticket:
         """A ticket for the run with this key: a finished one (served at once), a running or queued one (attach),
         or a new one (queued in its lane). key None: never shared. Raises RunRefused when `user` already has a
-        different run queued or going."""
+        different run queued or going, and tinygpt.budget.BudgetError when a new run's estimate passes one run's
+        limits (joining a run that is already going costs nothing and is never refused).
+        seconds: the expected duration (default: the estimate's)."""
+        from tinygpt import budget
+
+        if seconds is None:
+            seconds = estimate.seconds if estimate is not None else 0.0
         with self.lock:
             if key is not None and self.sharing:
                 done = self.finished.get(key)
@@ -244,9 +283,11 @@ class RunHub:
                     where = (f"{r.fraction:.0%} done" if r.state == "running" else "waiting to start")
                     raise RunRefused(f"You already have a run going ({r.label}, {where}): wait for it to finish or"
                                      " press its Stop first.")
+            if estimate is not None:
+                budget.check(estimate, self.limits())  # one run's limits; the app total is kept by _pump
             lane = "short" if seconds <= self.short_s else "long"
             run = Run(key if key is not None else f"private:{next(self._ids)}", jobs, user, label, float(seconds),
-                      lane, keep_bytes=int(keep_bytes), progress_of=progress_of, followers=1)
+                      lane, estimate=estimate, keep_bytes=int(keep_bytes), progress_of=progress_of, followers=1)
             if key is not None:
                 self.active[run.key] = run
             self.queues[lane].append(run)
@@ -255,10 +296,20 @@ class RunHub:
 
     # ---- scheduling ---------------------------------------------------------------------------------------
     def _pump(self) -> None:
-        """Start queued runs while their lane has a free slot (call with the lock held)."""
+        """Start queued runs while their lane has a free slot and the runs in progress leave memory for them (call
+        with the lock held). A run whose memory does not fit waits at the head of its lane for one to finish."""
+        limits = self.limits()
         for lane, queue in self.queues.items():
             while queue and len(self.running[lane]) < self.slots[lane]:
-                run = queue.pop(0)
+                run = queue[0]
+                need = run.estimate.memory_bytes if run.estimate is not None else 0
+                busy = any(self.running[ln] for ln in self.running)
+                if busy and self.ledger.in_use() + need > limits.app_memory_bytes:
+                    break  # waits for memory; a run alone is always started (it fits one run's limits)
+                queue.pop(0)
+                run.hold = self.ledger.reserve(run.estimate, limits) if run.estimate is not None else None
+                if run.hold is not None:
+                    run.hold.__enter__()
                 self.running[lane].append(run)
                 with run.cond:
                     run.state, run.started = "running", time.perf_counter()
@@ -269,7 +320,6 @@ class RunHub:
     def _execute(self, run: Run) -> None:
         self.computations[run.key] = self.computations.get(run.key, 0) + 1
         results, errors = {}, {}
-        hold = self.reserve(run) if self.reserve is not None else None
 
         def emit(name, ev):
             with run.cond:
@@ -287,18 +337,15 @@ class RunHub:
                 run.stop.set()
 
         try:
-            if hold is not None:
-                hold.__enter__()
             threads = [threading.Thread(target=worker, args=(n, f), daemon=True) for n, f in run.jobs.items()]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-        except BaseException as e:  # noqa: BLE001 - e.g. the budget refused at the last moment
-            errors["run"] = e
         finally:
-            if hold is not None:
-                hold.__exit__(None, None, None)
+            if run.hold is not None:  # its memory goes back to the ledger however the run ended
+                run.hold.__exit__(None, None, None)
+                run.hold = None
         with self.lock:
             self.running[run.lane].remove(run)
             self.active.pop(run.key, None)
@@ -310,6 +357,7 @@ class RunHub:
                     run.state = "stopped" if run.stop.is_set() else "done"
                 run.cond.notify_all()
             if run.state == "done" and not run.key.startswith("private:") and self.sharing and run.followers > 0:
+                run.keep_bytes = run.keep_bytes or result_bytes(run.results)
                 self._keep(run)
             run.jobs = {}
             self._pump()

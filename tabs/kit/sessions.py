@@ -15,8 +15,11 @@ import time
 
 
 class SessionStore:
-    def __init__(self, max_sessions: int = 8, ttl_s: float = 3 * 3600):
+    def __init__(self, max_sessions: int = 8, ttl_s: float = 3 * 3600, room=None):
+        from .runs import RunHub
+
         self.max_sessions, self.ttl_s = max_sessions, ttl_s
+        self.room = room if room is not None else RunHub()  # the room's heavy runs: shared, budgeted, scheduled
         self._data: dict = {}
         self._lock = threading.Lock()
 

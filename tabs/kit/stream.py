@@ -9,6 +9,11 @@ with a progress bar and the time left measured from the progress so far; Stop en
 
 `yield from` matters: when the page's generator is closed (the user left or cancelled), Python closes stream()
 too, and run_jobs then stops the workers.
+
+With `sessions=`, `key=` and `estimate=` the run goes through the room's run hub (tabs/kit/runs.py, held by the
+SessionStore): it is budgeted before it starts, shared with everyone who starts the same key (they follow one
+computation), waits in a lane by its expected length with its position and start time shown, and stops when its
+last follower leaves.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from typing import Callable
 
 import gradio as gr
 
+from .runs import wait_text
 from .sessions import SessionStore, run_jobs
 
 UPDATE_S = 0.25  # at most one page update per this many seconds: each one redraws the tab's figures
@@ -90,21 +96,42 @@ class Clock:
 
 
 def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, progress: Callable | None = None,
-           every_s: float = UPDATE_S):
+           every_s: float = UPDATE_S, *, sessions: SessionStore | None = None, request=None, key: str | None = None,
+           estimate=None, label: str = "run", waiting: Callable | None = None):
     """Run `jobs` ({name: fn(callback, should_stop)}) in worker threads; yield the tab's page updates while they
     run and return {name: result} (use `results = yield from stream(...)`).
 
     record(name, event): called for every event of every job, in order (cheap: append it to a history).
     view(clock) -> the tab's outputs (a tuple): called after new events, at most once every `every_s` seconds, so
         a fast job does not spend its time redrawing figures; clock.tick(done, total, what) gives the ETA text.
-    An exception in a job is raised here, after the other jobs were stopped."""
+    An exception in a job is raised here, after the other jobs were stopped.
+
+    sessions (with request): run through the room's hub, as the user of this request — key: what decides the
+    result (tabs.kit.runs.run_key; None = never shared), estimate: its tinygpt.budget.Estimate (refused in one
+    sentence when it passes one run's limits), label: the run's name in messages, waiting(text) -> the tab's outputs
+    while it waits in a queue (else the progress bar alone shows the position and start time)."""
     clock = Clock(progress)
-    events = run_jobs(jobs, stop)
+    ticket = None
+    if sessions is not None:
+        user = SessionStore.key(request) if request is not None else None
+        ticket = sessions.room.open(key, jobs, user=user, label=label, estimate=estimate)
+        events = ticket.follow(stop)
+    else:
+        events = run_jobs(jobs, stop)
     last = None
     try:
         for kind, payload in events:
+            if kind == "queued":
+                text = wait_text(payload)
+                if progress is not None:
+                    progress(0.0, desc=text)
+                if waiting is not None:
+                    yield waiting(text)
+                continue
             if kind == "done":
                 return payload
+            if ticket is not None and ticket.run.started is not None:
+                clock.t0 = ticket.run.started  # time left from the run's own progress (also for a late joiner)
             for name, ev in payload:
                 record(name, ev)
             now = time.perf_counter()
