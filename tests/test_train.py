@@ -109,7 +109,9 @@ def test_cli_train_json_and_sample(tmp_path):
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert set(d) == {"steps", "train_loss", "val_loss", "val_accuracy", "tokens_per_s", "seconds", "params_total",
-                      "params_active"}  # a dense model: params_active == params_total, no expert_load
+                      "params_active",  # a dense model: params_active == params_total, no expert_load
+                      "world_size", "grad_accum", "global_batch", "device", "losses"}  # where and how it trained
+    assert d["world_size"] == 1 and d["global_batch"] == 4 and len(d["losses"]) == 20
     assert d["steps"] == 20
     m, tok = load_model(str(out))
     assert m.config.causal is False and isinstance(tok, CharTokenizer)
