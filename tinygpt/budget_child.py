@@ -28,12 +28,12 @@ import time
 from pathlib import Path
 
 
-def _rss_bytes() -> int:
+def _status_bytes(field: str = "VmRSS") -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("VmRSS not in /proc/self/status")
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _side_by_side(jobs):
@@ -167,13 +167,14 @@ def main(argv=None):
         torch.set_num_threads(int(settings["threads"]))
     _warm_up()
     run = KINDS[kind](settings)  # builds what the app would already hold (data, the shared base model)
-    baseline = _rss_bytes()
+    baseline, file0 = _status_bytes("VmRSS"), _status_bytes("RssFile")
     t0 = time.perf_counter()
     run()
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print(json.dumps({"baseline_bytes": baseline, "peak_bytes": peak, "peak_extra_bytes": peak - baseline,
-                      "seconds": seconds, "threads": torch.get_num_threads()}))
+                      "file_growth_bytes": _status_bytes("RssFile") - file0, "seconds": seconds,
+                      "threads": torch.get_num_threads()}))
 
 
 def measure_peak(kind: str, settings: dict, timeout: float = 900) -> dict:
