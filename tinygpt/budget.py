@@ -7,7 +7,8 @@ A shared CPU server (a Hugging Face Space: 2 vCPU, 16 GB, a whole class) must re
   `limits_from_env()` reads TINYGPT_RUN_MEMORY_GB, TINYGPT_RUN_MINUTES and TINYGPT_MEMORY_GB each time it is called
   (never at import), so a private machine can change them; `Limits.unlimited()` is the command line's default.
 * `Estimate`: one run's peak memory above the process's baseline (its parts named), its seconds and FLOPs. The
-  functions that build one per action live in `tinygpt.budget_estimates` (from the calculator's formulas).
+  functions that build one per action live in `tinygpt.budget_estimates`, from the terms of `tinygpt.budget_terms`
+  (the calculator's formulas plus what measurement adds); `tinygpt.budget_child` measures a real run's peak.
 * `check(estimate, limits, in_use_bytes)` raises `BudgetError` (a ValueError) with one plain sentence holding
   both figures and the limits. `LEDGER.reserve(estimate)` holds a running run's memory (a context manager) and
   refuses a run that would push all running runs past the app total.
