@@ -57,8 +57,6 @@ def _estimate(action: str, parts: dict, work: Work, speed: Optional[Speed], advi
     return Estimate(action, sum(parts.values()), float(seconds), parts, float(work.flops), advice)
 
 
-
-
 # ---- the actions ------------------------------------------------------------------------------------------
 def estimate_train(configs, steps: int, batch_size: int, context: int, eval_interval: Optional[int] = None,
                    eval_batches: int = 4, sample_len: int = 500, corpus_tokens: int = SHAKESPEARE_CHARS,
@@ -94,7 +92,7 @@ def estimate_finetune(config: GPTConfig, trainable: str = "top:2", steps: int = 
     val = max(int(text_tokens * 0.1), context + 2)  # tinygpt.finetune.holdout_split
     n_windows = windows(val, context, 32)  # ten evaluations of 4 x 8 windows at most
     run = training_run(c, batch_size, context, trainable, copies, eval_rows=min(EVAL_ROWS, n_windows),
-                        keep_best=keep_best)
+                       keep_best=keep_best)
     rows = min(EVAL_ROWS, windows(text_tokens, context))
     after = {"weights": run["weights"], "evaluation": eval_pass_bytes(c, rows, context),
              "token scores": 2 * 21 * text_tokens}  # log-prob, hit, target, position per token; per window + joined
@@ -120,7 +118,7 @@ def estimate_dpo(config: GPTConfig, trainable: str = "all", steps: int = 40, bat
     eval_pairs = held if held >= 2 else n_pairs
     eval_rows = 2 * min(32, eval_pairs)  # evaluate_pairs: 32 pairs, chosen and rejected, per pass
     run = training_run(c, 2 * batch_size, T, trainable, "all" if trainable == "all" else "trained",
-                        eval_rows=eval_rows, loss_tensors=3, logits_kept=False)
+                       eval_rows=eval_rows, loss_tensors=3, logits_kept=False)
     parts: dict = {}
     work = Work()
     for _ in range(runs):
