@@ -219,6 +219,7 @@ class Speed:
 CALIBRATION = {"big": dict(n_layer=2, n_head=4, n_embd=256, vocab=65, context=64, batch=8, steps=3),
                "small": dict(n_layer=1, n_head=1, n_embd=16, vocab=65, context=8, batch=1, steps=8),
                "loss": dict(rows=256, vocab=50257, steps=3)}
+CALIBRATION_PART_S = 1.0  # stop trying a part after this long (one timed try at least): about 0.5 s in all when idle
 
 _speed: Optional[Speed] = None
 _speed_lock = threading.Lock()
@@ -242,6 +243,7 @@ def _time_steps(shape: dict, steps: int) -> tuple[float, float]:
     opt = make_optimizer(list(model.parameters()), TrainConfig())
     x = torch.randint(0, c.vocab_size, (shape["batch"], shape["context"]), generator=g)
     times = []
+    start = time.perf_counter()
     for i in range(steps + 1):
         t = time.perf_counter()
         _, loss = model(x, x)
@@ -250,6 +252,8 @@ def _time_steps(shape: dict, steps: int) -> tuple[float, float]:
         opt.step()
         if i:  # the first step warms up kernels and the allocator
             times.append(time.perf_counter() - t)
+            if time.perf_counter() - start > CALIBRATION_PART_S:  # a busy machine: fewer tries, not a long wait
+                break
     tokens = shape["batch"] * shape["context"]
     return statistics.median(times), flops_per_token(c, shape["context"])["per_token_train"] * tokens
 
@@ -264,6 +268,7 @@ def _time_loss(rows: int, vocab: int, steps: int) -> tuple[float, float]:
     logits = torch.randn(rows, vocab, generator=g).requires_grad_(True)
     targets = torch.randint(0, vocab, (rows,), generator=g)
     train, score = [], []
+    start = time.perf_counter()
     for i in range(steps + 1):
         t = time.perf_counter()
         F.cross_entropy(logits.float(), targets).backward()
@@ -275,6 +280,8 @@ def _time_loss(rows: int, vocab: int, steps: int) -> tuple[float, float]:
         if i:
             train.append(t1 - t)
             score.append(time.perf_counter() - t1)
+            if time.perf_counter() - start > CALIBRATION_PART_S:
+                break
     return statistics.median(train) / (rows * vocab), statistics.median(score) / (rows * vocab)
 
 
