@@ -1,6 +1,7 @@
 """tinygpt.budget and tinygpt.budget_estimates: limits from the environment, one-sentence refusals with the figures,
 the ledger of runs in progress, every action's slider maxima refused and defaults accepted, and the memory estimate
-against the peak RSS a real run reaches in a fresh process (tinygpt.budget_child)."""
+against the peak RSS a real run reaches in a fresh process (tinygpt.budget_child). Two runs side by side (the Train
+tab's A and B) are compared in benchmarks/bench_budget.py: threads make their peak vary from run to run."""
 import json
 import threading
 import time
@@ -277,11 +278,9 @@ SHAPES = {
     # the loss and the evaluation dominate: GPT-2's 50,257-token vocabulary on a 2-layer d=64 model
     "vocabulary": dict(configs=[dict(vocab_size=50257, block_size=64, n_layer=2, n_head=2, n_embd=64)],
                        steps=3, batch_size=8, context=64, corpus_tokens=300_000),
-    # the Train tab's two runs side by side: a dense model next to an MoE (4 experts, top-2)
-    "two runs, MoE": dict(configs=[dict(vocab_size=65, block_size=128, n_layer=2, n_head=4, n_embd=128),
-                                   dict(vocab_size=65, block_size=128, n_layer=2, n_head=4, n_embd=128,
-                                        n_experts=4, moe_top_k=2)],
-                          steps=3, batch_size=16, context=128, corpus_tokens=300_000),
+    # Mixture-of-Experts: 4 experts, top-2 (each token's rows gathered and gated twice per layer)
+    "MoE": dict(configs=[dict(vocab_size=65, block_size=128, n_layer=4, n_head=4, n_embd=128, n_experts=4,
+                              moe_top_k=2)], steps=3, batch_size=16, context=128, corpus_tokens=300_000),
 }
 
 

@@ -7,7 +7,8 @@ A shared CPU server (a Hugging Face Space: 2 vCPU, 16 GB, a whole class) must re
   `limits_from_env()` reads TINYGPT_RUN_MEMORY_GB, TINYGPT_RUN_MINUTES and TINYGPT_MEMORY_GB each time it is called
   (never at import), so a private machine can change them; `Limits.unlimited()` is the command line's default.
 * `Estimate`: one run's peak memory above the process's baseline (its parts named), its seconds and FLOPs. The
-  functions that build one per action live in `tinygpt.budget_estimates` (from the calculator's formulas).
+  functions that build one per action live in `tinygpt.budget_estimates`, from the terms of `tinygpt.budget_terms`
+  (the calculator's formulas plus what measurement adds); `tinygpt.budget_child` measures a real run's peak.
 * `check(estimate, limits, in_use_bytes)` raises `BudgetError` (a ValueError) with one plain sentence holding
   both figures and the limits. `LEDGER.reserve(estimate)` holds a running run's memory (a context manager) and
   refuses a run that would push all running runs past the app total.
@@ -218,6 +219,7 @@ class Speed:
 CALIBRATION = {"big": dict(n_layer=2, n_head=4, n_embd=256, vocab=65, context=64, batch=8, steps=3),
                "small": dict(n_layer=1, n_head=1, n_embd=16, vocab=65, context=8, batch=1, steps=8),
                "loss": dict(rows=256, vocab=50257, steps=3)}
+CALIBRATION_PART_S = 1.0  # stop trying a part after this long (one timed try at least): about 0.5 s in all when idle
 
 _speed: Optional[Speed] = None
 _speed_lock = threading.Lock()
@@ -241,6 +243,7 @@ def _time_steps(shape: dict, steps: int) -> tuple[float, float]:
     opt = make_optimizer(list(model.parameters()), TrainConfig())
     x = torch.randint(0, c.vocab_size, (shape["batch"], shape["context"]), generator=g)
     times = []
+    start = time.perf_counter()
     for i in range(steps + 1):
         t = time.perf_counter()
         _, loss = model(x, x)
@@ -249,6 +252,8 @@ def _time_steps(shape: dict, steps: int) -> tuple[float, float]:
         opt.step()
         if i:  # the first step warms up kernels and the allocator
             times.append(time.perf_counter() - t)
+            if time.perf_counter() - start > CALIBRATION_PART_S:  # a busy machine: fewer tries, not a long wait
+                break
     tokens = shape["batch"] * shape["context"]
     return statistics.median(times), flops_per_token(c, shape["context"])["per_token_train"] * tokens
 
@@ -263,6 +268,7 @@ def _time_loss(rows: int, vocab: int, steps: int) -> tuple[float, float]:
     logits = torch.randn(rows, vocab, generator=g).requires_grad_(True)
     targets = torch.randint(0, vocab, (rows,), generator=g)
     train, score = [], []
+    start = time.perf_counter()
     for i in range(steps + 1):
         t = time.perf_counter()
         F.cross_entropy(logits.float(), targets).backward()
@@ -274,6 +280,8 @@ def _time_loss(rows: int, vocab: int, steps: int) -> tuple[float, float]:
         if i:
             train.append(t1 - t)
             score.append(time.perf_counter() - t1)
+            if time.perf_counter() - start > CALIBRATION_PART_S:
+                break
     return statistics.median(train) / (rows * vocab), statistics.median(score) / (rows * vocab)
 
 

@@ -2,12 +2,13 @@
 
 `measure_peak(kind, settings)` starts `python -m tinygpt.budget_child KIND JSON` and returns what the child prints:
 {baseline_bytes (VmRSS just before the run), peak_bytes (ru_maxrss after it), peak_extra_bytes (their
-difference: what the estimate predicts), seconds}. A fresh process per run, because a peak counter never comes
-down: measured in one process, a run would report the largest peak seen so far.
+difference: what the estimate predicts), file_growth_bytes (how much of RSS's growth is file-backed pages, e.g.
+library code first run during the run; normally 0), seconds}. A fresh process per run, because a peak counter
+never comes down: measured in one process, a run would report the largest peak seen so far.
 
 Before its baseline the child imports torch and tinygpt, runs one tiny training step and a tiny generation (so
 kernels, thread pools and the allocator's first arenas are in the baseline, as in a running app that has served
-one request) and builds what the app shares: the corpus's token ids, a base model to fine-tune. Kinds:
+one request) and builds what the app shares: a base model to fine-tune, its text. Kinds:
 
   train     {configs: [GPTConfig fields, ...], steps, batch_size, context, eval_interval, eval_batches,
              corpus_tokens, sample_len}: the Train tab's runs, side by side in threads, then a sample from each.
@@ -28,12 +29,12 @@ import time
 from pathlib import Path
 
 
-def _rss_bytes() -> int:
+def _status_bytes(field: str = "VmRSS") -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("VmRSS not in /proc/self/status")
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _side_by_side(jobs):
@@ -79,9 +80,6 @@ def _train(s: dict):
     from .train import TrainConfig, train
 
     cfgs = [GPTConfig(**c) for c in s["configs"]]
-    g = torch.Generator().manual_seed(0)
-    data = torch.randint(0, cfgs[0].vocab_size, (s["corpus_tokens"],), generator=g)
-    train_data, val_data = split_tokens(data, 0.1)
     steps = s["steps"]
     interval = s.get("eval_interval") or max(1, steps // 20)  # the Train tab's schedule
     tcfg = TrainConfig(steps=steps, batch_size=s["batch_size"], context=s["context"],
@@ -89,6 +87,9 @@ def _train(s: dict):
                        eval_batches=s.get("eval_batches", 4))
 
     def run():
+        g = torch.Generator().manual_seed(0)  # the corpus's token ids: the Train tab encodes them for each run
+        data = torch.randint(0, cfgs[0].vocab_size, (s["corpus_tokens"],), generator=g)
+        train_data, val_data = split_tokens(data, 0.1)
         models = []
         for c in cfgs:
             torch.manual_seed(0)
@@ -167,13 +168,14 @@ def main(argv=None):
         torch.set_num_threads(int(settings["threads"]))
     _warm_up()
     run = KINDS[kind](settings)  # builds what the app would already hold (data, the shared base model)
-    baseline = _rss_bytes()
+    baseline, file0 = _status_bytes("VmRSS"), _status_bytes("RssFile")
     t0 = time.perf_counter()
     run()
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print(json.dumps({"baseline_bytes": baseline, "peak_bytes": peak, "peak_extra_bytes": peak - baseline,
-                      "seconds": seconds, "threads": torch.get_num_threads()}))
+                      "file_growth_bytes": _status_bytes("RssFile") - file0, "seconds": seconds,
+                      "threads": torch.get_num_threads()}))
 
 
 def measure_peak(kind: str, settings: dict, timeout: float = 900) -> dict:
