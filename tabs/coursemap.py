@@ -17,12 +17,22 @@ from .kit.links import settings_query
 from .kit.registry import course_button
 
 
+# the calculator's architecture fields and their start-up values (GPT-2's blocks): a link leaves them out when equal
+ARCH_START = dict(head_dim=0, mlp="gelu", norm="layernorm", pos_encoding="learned", qkv_bias="auto", n_experts=0,
+                  moe_top_k=1)
+
+
 def shape(preset: str, **changes) -> dict:
-    """The calculator's fields for a preset (computed from tinygpt's presets, never typed in), plus changes."""
+    """The calculator's fields for a preset (computed from tinygpt's presets, never typed in), plus changes: the
+    sizes and every architecture option that differs from GPT-2's (a LLaMA row opens SwiGLU, RMSNorm, RoPE)."""
     c = GPTConfig.from_preset(preset)
     out = dict(n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head, n_kv_head=c.kv_heads, block_size=c.block_size,
                vocab_size=c.vocab_size, bias=c.bias, tied=c.tie_weights, ffn_mult=c.ffn_dim / c.n_embd,
                seq_len=c.block_size)
+    arch = dict(head_dim=c.head_size or 0, mlp=c.mlp, norm=c.norm, pos_encoding=c.pos_encoding,
+                qkv_bias={None: "auto", True: "on", False: "off"}[c.qkv_bias], n_experts=c.n_experts,
+                moe_top_k=c.moe_top_k)
+    out.update({k: v for k, v in arch.items() if v != ARCH_START[k]})
     out.update(changes)
     return out
 
