@@ -42,7 +42,7 @@ class Entry:
     question: str  # in our own words
     group: str  # the lecture it belongs to
     tab: str  # id of the tab that answers it (tabs.kit.registry.register's first argument)
-    settings: dict = field(default_factory=dict)  # field key -> value, as in a link
+    settings: dict = field(default_factory=dict)  # field key -> value, as in a link (section: the part to open)
     needs: str = ""  # what must be merged for the row to light up (shown while it cannot)
 
 
@@ -94,13 +94,13 @@ ENTRIES = [
           dict(configs=["full", "first half", "last half"])),
     # 4 · attention and positions
     Entry("See the causal mask in the attention weights: who may attend to whom?", G_ATTN, "attention",
-          dict(view="mask off: what position i could see")),
+          dict(view="mask off: what position i could see", section="head")),
     Entry("Why divide by √d_k before the softmax? What happens to the attention weights without it?", G_ATTN,
-          "attention", dict(view="1/√d_k removed: the sharper softmax")),
+          "attention", dict(view="1/√d_k removed: the sharper softmax", section="scale")),
     Entry("Draw the computational graph from the input tokens to the loss, with the tensor shapes on every edge.",
-          G_ATTN, "attention"),
+          G_ATTN, "attention", dict(section="graph")),
     Entry("Comment a multi-head attention implementation line by line: how many parameters does it have?",
-          G_ATTN, "attention"),
+          G_ATTN, "attention", dict(section="code")),
     Entry("Sinusoidal positional encodings: does the dot product between two positions fall smoothly with their"
           " distance?", G_ATTN, "positions"),
     Entry("RoPE: show that the query·key score depends only on the relative position.", G_ATTN, "positions"),
@@ -132,11 +132,12 @@ ENTRIES = [
     Entry("How big is the KV cache of a 7B model at 4,096 tokens in fp16?", G_COMPUTE, "calculator",
           shape("llama-7b", dtype="fp16", seq_len=4096, batch_size=1)),
     Entry("Measure the KV-cache speed-up: latency per token against sequence length, with and without the"
-          " cache.", G_COMPUTE, "efficiency", dict(kv_tokens=128)),
+          " cache.", G_COMPUTE, "efficiency", dict(kv_tokens=128, section="kv")),
     Entry("Profile a forward pass: how is the time split between attention, feed-forward, LayerNorm and"
-          " embeddings?", G_COMPUTE, "efficiency"),
-    Entry("FlashAttention-2 tiling in plain PyTorch: memory and speed against standard attention.", G_COMPUTE,
-          "efficiency"),
+          " embeddings?", G_COMPUTE, "efficiency", dict(section="profile")),
+    Entry("FlashAttention-2 tiling in plain PyTorch: memory and speed against standard attention at 1,024, 4,096 and"
+          " 16,384 tokens.", G_COMPUTE, "efficiency",
+          dict(section="flash", bench_lengths=["1,024", "4,096", "16,384"])),
     # 7 · scaling and alignment
     Entry("Fit a scaling law: loss against model size, and the compute-optimal (Chinchilla) split of a budget.",
           G_SCALE, "scaling"),
