@@ -10,6 +10,7 @@ share one queue slot (concurrency_id "measure"): one runs at a time and the othe
 """
 from __future__ import annotations
 
+import json
 import re
 from functools import partial
 
@@ -209,17 +210,22 @@ def _python(code: str) -> str:
     return cli_python(code)
 
 
+def _q(value) -> str:
+    """A Python literal in double quotes (json's, which Python reads): no '"'"' in the shell-quoted line."""
+    return json.dumps(value)
+
+
 def _load(v: dict) -> str:
     dtype = ", dtype=torch.bfloat16" if v.get("fast") else ""
-    return f"import json, torch, tinygpt; m, tok = tinygpt.load_model({str(v['model'])!r}{dtype}); "
+    return f"import json, torch, tinygpt; m, tok = tinygpt.load_model({_q(str(v['model']))}{dtype}); "
 
 
 def kv_command(v: dict) -> str:
     """The KV-cache measurement: tinygpt.efficiency.kv_cache_latency on the same model, prompt and length."""
     return _python(_load(v) + "from tinygpt.efficiency import kv_cache_latency; "
                    "from tinygpt.sampling import encode_prompt; "
-                   f"r = kv_cache_latency(m, encode_prompt(tok, {str(v['kv_prompt'])!r}), {int(v['kv_tokens'])}); "
-                   "print(json.dumps({k: r[k] for k in ('cached_s', 'nocache_s', 'same_tokens')}))")
+                   f"r = kv_cache_latency(m, encode_prompt(tok, {_q(str(v['kv_prompt']))}), {int(v['kv_tokens'])}); "
+                   'print(json.dumps({k: r[k] for k in ("cached_s", "nocache_s", "same_tokens")}))')
 
 
 def gqa_command(v: dict) -> str:
@@ -230,7 +236,7 @@ def gqa_command(v: dict) -> str:
                    f"heads = sorted({{m.config.n_head, {int(v['groups'])}, 1}}, reverse=True); "
                    f"r = compare_kv_heads(m, tok, heads, {lens}, default_reference(m.info.name), "
                    f"{int(v['gqa_batch'])}); "
-                   "print(json.dumps([{k: x[k] for k in ('label', 'n_kv_head', 'perplexity')} for x in r]))")
+                   'print(json.dumps([{k: x[k] for k in ("label", "n_kv_head", "perplexity")} for x in r]))')
 
 
 def flash_command(v: dict) -> str:
@@ -242,7 +248,7 @@ def flash_command(v: dict) -> str:
         raise ValueError("tick at least one sequence length and one method")
     return _python("import json; from tinygpt.efficiency import measure_attention; "
                    f"print(json.dumps([measure_attention(m, T, head_dim={int(v['bench_head_size'])}, "
-                   f"repeats={int(v['bench_repeats'])}) for T in {lens} for m in {methods}]))")
+                   f"repeats={int(v['bench_repeats'])}) for T in {lens} for m in {_q(methods)}]))")
 
 
 def profile_command(v: dict) -> str | None:

@@ -114,7 +114,7 @@ class Registry:
                 full = {**t.defaults, **values}
                 chosen = t.sections.get(values.get(links.SECTION))
                 out += [full[k] for k in t.fields] + [command_text(t.command, full)]
-                out += [gr.Accordion(open=True) if a is chosen else gr.skip() for a in opened]
+                out += [gr.update(open=True) if a is chosen else gr.skip() for a in opened]
             else:
                 out += [gr.skip()] * (len(t.fields) + 1 + len(opened))
         return out
