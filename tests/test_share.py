@@ -503,3 +503,30 @@ def test_efficiency_commands_per_section(models, tiny_dir):
     assert efficiency.command({**v, "section": "profile"}).startswith("python -m tinygpt profile")
     everything = efficiency.command(v)
     assert everything.count("# ") >= 4 and "kv_cache_latency" in everything and "tinygpt profile" in everything
+
+
+def test_report_link_is_absolute_from_the_request(tmp_path):
+    from starlette.requests import Request as StarletteRequest
+
+    from tabs import calculator
+    from tabs.kit.report import app_url
+
+    def request(path, headers=()):
+        scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "query_string": b"",
+                 "scheme": "http", "server": ("127.0.0.1", 7860),
+                 "headers": [(k.encode(), v.encode()) for k, v in headers]}
+        return gr.Request(request=StarletteRequest(scope), session_hash="abs-link")
+
+    assert app_url(request("/gradio_api/queue/join")) == "http://127.0.0.1:7860"
+    space = request("/gradio_api/queue/join", [("x-forwarded-host", "me-lab.hf.space"), ("x-forwarded-proto", "https")])
+    assert app_url(space) == "https://me-lab.hf.space"
+    assert app_url(SimpleNamespace(session_hash="x")) is None  # no real request: the relative link stays
+    with gr.Blocks():
+        calculator.build()
+        reg = registry.registry()
+    t = reg.tabs["calculator"]
+    values = {**t.defaults, "n_layer": 24}
+    outputs = shown(t, {})
+    doc = open(reg.report(t, space, values, outputs), encoding="utf-8").read()
+    assert 'href="https://me-lab.hf.space/?tab=calculator&amp;n_layer=24"' in doc
+    assert "(after the app's address)" not in doc

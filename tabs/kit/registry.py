@@ -37,7 +37,7 @@ from gradio.context import Context
 from . import course, lecture, links
 from .commands import command_text
 from .exports import FIGURE_TYPES, FigureMemory, export_outputs
-from .report import model_name, report_html, sections
+from .report import app_url, model_name, report_html, sections
 from .sessions import SessionStore, session_tmpdir
 
 OUTPUT_TYPES = (gr.Plot, gr.BarPlot, gr.LinePlot, gr.ScatterPlot, gr.Dataframe, gr.HTML, gr.Markdown, gr.JSON)
@@ -160,7 +160,8 @@ class Registry:
     def report(self, t: TabShare, request, values: dict, outputs: list) -> str:
         """The tab as one self-contained HTML file -> its path."""
         doc = report_html(t.label, values, command_text(t.command, values), self.query_string(t.tab_id, values)[0],
-                          sections(self.figures, t.outputs, outputs), model_name(values, outputs))
+                          sections(self.figures, t.outputs, outputs), model_name(values, outputs),
+                          app_url(request))
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = os.path.join(self.session_dir(request, t.tab_id), f"tinygpt-{t.tab_id}-report-{stamp}.html")
         with open(path, "w", encoding="utf-8") as f:
