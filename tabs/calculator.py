@@ -542,7 +542,7 @@ def build(fetch_config=fetch_hub_config):
         table = gr.Dataframe(first[1], headers=["part", "formula", "count (exact)", "human"],
                              datatype=["str", "str", "str", "str"], label="Parameter breakdown",
                              interactive=False, wrap=True, column_widths=["30%", "38%", "20%", "12%"],
-                             elem_id="calc-breakdown")
+                             max_height=1200, elem_id="calc-breakdown")  # every row: TOTAL without scrolling
         with gr.Row():
             mem_plot = gr.BarPlot(first[2], x="what", y="GiB", color="part", color_map=PART_COLORS,
                                   sort=["training", "inference"], title="Memory: training vs inference (GiB)",

@@ -37,6 +37,7 @@ from gradio.context import Context
 from . import course, lecture, links
 from .commands import command_text
 from .exports import FIGURE_TYPES, FigureMemory, export_outputs
+from .layout import LAYOUT_CSS
 from .report import app_url, model_name, report_html, sections
 from .sessions import SessionStore, session_tmpdir
 
@@ -44,7 +45,7 @@ OUTPUT_TYPES = (gr.Plot, gr.BarPlot, gr.LinePlot, gr.ScatterPlot, gr.Dataframe, 
 SHARE_CSS = """
 .tg-share-bar {margin-top: 12px;}
 .tg-map-q {padding-top: 6px;}
-"""
+""" + LAYOUT_CSS  # app.py adds SHARE_CSS to the page: the layout rules come with it
 
 
 @dataclass
