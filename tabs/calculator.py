@@ -339,12 +339,36 @@ def kv_frame(cfg: GPTConfig, r: dict, points: int = 40) -> pd.DataFrame:
 
 
 def kv_plot(frame: pd.DataFrame) -> dict:
-    """The KV-cache chart's update: its data, and a colour per legend label of THIS shape. The browser draws a
-    native plot's colours from the labels it first saw and only swaps the data afterwards, so a shape with other
-    head counts (other labels) kept the old legend and lost its lines; a new colour map makes it redraw the
-    chart, legend and axes from this frame."""
+    """The KV-cache chart's update: its data, a colour per legend label of THIS shape, and shown. A native plot
+    in the browser keeps the legend (colour domain) of the data it was first drawn with: after a shape with other
+    head counts, the old legend stayed and the lines with new labels were not drawn. It is drawn afresh when it is
+    shown again, so a calculation whose legend differs hides it first (kv_hide) and this update shows it."""
     labels = list(dict.fromkeys(frame["attention"]))
-    return gr.update(value=frame, color_map=dict(zip(labels, KV_COLORS)))
+    return gr.update(value=frame, color_map=dict(zip(labels, KV_COLORS)), visible=True)
+
+
+def shown_labels(payload) -> list:
+    """The legend labels of the KV chart's current value, as the browser sends it (PlotData or its dict)."""
+    if payload is None:
+        return []
+    d = payload if isinstance(payload, dict) else getattr(payload, "model_dump", lambda: {})()
+    cols, data = d.get("columns") or [], d.get("data") or []
+    if "attention" not in cols:
+        return []
+    k = cols.index("attention")
+    return list(dict.fromkeys(row[k] for row in data))
+
+
+def kv_hide(current, *inputs):
+    """Before a calculation: hide the KV chart when this shape's legend differs from the one drawn (kv_plot then
+    shows it, drawn afresh); otherwise leave it (no flicker)."""
+    try:
+        cfg = make_config(*inputs[:9], *inputs[16:])
+        cfg.validate()
+    except (ValueError, TypeError):
+        return gr.skip()
+    new = [label for label, _ in kv_lines(cfg)]
+    return gr.skip() if shown_labels(current) == new else gr.update(visible=False)
 
 
 @lru_cache(maxsize=1)
@@ -458,11 +482,15 @@ def on_preset_name(*form):
 
 def on_link_view(*inputs):
     """After a link or the course map filled the form: the results, the preset box naming the shape, and where
-    the shape came from."""
+    the shape came from. The KV chart was hidden by the link (register(remount=...)): it is shown again, also
+    when the link's shape is invalid (the summary then says why)."""
     name = matching_preset(*form_of(inputs))
     source = (f"Preset **{name}** (sources in tinygpt/config.py), from the link." if name != CUSTOM else
               "A custom shape, from the link (no preset has exactly these fields).")
-    return (*on_view(*inputs), name, source)
+    try:
+        return (*on_view(*inputs), name, source)
+    except gr.Error as e:
+        return (f"**{e.message}**", gr.skip(), gr.skip(), gr.update(visible=True), gr.skip(), name, source)
 
 
 def build(fetch_config=fetch_hub_config):
@@ -557,20 +585,22 @@ def build(fetch_config=fetch_hub_config):
         # every calculation ends with the preset box naming the shape shown (a preset's, or "custom"); the box
         # refills the fields only when the user picks in it (.input), never when a calculation names the shape
         name = dict(fn=on_preset_name, inputs=form, outputs=[preset], api_visibility="private", queue=False)
-        go.click(on_view, inputs, outputs, api_name="params").then(**name)
-        preset.input(on_preset, [preset], form + [source], api_visibility="private").then(
-            on_view, inputs, outputs, api_visibility="private")
+        hide = dict(fn=kv_hide, inputs=[kv_chart] + inputs, outputs=[kv_chart], api_visibility="private",
+                    queue=False)
+        view = dict(fn=on_view, inputs=inputs, outputs=outputs, api_visibility="private")
+        go.click(**hide).then(on_view, inputs, outputs, api_name="params").then(**name)
+        preset.input(on_preset, [preset], form + [source], api_visibility="private").then(**hide).then(**view)
         hub_go.click(partial(on_hub_id, fetch_config), [hub_id], form + [source], api_name="params_from_hub").then(
-            on_view, inputs, outputs, api_visibility="private").then(**name)
+            **hide).then(**view).then(**name)
         hub_id.submit(partial(on_hub_id, fetch_config), [hub_id], form + [source], api_visibility="private").then(
-            on_view, inputs, outputs, api_visibility="private").then(**name)
+            **hide).then(**view).then(**name)
         for event, args in ((paste_go.click, [pasted]), (upload.upload, [pasted, upload])):
-            event(on_config_json, args, form + [source], api_visibility="private").then(
-                on_view, inputs, outputs, api_visibility="private").then(**name)
+            event(on_config_json, args, form + [source], api_visibility="private").then(**hide).then(
+                **view).then(**name)
         names = ["n_layer", "n_embd", "n_head", "n_kv_head", "block_size", "vocab_size", "bias", "tied", "ffn_mult",
                  "dtype", "optimizer", "batch_size", "seq_len", "tokens", "tflops", "mfu"] + list(SHARE_ARCH)
         register("calculator", fields=dict(zip(names, inputs)), command=command, run=go,
-                 refresh=(on_link_view, inputs, outputs + [preset, source]))
+                 refresh=(on_link_view, inputs, outputs + [preset, source]), remount=[kv_chart])
 
 
 # the architecture inputs (after the 16 original ones) and their form defaults (a link may omit them)

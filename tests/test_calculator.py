@@ -684,3 +684,28 @@ def test_preset_box_matches_every_preset_and_custom():
     assert calculator.on_preset_name(*calculator.preset_values("llama-7b")) == "llama-7b"
     skipped = calculator.on_preset(calculator.CUSTOM)  # choosing "custom" keeps the fields
     assert len(skipped) == len(calculator.preset_values("gpt2")) + 1 and "custom" in skipped[-1].lower()
+
+
+def test_kv_chart_is_drawn_afresh_when_its_legend_changes():
+    """The browser keeps a native plot's first legend: a calculation with other head counts hides the chart
+    first (kv_hide) and shows it with the new data (kv_plot); the same legend is updated in place."""
+    v = calculator.preset_values("gpt2")
+    run = ("fp32", "adamw", 1, v[9], 1e12, 312, 0.4)
+    inputs = [*v[:9], *run, *v[10:]]
+    drawn = gr.LinePlot(x="sequence length", y="GiB", color="attention").postprocess(
+        calculator.on_params(*inputs)[3])
+    assert calculator.shown_labels(drawn) == ["MHA (12 KV heads)", "GQA (3 KV heads)", "MQA (1 KV head)"]
+    assert calculator.shown_labels(drawn.model_dump()) == calculator.shown_labels(drawn)
+    assert calculator.kv_hide(drawn, *inputs) == gr.skip()  # same legend: no flicker
+    gqa = list(inputs)
+    gqa[2], gqa[3] = 8, 2
+    assert calculator.kv_hide(drawn, *gqa) == gr.update(visible=False)
+    assert calculator.on_view(*gqa)[3]["visible"] is True
+    reg, t = calculator_tab()
+    assert len(t.remount) == 1 and t.remount[0].elem_id == "calc-kv"
+    outs = reg.apply_outputs()
+    by = dict(zip(map(id, outs), reg.updates("calculator", {"n_head": 8, "n_kv_head": 2}, [], None)))
+    assert by[id(t.remount[0])] == gr.update(visible=False)  # the link hides it; the refresh shows it again
+    bad = {**t.defaults, "n_head": 7}
+    out = calculator.on_link_view(*bad.values())
+    assert "divisible" in out[0] and out[3] == gr.update(visible=True)

@@ -13,7 +13,7 @@ NO_FILES = "Press a download button above: the files appear here."
 
 LAYOUT_CSS = f"""
 /* a plot's floating label chip sits above the figure, not on its first subplot's title or legend */
-.block > label.float ~ [data-testid="matplotlib"] {{padding-top: 30px;}}
+.block > label.float ~ [data-testid="matplotlib"] {{padding-top: 38px;}}
 /* an empty plot (or file list) is one line saying what fills it, not a 300-pixel box with an icon */
 .block > .empty.large.unpadded_box {{min-height: 0 !important; height: auto !important; padding: 34px 12px 10px;
     justify-content: flex-start;}}

@@ -19,7 +19,7 @@ LECTURE_CSS = """
 :root.tg-lecture button {min-height: 48px;}
 :root.tg-lecture input[type=checkbox], :root.tg-lecture input[type=radio] {transform: scale(1.4);}
 :root.tg-lecture input[type=range] {height: 10px;}
-:root.tg-lecture [data-testid="matplotlib"] {padding-top: 44px;}  /* below the plot's floating label */
+:root.tg-lecture [data-testid="matplotlib"] {padding-top: 48px !important;}  /* below the plot's floating label */
 :root.tg-lecture [data-testid="matplotlib"] img {width: 100% !important; max-width: 100% !important;
                   height: auto !important;}
 """

@@ -11,6 +11,8 @@ A tab gets links, the command line, downloads and the report with ONE call at th
   the tab's start-up values, and opening it resets the tab's other fields to those start-up values.
 * command(values: dict) -> the equivalent `python -m tinygpt ...` line(s), or None; shown after each `run` click.
 * refresh: (fn, inputs, outputs) re-run after a link or the course map filled the fields (cheap views only).
+* remount: outputs a link hides while it fills the tab, for the refresh to show them drawn afresh (a native plot
+  keeps the legend of the data it was first drawn with); the refresh must return visible=True for them.
 * sections: {name: gr.Accordion or other block with an elem_id} a link can open and scroll to (`section=graph`);
   the tab's command(values) then gets values["section"] too, and `run` may be {section: button} so that each
   section's button shows that section's command line.
@@ -61,6 +63,7 @@ class TabShare:
     selectors: list  # [(gr.Tabs, tab id)] from the tab itself outwards: selecting all of them shows it
     outputs: dict = field(default_factory=dict)  # name -> component shown in the tab (figures, tables, ...)
     sections: dict = field(default_factory=dict)  # link `section=` name -> block (an accordion is opened)
+    remount: list = field(default_factory=list)  # outputs a link hides so that its refresh shows them drawn afresh
     link_box: Any = None
     link_note: Any = None
     command_box: Any = None
@@ -94,7 +97,7 @@ class Registry:
         outs = [self.banner, self.applied, self.lecture]
         outs += self._selector_components()
         for t in self.tabs.values():
-            outs += list(t.fields.values()) + [t.command_box] + section_accordions(t)
+            outs += list(t.fields.values()) + [t.command_box] + section_accordions(t) + t.remount
         return outs
 
     def _selector_components(self) -> list:
@@ -116,8 +119,9 @@ class Registry:
                 chosen = t.sections.get(values.get(links.SECTION))
                 out += [full[k] for k in t.fields] + [command_text(t.command, full)]
                 out += [gr.update(open=True) if a is chosen else gr.skip() for a in opened]
+                out += [gr.update(visible=False)] * len(t.remount)  # the refresh shows them again
             else:
-                out += [gr.skip()] * (len(t.fields) + 1 + len(opened))
+                out += [gr.skip()] * (len(t.fields) + 1 + len(opened) + len(t.remount))
         return out
 
     def restore(self, request: gr.Request):
@@ -235,7 +239,7 @@ def walk(block):
 
 
 def register(tab_id: str, fields: dict, command: Callable | None = None, run=None, refresh: tuple | None = None,
-             outputs: dict | None = None, sections: dict | None = None) -> TabShare:
+             outputs: dict | None = None, sections: dict | None = None, remount: list | None = None) -> TabShare:
     """Add the share bar (link, command, downloads, report) to the tab being built. Call it last in build(),
     inside the `with gr.Tab(...)` block. `outputs` (name -> component) replaces the automatic discovery.
     `sections` (name -> block with an elem_id) are the parts a link's `section=` opens and scrolls to; `run` is a
@@ -255,7 +259,9 @@ def register(tab_id: str, fields: dict, command: Callable | None = None, run=Non
             if isinstance(comp, OUTPUT_TYPES) and id(comp) not in taken:
                 outputs[_unique_name(comp, outputs)] = comp
     t = TabShare(tab_id, label, dict(fields), {k: c.value for k, c in fields.items()}, command, refresh,
-                 tab_selectors(tab), dict(outputs), sections)
+                 tab_selectors(tab), dict(outputs), sections, list(remount or []))
+    if t.remount and (refresh is None or any(all(c is not o for o in refresh[2]) for c in t.remount)):
+        raise ValueError(f"register({tab_id!r}): remount outputs must be outputs of the refresh (it shows them).")
     for comp in outputs.values():
         if isinstance(comp, FIGURE_TYPES):
             reg.figures.watch(comp)
