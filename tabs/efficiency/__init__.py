@@ -25,7 +25,7 @@ from ..kit.commands import cli, cli_python
 from ..kit.common import model_picker, on_model_change
 from ..kit.registry import register
 from ..kit.sessions import SessionStore
-from .flash import bench_estimate, bench_explain, on_flash_bench, on_flash_step, on_flash_trace, step_by
+from .flash import bench_estimate, bench_explain, flash_trace, on_flash_bench, on_flash_step, on_flash_trace, step_by
 from .gqa import default_groups, on_gqa, on_uptrain, variants_for
 from .kv_cache import DEFAULT_PROMPT, on_kv_cache  # noqa: F401 - DEFAULT_PROMPT: a public name
 from .profile import on_profile
@@ -136,13 +136,13 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                 fl_seed = gr.Number(F["seed"], label="Seed", precision=0)
                 fl_go = gr.Button("Trace")
             # the default example traced at start-up: the tiles and the first step show before anything is pressed
-            trace0, step0, fig0, md0, check0 = on_flash_trace(F["tokens"], F["block_q"], F["block_k"],
-                                                              F["head_size"], F["causal"], F["seed"])
+            trace0, fig0, md0, check0 = flash_trace(F["tokens"], F["block_q"], F["block_k"], F["head_size"],
+                                                    F["causal"], F["seed"])
             trace = gr.State(trace0)
             fl_check = gr.Markdown(check0, elem_id="eff-flash-check")
             with gr.Row():
                 fl_prev = gr.Button("◀ Previous")
-                fl_step = gr.Slider(1, step0.maximum, 1, step=1, label="Step", elem_id="eff-flash-step")
+                fl_step = gr.Slider(1, len(trace0["steps"]), 1, step=1, label="Step", elem_id="eff-flash-step")
                 fl_next = gr.Button("Next ▶")
             with gr.Row():
                 fl_plot = gr.Plot(fig0, label="Tiles", elem_id="eff-flash-plot", scale=1)

@@ -21,9 +21,9 @@ METHOD_LABELS = {"standard": "standard softmax(QKᵀ)V", "tiled": "tiled FlashAt
                  "sdpa": "PyTorch SDPA"}
 
 
-@user_errors
-def on_flash_trace(T, block_q, block_k, head_dim, causal, seed):
-    """(trace state, step slider, figure, step markdown, check markdown) for a small random example."""
+def flash_trace(T, block_q, block_k, head_dim, causal, seed):
+    """(trace state, figure, step markdown, check markdown) for a small random example (no components: the tab
+    draws its start-up example with it)."""
     notes: list = []
     T = clamp_int(T, 2, 64, "Tokens", notes)
     bq = clamp_int(block_q, 1, 32, "Query block", notes)
@@ -41,7 +41,14 @@ def on_flash_trace(T, block_q, block_k, head_dim, causal, seed):
                 f" every query), {check['masked']} on the diagonal (masked inside). The full {T} × {T} score matrix"
                 f" never exists: at most one {bq} × {bk} tile does. {' '.join(notes)}").strip()
     fig, md = step_view(state, 0)
-    return state, gr.Slider(minimum=1, maximum=len(steps), value=1, step=1), fig, md, check_md
+    return state, fig, md, check_md
+
+
+@user_errors
+def on_flash_trace(T, block_q, block_k, head_dim, causal, seed):
+    """(trace state, step slider, figure, step markdown, check markdown) for a small random example."""
+    state, fig, md, check_md = flash_trace(T, block_q, block_k, head_dim, causal, seed)
+    return state, gr.Slider(minimum=1, maximum=len(state["steps"]), value=1, step=1), fig, md, check_md
 
 
 def _fmt(x) -> str:
