@@ -12,27 +12,32 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from tinygpt import GPTConfig
+from tinygpt.defaults import EMBED_TAB, PARAMS, SAMPLE_TAB
 
 from .kit.links import settings_query
 from .kit.registry import course_button
 
 
-# the calculator's architecture fields and their start-up values (GPT-2's blocks): a link leaves them out when equal
-ARCH_START = dict(head_dim=0, mlp="gelu", norm="layernorm", pos_encoding="learned", qkv_bias="auto", n_experts=0,
-                  moe_top_k=1)
+def architecture(c: GPTConfig) -> dict:
+    """The calculator's architecture fields of a config (its form's values)."""
+    return dict(head_dim=c.head_size or 0, mlp=c.mlp, norm=c.norm, pos_encoding=c.pos_encoding,
+                qkv_bias={None: "auto", True: "on", False: "off"}[c.qkv_bias], n_experts=c.n_experts,
+                moe_top_k=c.moe_top_k)
+
+
+# the calculator's start-up architecture (tinygpt.defaults.PARAMS' preset, GPT-2): a row leaves equal fields out
+ARCH_START = architecture(GPTConfig.from_preset(PARAMS["preset"]))
 
 
 def shape(preset: str, **changes) -> dict:
     """The calculator's fields for a preset (computed from tinygpt's presets, never typed in), plus changes: the
-    sizes and every architecture option that differs from GPT-2's (a LLaMA row opens SwiGLU, RMSNorm, RoPE)."""
+    sizes and every architecture option that differs from the start-up shape's (a LLaMA row opens SwiGLU, RMSNorm,
+    RoPE)."""
     c = GPTConfig.from_preset(preset)
     out = dict(n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head, n_kv_head=c.kv_heads, block_size=c.block_size,
                vocab_size=c.vocab_size, bias=c.bias, tied=c.tie_weights, ffn_mult=c.ffn_dim / c.n_embd,
                seq_len=c.block_size)
-    arch = dict(head_dim=c.head_size or 0, mlp=c.mlp, norm=c.norm, pos_encoding=c.pos_encoding,
-                qkv_bias={None: "auto", True: "on", False: "off"}[c.qkv_bias], n_experts=c.n_experts,
-                moe_top_k=c.moe_top_k)
-    out.update({k: v for k, v in arch.items() if v != ARCH_START[k]})
+    out.update({k: v for k, v in architecture(c).items() if v != ARCH_START[k]})
     out.update(changes)
     return out
 
@@ -70,7 +75,8 @@ ENTRIES = [
     # 2 · generating text
     Entry("Run the classic sampling example: the 'one ring' prompt, 3 samples of 100 new tokens. What do start,"
           " number of samples and max new tokens do?", G_GEN, "sampling",
-          dict(prompt="one ring to rule them all,", num_samples=3, max_new_tokens=100)),
+          dict(prompt=SAMPLE_TAB["start"], num_samples=SAMPLE_TAB["num_samples"],
+               max_new_tokens=SAMPLE_TAB["max_new_tokens"])),
     Entry("Sample at temperature 0.1: why does the text repeat itself?", G_GEN, "sampling", dict(temperature=0.1)),
     Entry("Sample at temperature 10: why does the text turn into noise?", G_GEN, "sampling", dict(temperature=10)),
     Entry("Keep temperature 10 but allow only the 2 most likely tokens (top-k = 2): why is it readable again?",
@@ -82,12 +88,12 @@ ENTRIES = [
     # 3 · what the model has learned
     Entry("Common words against rare or made-up ones: how do their embedding norms and cosine similarities"
           " differ, and what does that say about how the embedding table is used?", G_INSIDE, "embeddings",
-          dict(common="dog, city, book, love, science", rare="xqzt, blorpt, thraldor, uvuvwevwe, zzzzz")),
+          dict(common=EMBED_TAB["common"], rare=EMBED_TAB["rare"])),
     Entry("Contextual embeddings: does 'channel' get different vectors in a TV, a river and a spy sentence?"
           " (with BERT, a bidirectional encoder)", G_INSIDE, "embeddings",
-          dict(ctx_word="channel", ctx_model="bert-base-uncased")),
+          dict(ctx_word=EMBED_TAB["ctx_word"], ctx_model="bert-base-uncased")),
     Entry("The same 'channel' question with the GPT itself (a causal decoder): where in depth do the senses"
-          " separate?", G_INSIDE, "embeddings", dict(ctx_word="channel")),
+          " separate?", G_INSIDE, "embeddings", dict(ctx_word=EMBED_TAB["ctx_word"])),
     Entry("Skip every other block (run only the even ones): is the text shorter, more repetitive, less"
           " coherent?", G_INSIDE, "pruning", dict(configs=["full", "even"])),
     Entry("Drop the last half of the blocks instead: which half matters more?", G_INSIDE, "pruning",
