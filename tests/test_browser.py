@@ -223,6 +223,10 @@ def test_efficiency_tab(page):
     page.wait_for_function("document.querySelector('#eff-flash-md').innerText.includes('Step 2/')", timeout=60_000)
     for method in ("standard", "tiled"):  # the quickest case only: SDPA at 1,024 tokens
         page.locator("#eff-bench-methods").get_by_text(method, exact=True).click()
+    lens = page.locator("#eff-bench-lens input[type=checkbox]")  # the tab opens with every offered length ticked
+    for i in range(1, lens.count()):
+        if lens.nth(i).is_checked():
+            lens.nth(i).uncheck()
     page.get_by_role("button", name="Run benchmark").click()
     page.wait_for_function("document.querySelector('#eff-bench-md').innerText.includes('Done')", timeout=180_000)
     assert "sdpa" in page.locator("#eff-bench-table").inner_text()
@@ -451,7 +455,9 @@ def test_attention_tab(page):
 
     open_tab(page, "Attention")
     page.locator("#att-prompt textarea").fill(ESSAY[:600])
+    before = page.locator("#att-status").inner_text()  # the default prompt's analysis, shown at start-up
     page.get_by_role("button", name="Show attention").click()
+    page.wait_for_function(f"document.querySelector('#att-status').innerText !== {before!r}", timeout=120_000)
     page.wait_for_function("document.querySelector('#att-status').innerText.includes('tokens')", timeout=120_000)
     assert page.locator("#att-grid svg image").count() == 1
     assert plot_image(page, "att-scale") and plot_image(page, "att-random")
@@ -507,6 +513,8 @@ def test_positions_tab(page):
     page.get_by_role("button", name="Show positions").click()
     page.wait_for_function("document.querySelector('#pos-explain').innerText.includes('largest deviation')",
                            timeout=120_000)
+    # the start-up figures are already there: wait for this run's sizes
+    page.wait_for_function("document.querySelector('#pos-explain').innerText.includes('d = 128')", timeout=120_000)
     assert "d = 128" in page.locator("#pos-explain").inner_text()
     assert plot_image(page, "pos-sin") and plot_image(page, "pos-wpe") and plot_image(page, "pos-rope")
     assert "learned" in page.locator("#pos-wpe-text").inner_text()
