@@ -424,6 +424,7 @@ def test_lecture_mode_and_dark_theme(page, server):
         if name:
             shot(page, name)
         if "calculator" in query:
+            page.wait_for_selector("#calc-n-layer input", timeout=60_000)  # a slow first render under load
             sizes[query] = page.evaluate(font)
     big, normal = sizes.values()
     assert big >= 1.2 * normal  # the dark theme re-declares Gradio's sizes: lecture mode must still win
