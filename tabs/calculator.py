@@ -30,6 +30,8 @@ from tinygpt.hf_config import (
     parse_config_json,
 )
 
+from tinygpt.defaults import PARAMS
+
 from .kit.commands import cli
 from .kit.registry import register
 from .kit.common import UserError, human, human_bytes, human_flops, new_figure, parse_float, user_errors
@@ -57,7 +59,8 @@ def preset_label(title: str, name: str) -> str:
     return f"{title} — {size}"
 
 
-PRESET_CHOICES = [(preset_label(t, n), n) for t, n in PRESET_TITLES]
+CUSTOM = "custom"  # the preset box's value when the fields hold no preset's shape (a link, a config.json, edits)
+PRESET_CHOICES = [(preset_label(t, n), n) for t, n in PRESET_TITLES] + [("Custom shape (the fields below)", CUSTOM)]
 
 
 def whole(value, name: str) -> int:
@@ -84,6 +87,32 @@ def form_values(c: GPTConfig) -> tuple:
 def preset_values(name: str) -> tuple:
     """form_values of a preset (a cleared dropdown gives None: reported as unknown)."""
     return form_values(GPTConfig.from_preset(str(name or "")))
+
+
+def shape_key(values: tuple) -> tuple:
+    """The part of form_values that is the model's shape (everything but the sequence length, index 9)."""
+    return tuple(values[:9]) + tuple(values[10:])
+
+
+@lru_cache(maxsize=1)
+def preset_shapes() -> dict:
+    """shape_key -> preset name, for every preset the box offers (the first name wins for equal shapes)."""
+    out: dict = {}
+    for _, name in PRESET_TITLES:
+        out.setdefault(shape_key(preset_values(name)), name)
+    return out
+
+
+def matching_preset(n_layer, n_embd, n_head, n_kv_head, block_size, vocab_size, bias, tied, ffn_mult, seq_len=None,
+                    *arch) -> str:
+    """The preset whose shape the form holds (form order, as preset_values), or CUSTOM; an invalid form is CUSTOM
+    too (the summary says what is wrong)."""
+    try:
+        cfg = make_config(n_layer, n_embd, n_head, n_kv_head, block_size, vocab_size, bias, tied, ffn_mult, *arch)
+        cfg.validate()
+    except (ValueError, TypeError):
+        return CUSTOM
+    return preset_shapes().get(shape_key(form_values(cfg)), CUSTOM)
 
 
 def make_config(n_layer, n_embd, n_head, n_kv_head, block_size, vocab_size, bias, tied, ffn_mult,
@@ -212,6 +241,11 @@ def config_markdown(cfg: GPTConfig, r: dict) -> str:
     s, b, E = i["seq_len"], i["batch_size"], cfg.n_experts
     lines = [
         f"### This configuration: {human(p['total'])} parameters ({p['total']:,})",
+        f"**At a glance:** training on D = {i['tokens']:,} tokens takes **{human_flops(f['train_total'])}** ="
+        f" **{r['gpu_hours']:,.0f} GPU-hours** at {i['tflops']:g} TFLOPS × {i['mfu']:.0%} utilisation"
+        f" (**{r['gpu_hours_at_full_utilisation']:,.0f}** at 100%; 6·N·D alone ="
+        f" {human_flops(6 * f['compute_params'] * i['tokens'])}) · KV cache at batch {b}, {s:,} tokens, {i['dtype']}:"
+        f" **{human_bytes(r['kv_cache_bytes'])}** · training memory **{human_bytes(m['training_total'])}**.",
         f"V = vocab {cfg.vocab_size:,}, d = n_embd {cfg.n_embd}, L = n_layer {cfg.n_layer}, a = n_head {cfg.n_head},"
         f" kv = n_kv_head·head_dim = {cfg.kv_heads}·{cfg.head_dim}, ff = FFN width {cfg.ffn_dim}."
         + (f" E = {E} experts, k = {cfg.moe_top_k} per token." if E else ""),
@@ -274,19 +308,67 @@ def memory_frame(r: dict) -> pd.DataFrame:
     return pd.DataFrame([{"what": w, "part": p, "GiB": b / 2 ** 30} for w, p, b in rows])
 
 
+KV_COLORS = ("#e8590c", "#1c7ed6", "#2b8a3e")  # MHA, GQA, MQA
+
+
+def kv_lines(cfg: GPTConfig) -> list:
+    """[(legend label, KV heads)] for the KV-cache chart, from the config: MHA keeps a K/V head per query head,
+    GQA the config's own grouping (or the divisor of n_head nearest n_head/4), MQA one; distinct, most heads first
+    (a config with 1 or 2 heads has fewer lines)."""
+    g = gqa_compare_heads(cfg)
+    out = [(f"MHA ({cfg.n_head} KV heads)", cfg.n_head)]
+    if 1 < g < cfg.n_head:
+        out.append((f"GQA ({g} KV heads)", g))
+    if cfg.n_head > 1:
+        out.append(("MQA (1 KV head)", 1))
+    return out
+
+
 def kv_frame(cfg: GPTConfig, r: dict, points: int = 40) -> pd.DataFrame:
-    """KV-cache GiB against sequence length for MHA, GQA and MQA at the chosen batch size and dtype."""
+    """KV-cache GiB against sequence length for MHA, GQA and MQA at the chosen batch size and dtype (each value is
+    tinygpt.compute.kv_cache_bytes / 2^30)."""
     i = r["inputs"]
     top = max(cfg.block_size, i["seq_len"])
-    g = gqa_compare_heads(cfg)
     rows = []
-    for label, heads in ((f"MHA ({cfg.n_head} KV heads)", cfg.n_head), (f"GQA ({g} KV heads)", g),
-                         ("MQA (1 KV head)", 1)):
+    for label, heads in kv_lines(cfg):
         for k in range(points + 1):
             seq = round(top * k / points)
             rows.append({"sequence length": seq, "GiB": kv_cache_bytes(cfg, i["batch_size"], seq, i["dtype"], heads)
                          / 2 ** 30, "attention": label})
     return pd.DataFrame(rows)
+
+
+def kv_plot(frame: pd.DataFrame) -> dict:
+    """The KV-cache chart's update: its data, a colour per legend label of THIS shape, and shown. A native plot
+    in the browser keeps the legend (colour domain) of the data it was first drawn with: after a shape with other
+    head counts, the old legend stayed and the lines with new labels were not drawn. It is drawn afresh when it is
+    shown again, so a calculation whose legend differs hides it first (kv_hide) and this update shows it."""
+    labels = list(dict.fromkeys(frame["attention"]))
+    return gr.update(value=frame, color_map=dict(zip(labels, KV_COLORS)), visible=True)
+
+
+def shown_labels(payload) -> list:
+    """The legend labels of the KV chart's current value, as the browser sends it (PlotData or its dict)."""
+    if payload is None:
+        return []
+    d = payload if isinstance(payload, dict) else getattr(payload, "model_dump", lambda: {})()
+    cols, data = d.get("columns") or [], d.get("data") or []
+    if "attention" not in cols:
+        return []
+    k = cols.index("attention")
+    return list(dict.fromkeys(row[k] for row in data))
+
+
+def kv_hide(current, *inputs):
+    """Before a calculation: hide the KV chart when this shape's legend differs from the one drawn (kv_plot then
+    shows it, drawn afresh); otherwise leave it (no flicker)."""
+    try:
+        cfg = make_config(*inputs[:9], *inputs[16:])
+        cfg.validate()
+    except (ValueError, TypeError):
+        return gr.skip()
+    new = [label for label, _ in kv_lines(cfg)]
+    return gr.skip() if shown_labels(current) == new else gr.update(visible=False)
 
 
 @lru_cache(maxsize=1)
@@ -329,7 +411,11 @@ def json_safe(value):
 # ---- handlers ------------------------------------------------------------------------------------------
 @user_errors
 def on_preset(name):
-    """Fill the form with a preset's fields (form_values order), and say where they came from."""
+    """Fill the form with a preset's fields (form_values order), and say where they came from. 'custom' keeps the
+    fields as they are."""
+    if name == CUSTOM:
+        return (*[gr.skip()] * len(preset_values(PARAMS["preset"])),
+                "A custom shape: type the fields, then press Calculate.")
     return (*preset_values(name), f"Preset **{name}** (sources in tinygpt/config.py).")
 
 
@@ -376,6 +462,37 @@ def on_params(n_layer, n_embd, n_head, n_kv_head, block_size, vocab_size, bias, 
     return md, breakdown_rows(cfg, r), memory_frame(r), kv_frame(cfg, r), json_safe(r)
 
 
+def on_view(*inputs):
+    """on_params for the page: the same five outputs, the KV-cache chart as an update that redraws it for this
+    shape's legend (kv_plot)."""
+    md, rows, mem, kv, js = on_params(*inputs)
+    return md, rows, mem, kv_plot(kv), js
+
+
+def form_of(inputs: list) -> tuple:
+    """The form's values (preset_values order) out of on_params' inputs."""
+    shape, run, arch = inputs[:9], inputs[9:16], inputs[16:]
+    return (*shape, run[3], *arch)
+
+
+def on_preset_name(*form):
+    """The preset box names the shape the fields hold (or 'custom'); it never refills the fields."""
+    return matching_preset(*form)
+
+
+def on_link_view(*inputs):
+    """After a link or the course map filled the form: the results, the preset box naming the shape, and where
+    the shape came from. The KV chart was hidden by the link (register(remount=...)): it is shown again, also
+    when the link's shape is invalid (the summary then says why)."""
+    name = matching_preset(*form_of(inputs))
+    source = (f"Preset **{name}** (sources in tinygpt/config.py), from the link." if name != CUSTOM else
+              "A custom shape, from the link (no preset has exactly these fields).")
+    try:
+        return (*on_view(*inputs), name, source)
+    except gr.Error as e:
+        return (f"**{e.message}**", gr.skip(), gr.skip(), gr.update(visible=True), gr.skip(), name, source)
+
+
 def build(fetch_config=fetch_hub_config):
     """The Parameters & compute tab (needs no model: everything is computed from the configuration).
     fetch_config(hub_id) -> config.json dict; the Hub's by default."""
@@ -384,8 +501,10 @@ def build(fetch_config=fetch_hub_config):
                     " any GPT shape or any Hugging Face model of the GPT-2, LLaMA, Mistral, Qwen2, Gemma or Mixtral"
                     " families, with the formulas. Pick a preset, start from a config.json, or type your own"
                     " configuration. Nothing is allocated, so even GPT-3 answers instantly.")
-        v = preset_values("gpt2")
-        preset = gr.Dropdown(PRESET_CHOICES, value="gpt2", label="Preset (fills the fields below)")
+        P = PARAMS  # the start-up values: tinygpt.defaults, as `python -m tinygpt params` starts
+        v = preset_values(P["preset"])
+        preset = gr.Dropdown(PRESET_CHOICES, value=P["preset"], label="Preset (fills the fields below)",
+                             elem_id="calc-preset")
         with gr.Accordion("Start from a Hugging Face model (Hub id, or its config.json)", open=False):
             with gr.Row():
                 hub_id = gr.Textbox(label="Hub id (downloads only config.json, no weights)",
@@ -399,7 +518,7 @@ def build(fetch_config=fetch_hub_config):
                                         placeholder='{"model_type": "llama", "hidden_size": 4096, ...}',
                                         elem_id="calc-config-text")
                     paste_go = gr.Button("Use the pasted config.json", elem_id="calc-config-go")
-        source = gr.Markdown("Preset **gpt2** (sources in tinygpt/config.py).", elem_id="calc-source")
+        source = gr.Markdown(f"Preset **{P['preset']}** (sources in tinygpt/config.py).", elem_id="calc-source")
         with gr.Row():
             n_layer = gr.Number(v[0], label="n_layer", precision=0, elem_id="calc-n-layer")
             n_embd = gr.Number(v[1], label="n_embd (d)", precision=0, elem_id="calc-n-embd")
@@ -428,51 +547,60 @@ def build(fetch_config=fetch_hub_config):
                                   elem_id="calc-n-experts")
             moe_top_k = gr.Number(v[16], label="Experts per token (top-k)", precision=0, elem_id="calc-moe-top-k")
         with gr.Row():
-            dtype = gr.Radio(["fp32", "fp16", "bf16"], value="fp32",
+            dtype = gr.Radio(["fp32", "fp16", "bf16"], value=P["dtype"],
                              label="dtype (fp16/bf16 = mixed precision with fp32 master weights)")
-            optimizer = gr.Radio([("AdamW", "adamw"), ("SGD with momentum", "sgd")], value="adamw",
+            optimizer = gr.Radio([("AdamW", "adamw"), ("SGD with momentum", "sgd")], value=P["optimizer"],
                                  label="Optimizer")
-            batch_size = gr.Number(1, label="Batch size", precision=0)
-            seq_len = gr.Number(v[9], label="Sequence length", precision=0, elem_id="calc-seq-len")
+            batch_size = gr.Number(P["batch_size"], label="Batch size", precision=0)
+            seq_len = gr.Number(v[9] if P["seq_len"] is None else P["seq_len"], label="Sequence length",
+                                precision=0, elem_id="calc-seq-len")
         with gr.Row():
-            tokens = gr.Number(DEFAULT_TOKENS, label="Training tokens D")
-            tflops = gr.Number(A100_TFLOPS, label="GPU peak TFLOPS (A100: 312)")
-            mfu = gr.Slider(0.05, 1.0, DEFAULT_MFU, step=0.01, label="Utilisation (MFU)")
+            tokens = gr.Number(P["tokens"], label="Training tokens D")
+            tflops = gr.Number(P["tflops"], label=f"GPU peak TFLOPS (A100: {A100_TFLOPS:g})")
+            mfu = gr.Slider(0.05, 1.0, P["mfu"], step=0.01, label="Utilisation (MFU)")
         go = gr.Button("Calculate", variant="primary")
         fields = [n_layer, n_embd, n_head, n_kv_head, block_size, vocab_size, bias, tied, ffn_mult]
         arch = [head_dim, mlp, norm, pos_encoding, qkv_bias, n_experts, moe_top_k]
         # new inputs go at the END, so API calls written for the first 16 inputs keep working
         inputs = fields + [dtype, optimizer, batch_size, seq_len, tokens, tflops, mfu] + arch
         form = fields + [seq_len] + arch  # what a preset or a config.json fills (form_values order)
-        first = on_params(*v[:9], "fp32", "adamw", 1, v[9], DEFAULT_TOKENS, A100_TFLOPS, DEFAULT_MFU, *v[10:])
+        first = on_params(*[c.value for c in inputs])
         summary = gr.Markdown(first[0], elem_id="calc-summary")
+        # wrapped, with the widths set: the exact counts and the TOTAL row fit without scrolling sideways
         table = gr.Dataframe(first[1], headers=["part", "formula", "count (exact)", "human"],
                              datatype=["str", "str", "str", "str"], label="Parameter breakdown",
-                             interactive=False)
+                             interactive=False, wrap=True, column_widths=["30%", "38%", "20%", "12%"],
+                             max_height=1200, elem_id="calc-breakdown")  # every row: TOTAL without scrolling
         with gr.Row():
             mem_plot = gr.BarPlot(first[2], x="what", y="GiB", color="part", color_map=PART_COLORS,
                                   sort=["training", "inference"], title="Memory: training vs inference (GiB)",
                                   x_title="", label="Memory")
-            kv_plot = gr.LinePlot(first[3], x="sequence length", y="GiB", color="attention",
-                                  title="KV cache vs sequence length (GiB)", label="KV cache")
+            kv_chart = gr.LinePlot(first[3], x="sequence length", y="GiB", color="attention",
+                                   color_map=kv_plot(first[3])["color_map"],
+                                   title="KV cache vs sequence length (GiB)", label="KV cache", elem_id="calc-kv")
         gr.Plot(family_figure(), label="Parameters vs depth/width (log scale)", format="png")
         with gr.Accordion("All numbers (JSON, same as `python -m tinygpt params --json`)", open=False):
             out_json = gr.JSON(first[4], label="params")
-        outputs = [summary, table, mem_plot, kv_plot, out_json]
-        go.click(on_params, inputs, outputs, api_name="params")
-        preset.change(on_preset, [preset], form + [source], api_visibility="private").then(
-            on_params, inputs, outputs, api_visibility="private")
+        outputs = [summary, table, mem_plot, kv_chart, out_json]
+        # every calculation ends with the preset box naming the shape shown (a preset's, or "custom"); the box
+        # refills the fields only when the user picks in it (.input), never when a calculation names the shape
+        name = dict(fn=on_preset_name, inputs=form, outputs=[preset], api_visibility="private", queue=False)
+        hide = dict(fn=kv_hide, inputs=[kv_chart] + inputs, outputs=[kv_chart], api_visibility="private",
+                    queue=False)
+        view = dict(fn=on_view, inputs=inputs, outputs=outputs, api_visibility="private")
+        go.click(**hide).then(on_view, inputs, outputs, api_name="params").then(**name)
+        preset.input(on_preset, [preset], form + [source], api_visibility="private").then(**hide).then(**view)
         hub_go.click(partial(on_hub_id, fetch_config), [hub_id], form + [source], api_name="params_from_hub").then(
-            on_params, inputs, outputs, api_visibility="private")
+            **hide).then(**view).then(**name)
         hub_id.submit(partial(on_hub_id, fetch_config), [hub_id], form + [source], api_visibility="private").then(
-            on_params, inputs, outputs, api_visibility="private")
+            **hide).then(**view).then(**name)
         for event, args in ((paste_go.click, [pasted]), (upload.upload, [pasted, upload])):
-            event(on_config_json, args, form + [source], api_visibility="private").then(
-                on_params, inputs, outputs, api_visibility="private")
+            event(on_config_json, args, form + [source], api_visibility="private").then(**hide).then(
+                **view).then(**name)
         names = ["n_layer", "n_embd", "n_head", "n_kv_head", "block_size", "vocab_size", "bias", "tied", "ffn_mult",
                  "dtype", "optimizer", "batch_size", "seq_len", "tokens", "tflops", "mfu"] + list(SHARE_ARCH)
         register("calculator", fields=dict(zip(names, inputs)), command=command, run=go,
-                       refresh=(on_params, inputs, outputs))
+                 refresh=(on_link_view, inputs, outputs + [preset, source]), remount=[kv_chart])
 
 
 # the architecture inputs (after the 16 original ones) and their form defaults (a link may omit them)

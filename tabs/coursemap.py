@@ -12,17 +12,32 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from tinygpt import GPTConfig
+from tinygpt.defaults import EMBED_TAB, PARAMS, SAMPLE_TAB
 
 from .kit.links import settings_query
 from .kit.registry import course_button
 
 
+def architecture(c: GPTConfig) -> dict:
+    """The calculator's architecture fields of a config (its form's values)."""
+    return dict(head_dim=c.head_size or 0, mlp=c.mlp, norm=c.norm, pos_encoding=c.pos_encoding,
+                qkv_bias={None: "auto", True: "on", False: "off"}[c.qkv_bias], n_experts=c.n_experts,
+                moe_top_k=c.moe_top_k)
+
+
+# the calculator's start-up architecture (tinygpt.defaults.PARAMS' preset, GPT-2): a row leaves equal fields out
+ARCH_START = architecture(GPTConfig.from_preset(PARAMS["preset"]))
+
+
 def shape(preset: str, **changes) -> dict:
-    """The calculator's fields for a preset (computed from tinygpt's presets, never typed in), plus changes."""
+    """The calculator's fields for a preset (computed from tinygpt's presets, never typed in), plus changes: the
+    sizes and every architecture option that differs from the start-up shape's (a LLaMA row opens SwiGLU, RMSNorm,
+    RoPE)."""
     c = GPTConfig.from_preset(preset)
     out = dict(n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head, n_kv_head=c.kv_heads, block_size=c.block_size,
                vocab_size=c.vocab_size, bias=c.bias, tied=c.tie_weights, ffn_mult=c.ffn_dim / c.n_embd,
                seq_len=c.block_size)
+    out.update({k: v for k, v in architecture(c).items() if v != ARCH_START[k]})
     out.update(changes)
     return out
 
@@ -32,7 +47,7 @@ class Entry:
     question: str  # in our own words
     group: str  # the lecture it belongs to
     tab: str  # id of the tab that answers it (tabs.kit.registry.register's first argument)
-    settings: dict = field(default_factory=dict)  # field key -> value, as in a link
+    settings: dict = field(default_factory=dict)  # field key -> value, as in a link (section: the part to open)
     needs: str = ""  # what must be merged for the row to light up (shown while it cannot)
 
 
@@ -60,7 +75,8 @@ ENTRIES = [
     # 2 · generating text
     Entry("Run the classic sampling example: the 'one ring' prompt, 3 samples of 100 new tokens. What do start,"
           " number of samples and max new tokens do?", G_GEN, "sampling",
-          dict(prompt="one ring to rule them all,", num_samples=3, max_new_tokens=100)),
+          dict(prompt=SAMPLE_TAB["start"], num_samples=SAMPLE_TAB["num_samples"],
+               max_new_tokens=SAMPLE_TAB["max_new_tokens"])),
     Entry("Sample at temperature 0.1: why does the text repeat itself?", G_GEN, "sampling", dict(temperature=0.1)),
     Entry("Sample at temperature 10: why does the text turn into noise?", G_GEN, "sampling", dict(temperature=10)),
     Entry("Keep temperature 10 but allow only the 2 most likely tokens (top-k = 2): why is it readable again?",
@@ -72,25 +88,25 @@ ENTRIES = [
     # 3 · what the model has learned
     Entry("Common words against rare or made-up ones: how do their embedding norms and cosine similarities"
           " differ, and what does that say about how the embedding table is used?", G_INSIDE, "embeddings",
-          dict(common="dog, city, book, love, science", rare="xqzt, blorpt, thraldor, uvuvwevwe, zzzzz")),
+          dict(common=EMBED_TAB["common"], rare=EMBED_TAB["rare"])),
     Entry("Contextual embeddings: does 'channel' get different vectors in a TV, a river and a spy sentence?"
           " (with BERT, a bidirectional encoder)", G_INSIDE, "embeddings",
-          dict(ctx_word="channel", ctx_model="bert-base-uncased")),
+          dict(ctx_word=EMBED_TAB["ctx_word"], ctx_model="bert-base-uncased")),
     Entry("The same 'channel' question with the GPT itself (a causal decoder): where in depth do the senses"
-          " separate?", G_INSIDE, "embeddings", dict(ctx_word="channel")),
+          " separate?", G_INSIDE, "embeddings", dict(ctx_word=EMBED_TAB["ctx_word"])),
     Entry("Skip every other block (run only the even ones): is the text shorter, more repetitive, less"
           " coherent?", G_INSIDE, "pruning", dict(configs=["full", "even"])),
     Entry("Drop the last half of the blocks instead: which half matters more?", G_INSIDE, "pruning",
           dict(configs=["full", "first half", "last half"])),
     # 4 · attention and positions
     Entry("See the causal mask in the attention weights: who may attend to whom?", G_ATTN, "attention",
-          dict(view="mask off: what position i could see")),
+          dict(view="mask off: what position i could see", section="head")),
     Entry("Why divide by √d_k before the softmax? What happens to the attention weights without it?", G_ATTN,
-          "attention", dict(view="1/√d_k removed: the sharper softmax")),
+          "attention", dict(view="1/√d_k removed: the sharper softmax", section="scale")),
     Entry("Draw the computational graph from the input tokens to the loss, with the tensor shapes on every edge.",
-          G_ATTN, "attention"),
+          G_ATTN, "attention", dict(section="graph")),
     Entry("Comment a multi-head attention implementation line by line: how many parameters does it have?",
-          G_ATTN, "attention"),
+          G_ATTN, "attention", dict(section="code")),
     Entry("Sinusoidal positional encodings: does the dot product between two positions fall smoothly with their"
           " distance?", G_ATTN, "positions"),
     Entry("RoPE: show that the query·key score depends only on the relative position.", G_ATTN, "positions"),
@@ -122,11 +138,12 @@ ENTRIES = [
     Entry("How big is the KV cache of a 7B model at 4,096 tokens in fp16?", G_COMPUTE, "calculator",
           shape("llama-7b", dtype="fp16", seq_len=4096, batch_size=1)),
     Entry("Measure the KV-cache speed-up: latency per token against sequence length, with and without the"
-          " cache.", G_COMPUTE, "efficiency", dict(kv_tokens=128)),
+          " cache.", G_COMPUTE, "efficiency", dict(kv_tokens=128, section="kv")),
     Entry("Profile a forward pass: how is the time split between attention, feed-forward, LayerNorm and"
-          " embeddings?", G_COMPUTE, "efficiency"),
-    Entry("FlashAttention-2 tiling in plain PyTorch: memory and speed against standard attention.", G_COMPUTE,
-          "efficiency"),
+          " embeddings?", G_COMPUTE, "efficiency", dict(section="profile")),
+    Entry("FlashAttention-2 tiling in plain PyTorch: memory and speed against standard attention at 1,024, 4,096 and"
+          " 16,384 tokens.", G_COMPUTE, "efficiency",
+          dict(section="flash", bench_lengths=["1,024", "4,096", "16,384"])),
     # 7 · scaling and alignment
     Entry("Fit a scaling law: loss against model size, and the compute-optimal (Chinchilla) split of a budget.",
           G_SCALE, "scaling"),

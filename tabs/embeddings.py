@@ -10,6 +10,7 @@ import gradio as gr
 import pandas as pd
 import torch
 
+from tinygpt.defaults import EMBED_TAB
 from tinygpt.interpret.bert import BERT_NAME, bert_contextual_similarity, load_bert
 from tinygpt.interpret.embeddings import (
     POOLS,
@@ -37,12 +38,11 @@ from .kit.common import (
     user_errors,
 )
 
-DEFAULT_COMMON = "dog, city, book, love, science"
-DEFAULT_RARE = "xqzt, blorpt, thraldor, uvuvwevwe, zzzzz"
-DEFAULT_WORD = "channel"
-DEFAULT_SENTENCES = ("I switched the TV over to another channel\n"
-                     "The boat drifted slowly down the river channel\n"
-                     "The spy used a secret communication channel")
+D = EMBED_TAB  # the tab's start-up values (tinygpt.defaults)
+DEFAULT_COMMON = D["common"]
+DEFAULT_RARE = D["rare"]
+DEFAULT_WORD = D["ctx_word"]
+DEFAULT_SENTENCES = D["ctx_sentences"]
 MAX_WORDS = 20  # per group: the heatmap stays readable
 MAX_SENTENCES = 8
 BASELINE_TOKENS = 500  # random vocabulary pairs for the "unrelated tokens" cosine
@@ -391,23 +391,28 @@ def build(models, default_model: str = "gpt2"):
             common = gr.Textbox(DEFAULT_COMMON, label="Common words (comma-separated)")
             rare = gr.Textbox(DEFAULT_RARE, label="Rare or made-up words (comma-separated)")
         with gr.Row():
-            pool = gr.Radio(["mean", "first"], value="mean", label="A multi-token word is represented by"
+            pool = gr.Radio(["mean", "first"], value=D["pool"], label="A multi-token word is represented by"
                             " (mean of its tokens / first token)")
-            space = gr.Checkbox(False, label="Encode with a leading space (as a word in mid-sentence)")
+            space = gr.Checkbox(D["space"], label="Encode with a leading space (as a word in mid-sentence)")
         go = gr.Button("Compare", variant="primary")
-        summary = gr.Markdown()
-        words_df = gr.Dataframe(label="How each word tokenizes", interactive=False, elem_id="emb-words")
-        tokens_df = gr.Dataframe(label="Per token: id, norm, rank", interactive=False)
-        heat = gr.Plot(label="Cosine similarity", elem_id="emb-heat")
-        vocab = gr.Plot(label="Whole vocabulary", elem_id="emb-vocab")
+        # the exercise's words compared once at start-up: the page opens on the answer, not on empty boxes
+        name0 = model0.info.name
+        _, _, words0, tokens0, heat0, vocab0, summary0, explain0 = on_embeddings(
+            models, name0, DEFAULT_COMMON, DEFAULT_RARE, D["pool"], D["space"])
+        summary = gr.Markdown(summary0)
+        words_df = gr.Dataframe(words0, label="How each word tokenizes", interactive=False, elem_id="emb-words")
+        tokens_df = gr.Dataframe(tokens0, label="Per token: id, norm, rank", interactive=False)
+        heat = gr.Plot(heat0, label="Cosine similarity", elem_id="emb-heat")
+        vocab = gr.Plot(vocab0, label="Whole vocabulary", elem_id="emb-vocab")
         with gr.Accordion("Explain", open=True):
-            explain_md = gr.Markdown()
+            explain_md = gr.Markdown(explain0)
         gr.Markdown("### Nearest neighbours (cosine in `wte`)")
         with gr.Row():
-            nn_word = gr.Textbox("dog", label="Word or token", scale=2)
-            nn_k = gr.Slider(1, 50, 10, step=1, label="Neighbours", scale=1)
+            nn_word = gr.Textbox(D["neighbour_word"], label="Word or token", scale=2)
+            nn_k = gr.Slider(1, 50, D["neighbours"], step=1, label="Neighbours", scale=1)
             nn_go = gr.Button("Find neighbours", scale=1)
-        nn_df = gr.Dataframe(label="Nearest tokens", interactive=False)
+        nn_df = gr.Dataframe(on_neighbours(models, name0, D["neighbour_word"], D["neighbours"], D["pool"],
+                                           D["space"]), label="Nearest tokens", interactive=False)
         gr.Markdown("### Contextual embeddings: the same word in different sentences")
         with gr.Row():
             ctx_word = gr.Textbox(DEFAULT_WORD, label="Word", scale=1)
@@ -415,8 +420,9 @@ def build(models, default_model: str = "gpt2"):
             ctx_model = gr.Dropdown(CONTEXT_MODELS, value=SAME_MODEL, allow_custom_value=True, scale=1,
                                     label="Model for this section (BERT: a bidirectional encoder)")
         ctx_go = gr.Button("Compare contexts")
-        ctx_plot = gr.Plot(label="Cosine between contexts, per layer", elem_id="emb-context")
-        ctx_md = gr.Markdown()
+        ctx_fig0, ctx_md0 = on_contextual(models, name0, DEFAULT_WORD, DEFAULT_SENTENCES, SAME_MODEL)
+        ctx_plot = gr.Plot(ctx_fig0, label="Cosine between contexts, per layer", elem_id="emb-context")
+        ctx_md = gr.Markdown(ctx_md0)
 
         go.click(partial(on_embeddings, models), [model_dd, common, rare, pool, space],
                  [banner_md, card_md, words_df, tokens_df, heat, vocab, summary, explain_md], api_name="embeddings",

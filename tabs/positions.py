@@ -12,6 +12,7 @@ import gradio as gr
 import torch
 import torch.nn.functional as F
 
+from tinygpt.defaults import POSITIONS
 from tinygpt.interpret.positions import (
     dot_by_distance,
     position_similarity,
@@ -36,7 +37,8 @@ from .kit.common import (
     user_errors,
 )
 
-DEFAULT_DIMS = "16, 64, 256"
+D = POSITIONS  # the tab's start-up values (tinygpt.defaults)
+DEFAULT_DIMS = D["dims"]
 MAX_DIMS = 6
 COLORS = ["#1c7ed6", "#e8590c", "#2b8a3e", "#ae3ec9", "#f08c00", "#495057"]
 
@@ -212,8 +214,9 @@ def explain(sin_nums: dict, d_map: int, n: int, rope: dict, head_dim: int, base:
 
 
 @user_errors
-def on_positions(models, name, n_positions=128, d_map=64, dims=DEFAULT_DIMS, head_dim=64, base=10000.0,
-                 rope_positions=64, pair=8, seed=0):
+def on_positions(models, name, n_positions=D["n_positions"], d_map=D["d_map"], dims=DEFAULT_DIMS,
+                 head_dim=D["head_dim"], base=D["base"], rope_positions=D["rope_positions"], pair=D["pair"],
+                 seed=D["seed"]):
     """(sinusoidal figure, wpe figure, wpe text, RoPE figure, explanation, notes)."""
     notes: list = []
     n = clamp_int(n_positions, 2, 2048, "Positions", notes)
@@ -250,27 +253,31 @@ def build(models, default_model: str = "gpt2"):
                     " **sinusoidal** table, **learned** position vectors (GPT-2's `wpe`), **RoPE** (turn q and k by"
                     " the position) or **nothing** (only the causal mask). Train them side by side on *Train from"
                     " scratch* (Position encoding per run).")
-        model_dd, _, banner_md, card_md, _ = model_picker(models, default_model)
+        model_dd, _, banner_md, card_md, model0 = model_picker(models, default_model)
         with gr.Row():
-            n_pos = gr.Slider(16, 1024, 128, step=16, label="Positions", elem_id="pos-n")
-            d_map = gr.Slider(8, 512, 64, step=8, label="d of the heatmap", elem_id="pos-d")
+            n_pos = gr.Slider(16, 1024, D["n_positions"], step=16, label="Positions", elem_id="pos-n")
+            d_map = gr.Slider(8, 512, D["d_map"], step=8, label="d of the heatmap", elem_id="pos-d")
             dims = gr.Textbox(DEFAULT_DIMS, label="Sizes d to compare (the decay)", elem_id="pos-dims")
         with gr.Row():
-            head_dim = gr.Slider(4, 256, 64, step=2, label="RoPE head size", elem_id="pos-hd")
-            base = gr.Number(10000, label="RoPE base", elem_id="pos-base")
-            rope_n = gr.Slider(8, 256, 64, step=8, label="RoPE positions (m, n)", elem_id="pos-rope-n")
-            pair = gr.Slider(0, 31, 8, step=1, label="Pair to draw (0 = fastest)", elem_id="pos-pair")
-            seed = gr.Number(0, label="Seed of q and k", precision=0, elem_id="pos-seed")
+            head_dim = gr.Slider(4, 256, D["head_dim"], step=2, label="RoPE head size", elem_id="pos-hd")
+            base = gr.Number(D["base"], label="RoPE base", elem_id="pos-base")
+            rope_n = gr.Slider(8, 256, D["rope_positions"], step=8, label="RoPE positions (m, n)",
+                               elem_id="pos-rope-n")
+            pair = gr.Slider(0, D["head_dim"] // 2 - 1, D["pair"], step=1, label="Pair to draw (0 = fastest)",
+                             elem_id="pos-pair")
+            seed = gr.Number(D["seed"], label="Seed of q and k", precision=0, elem_id="pos-seed")
         go = gr.Button("Show positions", variant="primary", elem_id="pos-go")
-        notes = gr.Markdown(elem_id="pos-notes")
-        sin_plot = gr.Plot(label="Sinusoidal encoding", elem_id="pos-sin")
+        # the default settings drawn once at start-up: the page opens on the figures, not on empty boxes
+        sin0, wpe0, wpe_text0, rope0, explain0, notes0 = on_positions(models, model0.info.name)
+        notes = gr.Markdown(notes0, elem_id="pos-notes")
+        sin_plot = gr.Plot(sin0, label="Sinusoidal encoding", elem_id="pos-sin")
         gr.Markdown("### The loaded model's learned position embeddings")
-        wpe_text = gr.Markdown(elem_id="pos-wpe-text")
-        wpe_plot = gr.Plot(label="Learned wpe", elem_id="pos-wpe")
+        wpe_text = gr.Markdown(wpe_text0, elem_id="pos-wpe-text")
+        wpe_plot = gr.Plot(wpe0, label="Learned wpe", elem_id="pos-wpe")
         gr.Markdown("### RoPE")
-        rope_plot = gr.Plot(label="Rotary position embedding", elem_id="pos-rope")
+        rope_plot = gr.Plot(rope0, label="Rotary position embedding", elem_id="pos-rope")
         with gr.Accordion("Explain", open=True):
-            explain_md = gr.Markdown(elem_id="pos-explain")
+            explain_md = gr.Markdown(explain0, elem_id="pos-explain")
         inputs = [model_dd, n_pos, d_map, dims, head_dim, base, rope_n, pair, seed]
         outputs = [sin_plot, wpe_plot, wpe_text, rope_plot, explain_md, notes]
         go.click(partial(on_positions, models), inputs, outputs, api_name="positions", concurrency_id="model")

@@ -8,6 +8,7 @@ from functools import partial
 import gradio as gr
 import pandas as pd
 
+from tinygpt.defaults import PRUNE
 from tinygpt.interpret.pruning import (
     CONFIGS,
     REFERENCE_TEXTS,
@@ -33,7 +34,8 @@ from .kit.common import (
 
 MAX_NEW_TOKENS = 200
 MAX_REFERENCE_CHARS = 4000  # ~1,000 GPT-2 tokens: a few seconds per configuration on GPT-2 on a CPU
-DEFAULT_CONFIGS = ["full", "even", "first half"]
+D = PRUNE  # the tab's start-up values (tinygpt.defaults)
+DEFAULT_CONFIGS = list(D["configs"])
 PROMPTS = {"gpt2": "The Eiffel Tower is located in the city of",
            "shakespeare": "First Citizen:\nBefore we proceed any further, hear me"}
 
@@ -255,13 +257,13 @@ def build(models, default_model: str = "gpt2", batchers=None):
         model_dd, _, banner_md, card_md, model0 = model_picker(models, default_model)
         with gr.Row():
             configs = gr.CheckboxGroup(list(CONFIGS), value=DEFAULT_CONFIGS, label="Configurations", scale=3)
-            custom = gr.Textbox("0,1", label="Custom blocks (e.g. 0,1,5)", scale=1)
+            custom = gr.Textbox(D["custom"], label="Custom blocks (e.g. 0,1,5)", scale=1)
         prompt = gr.Textbox(default_prompt(model0.info.name), label="Prompt", lines=2)
         with gr.Row():
-            max_new = gr.Slider(1, MAX_NEW_TOKENS, 60, step=1, label="Max new tokens")
-            temperature = gr.Slider(0, 2, 0.8, step=0.05, label="Temperature (0 = greedy)")
-            top_k = gr.Number(200, label="Top-k (0 = off)", precision=0)
-            seed = gr.Number(1337, label="Seed", precision=0)
+            max_new = gr.Slider(1, MAX_NEW_TOKENS, D["max_new_tokens"], step=1, label="Max new tokens")
+            temperature = gr.Slider(0, 2, D["temperature"], step=0.05, label="Temperature (0 = greedy)")
+            top_k = gr.Number(D["top_k"], label="Top-k (0 = off)", precision=0)
+            seed = gr.Number(D["seed"], label="Seed", precision=0)
         with gr.Accordion("Reference passage for perplexity (editable)", open=False):
             reference = gr.Textbox(default_reference(model0.info.name), lines=8, show_label=False)
         with gr.Row():
@@ -274,7 +276,8 @@ def build(models, default_model: str = "gpt2", batchers=None):
             lens_df = gr.Dataframe(label="Logit lens (full model)", interactive=False)
             lens_plot = gr.Plot(label="Logit lens")
         with gr.Accordion("Explain", open=True):
-            explain_md = gr.Markdown()
+            explain_md = gr.Markdown("*Press **Run configurations**: the explanation reads the measured numbers of"
+                                     " every configuration.*")
         with gr.Accordion("Raw output (JSON)", open=False):
             out_json = gr.JSON()
 

@@ -9,6 +9,7 @@ import gradio as gr
 import torch
 
 import tinygpt
+from tinygpt.defaults import SAMPLE_TAB
 from tinygpt.sampling import DRAWABLE_MIN_P, distribution_summary, encode_prompt, next_token_logits
 
 from .kit.commands import cli
@@ -30,7 +31,8 @@ MAX_NEW_TOKENS = 500
 # 0.15 s made the shared steps ~2x slower. Alone a user sees a refresh every 0.15 s; with 40 rows every 1.6 s.
 UPDATES_PER_S = 25
 MAX_UPDATE_S = 2.0
-DEFAULT_PROMPT = "one ring to rule them all,"
+D = SAMPLE_TAB  # the tab's start-up values (tinygpt.defaults): a 3 × 100-token run of the "one ring" prompt
+DEFAULT_PROMPT = D["start"]
 
 
 def update_interval(every_s: float, requests: int) -> float:
@@ -106,15 +108,63 @@ def distribution_figure(summ, temperature, top_k, top_p):
     return fig
 
 
+def knob_label(t, k, p) -> str:
+    """"T=10, top-k=2" / "T=1, top-p=0.9": the knobs of one row of the Explain table."""
+    return f"T={t:g}" + (f", top-k={k}" if k else "") + (f", top-p={p:g}" if p else "")
+
+
+def tail_mass(model, tok, prompt, temperature, k: int) -> float:
+    """Probability of the k most likely tokens after the temperature (what top-p works on): the p at which top-p
+    keeps the same tokens as top-k = k."""
+    ids = tuple(encode_prompt(tok, prompt, model.config.block_size))
+    probs = torch.softmax(_cached_logits(model, ids).float() / temperature, -1)
+    return float(torch.topk(probs, min(k, probs.numel())).values.sum())
+
+
+def explain_rows(model, tok, prompt, temperature, top_k, top_p) -> list:
+    """[(label, summary)] of the Explain table: the exercise's settings (T=0.1, plain T=1, T=10, T=10 with
+    top-k=2), your settings (merged into an equal row), and the other truncation matched to yours: with top-p, the
+    top-k that keeps as many tokens; with top-k alone, the top-p that keeps the same probability mass."""
+    yours = (float(temperature), top_k or None, top_p or None)
+    fixed = [(0.1, None, None), (1.0, None, None), (10.0, None, None), (10.0, 2, None)]
+    rows, mine = [], distribution(model, tok, prompt, *yours, 20)
+    for knobs in fixed:
+        s = distribution(model, tok, prompt, *knobs, 20)
+        plain = " (the model's own distribution)" if knobs == (1.0, None, None) else ""
+        rows.append((knob_label(*knobs) + (" (your settings)" if knobs == yours else plain), s))
+    if yours not in fixed:
+        rows.append((knob_label(*yours) + " (your settings)", mine))
+    t = yours[0]
+    if t > 0 and top_p:  # top-p's nucleus, as a fixed number of tokens
+        k = mine["kept"]
+        rows.append((knob_label(t, k, None) + f" (as many tokens as your top-p={top_p:g} keeps)",
+                     distribution(model, tok, prompt, t, k, None, 20)))
+    elif t > 0 and top_k and top_k < mine["vocab"]:  # top-k's tokens, as a probability mass
+        p = tail_mass(model, tok, prompt, t, top_k)
+        if p < 1.0:
+            rows.append((f"T={t:g}, top-p={p:.4g} (the mass your top-k={top_k} keeps at T={t:g})",
+                         distribution(model, tok, prompt, t, None, p, 20)))
+    return rows
+
+
 def explain(model, tok, prompt, temperature, top_k, top_p) -> str:
     """The exercise questions answered with this prompt's own numbers."""
-    rows = []
-    for t, k in ((0.1, None), (1.0, None), (10.0, None), (10.0, 2), (temperature, top_k)):
-        s = distribution(model, tok, prompt, t, k, top_p if (t, k) == (temperature, top_k) else None, 20)
-        label = f"T={t:g}" + (f", top-k={k}" if k else "") + (" (your settings)" if (t, k) == (temperature, top_k)
-                                                               else "")
-        rows.append(f"| {label} | {s['top1_after']:.1%} | {s['mass_top_k_after']:.1%} | {s['choices_after']:,.1f} |"
-                    f" {s['drawable']:,} |")
+    rows = [f"| {label} | {s['top1_after']:.1%} | {s['mass_top_k_after']:.1%} | {s['choices_after']:,.1f} |"
+            f" {s['kept']:,} | {s['kept_mass']:.1%} | {s['drawable']:,} |"
+            for label, s in explain_rows(model, tok, prompt, temperature, top_k, top_p)]
+    mine = distribution(model, tok, prompt, temperature, top_k, top_p, 20)
+    if temperature > 0 and top_p:
+        versus = (f"* **top-p vs top-k, here:** your top-p={top_p:g} keeps **{mine['kept']:,}** tokens holding"
+                  f" {mine['kept_mass']:.1%} of the model's probability; top-k={mine['kept']:,} keeps the same tokens"
+                  " for this prompt only. After a prompt where the model is sure, the same top-p keeps a handful of"
+                  " tokens; after an open one, hundreds; a fixed top-k keeps the same number every time.")
+    elif temperature > 0 and top_k:
+        versus = (f"* **top-k vs top-p, here:** your top-k={top_k} keeps {mine['kept']:,} tokens holding"
+                  f" {mine['kept_mass']:.1%} of the model's probability (the last row: the top-p that keeps the"
+                  " same mass). Top-p adapts the number of tokens to how sure the model is; top-k does not.")
+    else:
+        versus = ("* **top-p vs top-k:** set top-p below 1 (or top-k above 0) to see the matching other knob as the"
+                  " table's last row.")
     s1 = distribution(model, tok, prompt, 1.0, None, None)
     top_piece = repr(s1["pieces"][0])
     vocab = s1["vocab"]
@@ -124,8 +174,8 @@ def explain(model, tok, prompt, temperature, top_k, top_p) -> str:
         "the logits by the temperature T before the softmax: T<1 sharpens the distribution, T>1 flattens it.",
         "",
         "| setting | chance of the top token | chance of one of the model's top 20 | effective choices e^H |"
-        f" tokens with probability above {DRAWABLE_MIN_P:g} |",
-        "|---|---|---|---|---|",
+        f" tokens kept | model's probability kept | tokens with probability above {DRAWABLE_MIN_P:g} |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"The last column counts the tokens that can realistically be drawn: probability above one in a million"
@@ -139,7 +189,9 @@ def explain(model, tok, prompt, temperature, top_k, top_p) -> str:
         "* **top-k = 2 at T = 10 is readable again**: top-k removes everything but the 2 most likely tokens *before*"
         " drawing, so even a flattened distribution can only choose between two plausible continuations.",
         "* **top-p** keeps the smallest set of likely tokens whose probability reaches p: fewer choices when the"
-        " model is sure, more when it is not. **max new tokens** is how many tokens are appended; **num samples**"
+        " model is sure, more when it is not.",
+        versus,
+        "* **max new tokens** is how many tokens are appended; **num samples**"
         " is how many continuations are drawn (as one batch); **start** is the prompt.",
         "* How a token is produced: the prompt's tokens are embedded (token + position), passed through the"
         f" {model.config.n_layer} transformer blocks (masked multi-head self-attention with {model.config.n_head}"
@@ -202,13 +254,14 @@ def build(models, default_model: str = "gpt2", batchers=None):
         model_dd, fast, banner_md, card_md, model0 = model_picker(models, default_model, with_fast=True)
         prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt (start)", lines=2, elem_id="sampling-prompt")
         with gr.Row():
-            num_samples = gr.Slider(1, MAX_SAMPLES, 3, step=1, label="Number of samples")
-            max_new = gr.Slider(1, MAX_NEW_TOKENS, 100, step=1, label="Max new tokens", elem_id="sampling-max-new")
-            seed = gr.Number(1337, label="Seed", precision=0)
+            num_samples = gr.Slider(1, MAX_SAMPLES, D["num_samples"], step=1, label="Number of samples")
+            max_new = gr.Slider(1, MAX_NEW_TOKENS, D["max_new_tokens"], step=1, label="Max new tokens",
+                                elem_id="sampling-max-new")
+            seed = gr.Number(D["seed"], label="Seed", precision=0)
         with gr.Row():
-            temperature = gr.Slider(0, 15, 0.8, step=0.05, label="Temperature (0 = greedy)")
-            top_k = gr.Number(200, label="Top-k (0 = off)", precision=0)
-            top_p = gr.Slider(0.01, 1.0, 1.0, step=0.01, label="Top-p (1 = off)")
+            temperature = gr.Slider(0, 15, D["temperature"], step=0.05, label="Temperature (0 = greedy)")
+            top_k = gr.Number(D["top_k"], label="Top-k (0 = off)", precision=0)
+            top_p = gr.Slider(0.01, 1.0, D["top_p"], step=0.01, label="Top-p (1 = off)")
         with gr.Row():
             go = gr.Button("Generate", variant="primary")
             stop = gr.Button("Stop")
@@ -216,7 +269,8 @@ def build(models, default_model: str = "gpt2", batchers=None):
         with gr.Accordion("Raw output (JSON)", open=False):
             out_json = gr.JSON(label="samples")
         # drawn once at start-up so the page opens with the distribution for the default prompt
-        fig0, explain0 = on_dist(models, default_model, False, DEFAULT_PROMPT, 0.8, 200, 1.0)
+        fig0, explain0 = on_dist(models, default_model, fast.value, DEFAULT_PROMPT, D["temperature"], D["top_k"],
+                                 D["top_p"])
         dist_plot = gr.Plot(fig0, label="Next-token distribution", elem_id="sampling-dist")
         with gr.Accordion("Explain", open=True):
             explain_md = gr.Markdown(explain0)

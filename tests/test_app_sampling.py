@@ -66,3 +66,40 @@ def test_build_demo_and_serve_offline(models, tiny_dir):
         assert js["samples"][0].startswith("Hello")
     finally:
         demo.close()
+
+
+def test_explain_rows_top_p_against_top_k(models, tiny_dir):
+    """The course map's top-p row (T=1, top-k off, top-p 0.9): a plain T=1 row, your settings once, and the top-k
+    that keeps as many tokens, each computed from this prompt's distribution."""
+    model, tok = models.get(tiny_dir)
+    rows = sampling.explain_rows(model, tok, "The cat", 1.0, None, 0.9)
+    labels = [label for label, _ in rows]
+    assert len(set(labels)) == len(labels)
+    assert sum("(your settings)" in label for label in labels) == 1
+    assert "T=1 (the model's own distribution)" in labels and "T=1, top-p=0.9 (your settings)" in labels
+    mine = dict(rows)["T=1, top-p=0.9 (your settings)"]
+    assert mine == sampling.distribution(model, tok, "The cat", 1.0, None, 0.9, 20)
+    plain = dict(rows)["T=1 (the model's own distribution)"]
+    assert plain["kept"] == plain["vocab"] and plain["kept_mass"] == pytest.approx(1.0)
+    assert mine["kept"] < plain["kept"] and mine["kept_mass"] >= 0.9
+    k = mine["kept"]
+    label, versus = rows[-1]
+    assert label == f"T=1, top-k={k} (as many tokens as your top-p=0.9 keeps)"
+    assert versus == sampling.distribution(model, tok, "The cat", 1.0, k, None, 20)
+    assert versus["kept"] == k and versus["kept_mass"] == pytest.approx(mine["kept_mass"], rel=1e-5)
+    md = sampling.on_dist(models, tiny_dir, False, "The cat", 1, 0, 0.9)[1]
+    assert md.count("(your settings)") == 1 and f"top-k={k} (as many tokens" in md
+    assert f"keeps **{k:,}** tokens" in md
+
+
+def test_explain_rows_top_k_against_top_p_and_merged_rows(models, tiny_dir):
+    model, tok = models.get(tiny_dir)
+    rows = dict(sampling.explain_rows(model, tok, "The cat", 0.8, 50, None))
+    mine = rows["T=0.8, top-k=50 (your settings)"]
+    label = next(x for x in rows if "the mass your top-k=50 keeps" in x)
+    p = sampling.tail_mass(model, tok, "The cat", 0.8, 50)
+    assert label.startswith(f"T=0.8, top-p={p:.4g}") and abs(rows[label]["kept"] - mine["kept"]) <= 1
+    # your settings equal to an exercise row: that row is marked, not repeated
+    merged = [label for label, _ in sampling.explain_rows(model, tok, "The cat", 10.0, 2, None)]
+    assert merged.count("T=10, top-k=2 (your settings)") == 1 and "T=10, top-k=2" not in merged
+    assert len(merged) == len(set(merged)) == 5  # 4 exercise rows + the matching top-p row

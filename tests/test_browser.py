@@ -223,6 +223,10 @@ def test_efficiency_tab(page):
     page.wait_for_function("document.querySelector('#eff-flash-md').innerText.includes('Step 2/')", timeout=60_000)
     for method in ("standard", "tiled"):  # the quickest case only: SDPA at 1,024 tokens
         page.locator("#eff-bench-methods").get_by_text(method, exact=True).click()
+    lens = page.locator("#eff-bench-lens input[type=checkbox]")  # the tab opens with every offered length ticked
+    for i in range(1, lens.count()):
+        if lens.nth(i).is_checked():
+            lens.nth(i).uncheck()
     page.get_by_role("button", name="Run benchmark").click()
     page.wait_for_function("document.querySelector('#eff-bench-md').innerText.includes('Done')", timeout=180_000)
     assert "sdpa" in page.locator("#eff-bench-table").inner_text()
@@ -420,6 +424,7 @@ def test_lecture_mode_and_dark_theme(page, server):
         if name:
             shot(page, name)
         if "calculator" in query:
+            page.wait_for_selector("#calc-n-layer input", timeout=60_000)  # a slow first render under load
             sizes[query] = page.evaluate(font)
     big, normal = sizes.values()
     assert big >= 1.2 * normal  # the dark theme re-declares Gradio's sizes: lecture mode must still win
@@ -451,7 +456,9 @@ def test_attention_tab(page):
 
     open_tab(page, "Attention")
     page.locator("#att-prompt textarea").fill(ESSAY[:600])
+    before = page.locator("#att-status").inner_text()  # the default prompt's analysis, shown at start-up
     page.get_by_role("button", name="Show attention").click()
+    page.wait_for_function(f"document.querySelector('#att-status').innerText !== {before!r}", timeout=120_000)
     page.wait_for_function("document.querySelector('#att-status').innerText.includes('tokens')", timeout=120_000)
     assert page.locator("#att-grid svg image").count() == 1
     assert plot_image(page, "att-scale") and plot_image(page, "att-random")
@@ -507,6 +514,8 @@ def test_positions_tab(page):
     page.get_by_role("button", name="Show positions").click()
     page.wait_for_function("document.querySelector('#pos-explain').innerText.includes('largest deviation')",
                            timeout=120_000)
+    # the start-up figures are already there: wait for this run's sizes
+    page.wait_for_function("document.querySelector('#pos-explain').innerText.includes('d = 128')", timeout=120_000)
     assert "d = 128" in page.locator("#pos-explain").inner_text()
     assert plot_image(page, "pos-sin") and plot_image(page, "pos-wpe") and plot_image(page, "pos-rope")
     assert "learned" in page.locator("#pos-wpe-text").inner_text()
@@ -559,3 +568,144 @@ def test_rlhf_tab(page):
     page.wait_for_function("document.querySelector('#rlhf-status').innerText.includes('Done')", timeout=600_000)
     assert "3. PPO, KL coef 0 " in page.locator("#rlhf-explain").inner_text()
     shot(page, "08_rlhf")
+
+
+# ---- issue 20: links restore every field and open the answering section; legible at 1400 px and on a phone ---------
+def in_view(pg, elem_id) -> bool:
+    """Is the top of the element on screen (scrolled to)?"""
+    return pg.evaluate(f"""(() => {{ const r = document.getElementById('{elem_id}').getBoundingClientRect();
+        return r.height > 0 && r.top >= -2 && r.top < window.innerHeight * 0.6; }})()""")
+
+
+def wait_in_view(pg, elem_id, timeout=60_000):
+    pg.wait_for_function(f"""(() => {{ const e = document.getElementById('{elem_id}'); if (!e) return false;
+        const r = e.getBoundingClientRect(); return r.height > 0 && r.top >= -2 && r.top < window.innerHeight * 0.6;
+        }})()""", timeout=timeout)
+
+
+def test_links_restore_the_view_and_scroll_to_the_section(page, server):
+    from urllib.parse import quote
+
+    view = "mask off: what position i could see"
+    page.goto(server + f"?tab=attention&view={quote(view)}&section=graph", wait_until="load")
+    page.wait_for_selector("#att-graph svg", timeout=120_000)  # the graph's accordion was opened ...
+    wait_in_view(page, "attention-section-graph")  # ... and scrolled to
+    assert page.get_by_label(view).is_checked()  # the view the link carries, in its widget
+    assert not page.locator("#share-banner").is_visible()  # nothing was ignored
+    page.wait_for_function("document.querySelector('#att-heat').innerText.includes('mask off')", timeout=120_000)
+    shot(page, "20_link_section_graph")
+    # a section the tab does not have, and Gradio's own view=api, are not applied to the tab
+    page.goto(server + "?tab=attention&section=nowhere", wait_until="load")
+    page.wait_for_selector("#share-banner")
+    assert "nowhere" in page.locator("#share-banner").inner_text()
+
+
+def test_course_map_rows_open_expand_and_scroll(page, server):
+    page.goto(server, wait_until="load")
+    page.wait_for_selector("text=What are you asked to find out?")
+    page.locator(map_button(lambda e: e.settings.get("section") == "code")).click()
+    page.wait_for_function("document.querySelector('#att-code')?.innerText.includes('def forward')", timeout=60_000)
+    wait_in_view(page, "attention-section-code")
+    open_map(page)
+    page.locator(map_button(lambda e: e.settings.get("section") == "flash")).click()
+    page.wait_for_selector("#eff-bench-estimate", timeout=60_000)
+    wait_in_view(page, "efficiency-section-flash")
+    boxes = page.locator("#eff-bench-lens input[type=checkbox]")
+    assert boxes.count() == 3 and all(boxes.nth(i).is_checked() for i in range(3))  # 1,024 / 4,096 / 16,384
+    estimate = page.locator("#eff-bench-estimate").inner_text()
+    assert "Before you run" in estimate and "16,384" in estimate and "MiB" in estimate  # shown before any run
+    shot(page, "21_course_map_flash")
+    open_map(page)
+    page.locator(map_button(lambda e: e.settings.get("section") == "kv")).click()
+    page.wait_for_function("document.querySelector('#efficiency-share-command')?.innerText"
+                           ".includes('kv_cache_latency')", timeout=60_000)  # the row's own command
+    assert "tinygpt profile" not in page.locator("#efficiency-share-command").inner_text()
+    open_map(page)
+    page.locator(map_button(lambda e: e.settings.get("section") == "profile")).click()
+    wait_in_view(page, "efficiency-section-profile")
+    page.wait_for_function("document.querySelector('#efficiency-share-command')?.innerText"
+                           ".includes('tinygpt profile')", timeout=60_000)
+
+
+def test_calculator_links_name_the_shape_and_redraw_the_kv_chart(page, server):
+    from tabs.coursemap import ENTRIES
+    from tabs.kit.links import settings_query
+
+    gqa = next(e for e in ENTRIES if e.tab == "calculator" and e.settings.get("n_kv_head") == 2)
+    page.goto(server + "?" + settings_query("calculator", gqa.settings), wait_until="load")
+    page.wait_for_function("document.querySelector('#calc-kv')?.innerText.includes('GQA (2 KV heads)')",
+                           timeout=60_000)
+    legend = page.locator("#calc-kv").inner_text()
+    assert "MHA (8 KV heads)" in legend and "MQA (1 KV head)" in legend and "12 KV heads" not in legend
+    assert page.locator("#calc-kv svg path[aria-roledescription='line mark'], #calc-kv svg .mark-line path") \
+        .count() >= 3  # a line per legend entry
+    assert "Custom" in page.locator("#calc-preset input").input_value()
+    seven = next(e for e in ENTRIES if e.tab == "calculator" and "KV cache of a 7B" in e.question)
+    page.goto(server + "?" + settings_query("calculator", seven.settings), wait_until="load")
+    page.wait_for_function("document.querySelector('#calc-summary')?.innerText.split('\\n')[0]"
+                           ".includes('6,738,415,616')", timeout=60_000)
+    page.wait_for_function("document.querySelector('#calc-kv')?.innerText.includes('MHA (32 KV heads)')",
+                           timeout=60_000)
+    assert "LLaMA-7B" in page.locator("#calc-preset input").input_value()
+    lines = [x for x in page.locator("#calc-summary").inner_text().split("\n") if x.strip()]
+    assert "2.00 GiB" in lines[1] and "GPU-hours" in lines[1]  # the line under the heading answers
+    # the breakdown's exact counts and TOTAL row fit at 1400 px: no sideways scrolling
+    page.wait_for_selector("#calc-breakdown table")
+    assert page.locator("#calc-breakdown").get_by_text("TOTAL (exact)").first.is_visible()
+    assert page.evaluate("""(() => { const t = document.querySelector('#calc-breakdown .table-wrap') ||
+        document.querySelector('#calc-breakdown table').parentElement;
+        return t.scrollWidth <= t.clientWidth + 1; })()""")
+    shot(page, "22_calculator_7b")
+
+
+def chip_clear_of_figure(pg, elem_id) -> bool:
+    """The plot's floating label ends above its figure (it covers no title or legend)."""
+    return pg.evaluate(f"""(() => {{ const b = document.getElementById('{elem_id}');
+        const label = b.querySelector('label.float'), img = b.querySelector('img');
+        return !!label && !!img && label.getBoundingClientRect().bottom <= img.getBoundingClientRect().top + 1;
+        }})()""")
+
+
+def test_legibility_labels_placeholders_samples_and_lecture(page, server):
+    page.goto(server + "?tab=attention", wait_until="load")
+    plot_image(page, "att-random")
+    assert chip_clear_of_figure(page, "att-random") and chip_clear_of_figure(page, "att-scale")
+    assert page.locator("#att-grid svg").count() >= 1  # the default prompt's attention, before any click
+    page.goto(server + "?tab=positions", wait_until="load")
+    plot_image(page, "pos-sin")  # drawn at start-up
+    assert chip_clear_of_figure(page, "pos-sin")
+    page.goto(server + "?tab=pruning", wait_until="load")
+    page.wait_for_selector("#prune-ppl")
+    page.wait_for_timeout(1000)
+    empty = page.evaluate("""(() => { const b = document.querySelector('#prune-ppl');
+        return [b.getBoundingClientRect().height,
+                getComputedStyle(b.querySelector('.empty'), '::after').content]; })()""")
+    assert empty[0] < 120 and "press the button" in empty[1]  # one line, not an empty 300-px box
+    # a long unbroken text stays inside its sample card; in lecture mode the sample text is large
+    page.goto(server + "?tab=sampling&lecture=1&max_new_tokens=3&prompt=" + "x" * 400, wait_until="load")
+    page.wait_for_function("document.documentElement.classList.contains('tg-lecture')", timeout=30_000)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("document.querySelector('#sampling-out')?.innerText.includes('3/3 tokens')",
+                           timeout=120_000)
+    fits = page.evaluate("""[...document.querySelectorAll('#sampling-out .tg-sample')].every(
+        c => c.scrollWidth <= c.clientWidth + 1)""")
+    size = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#sampling-out .tg-sample')).fontSize)")
+    assert fits and size >= 20
+    shot(page, "23_lecture_samples")
+
+
+def test_phone_width_figures_and_tables(page, server):
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.goto(server + "?tab=sampling", wait_until="load")
+        plot_image(page, "sampling-dist")
+        page.wait_for_timeout(1000)
+        width = page.evaluate("document.querySelector('#sampling-dist img').getBoundingClientRect().width")
+        natural = page.evaluate("document.querySelector('#sampling-dist img').naturalWidth")
+        assert width >= 0.8 * min(natural, 950)  # the title keeps ~80% of its size (it scrolls sideways instead)
+        cells = page.evaluate("""[...document.querySelectorAll('.prose table td')].slice(0, 40).map(
+            c => [getComputedStyle(c).overflowWrap, getComputedStyle(c).wordBreak])""")
+        assert cells and all(wrap != "anywhere" and brk != "break-all" for wrap, brk in cells)
+        shot(page, "24_phone_sampling")
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})

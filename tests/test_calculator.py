@@ -584,3 +584,128 @@ def test_handler_architecture_inputs(arch, match):
     js = call()[-1]
     cfg = GPTConfig(head_size=arch[0] or None, pos_encoding=arch[3])
     assert js["params"]["total"] == sum(p.numel() for p in meta_model(cfg).parameters())
+
+
+# ---- the KV-cache chart follows the shape; course-map links open the shape they name (issue 20) -------------------
+@pytest.mark.parametrize("preset,changes", [("gpt2", {}), ("gpt3", {}), ("gpt2-xl", {}), ("llama-7b", {}),
+                                            ("gpt2", {"n_head": 8, "n_kv_head": 2}), ("mistral-7b", {}),
+                                            ("tiny-shakespeare", {})])
+def test_kv_chart_data_is_kv_cache_bytes_for_the_shape_shown(preset, changes):
+    cfg = GPTConfig.from_preset(preset, **changes)
+    v = calculator.form_values(cfg)
+    seq = min(4096, cfg.block_size)
+    md, rows, mem, kv, js = calculator.on_view(*v[:9], "fp16", "adamw", 2, seq, 1e12, 312, 0.4, *v[10:])
+    frame = kv["value"]  # the update the page gets: its data and a colour per legend label of this shape
+    labels = list(dict.fromkeys(frame["attention"]))
+    assert labels == [label for label, _ in calculator.kv_lines(cfg)] and set(kv["color_map"]) == set(labels)
+    assert labels[0] == f"MHA ({cfg.n_head} KV heads)" and labels[-1] == "MQA (1 KV head)"
+    heads = dict(calculator.kv_lines(cfg))
+    for row in frame.itertuples(index=False):
+        assert row.GiB * 2 ** 30 == pytest.approx(kv_cache_bytes(cfg, 2, row[0], "fp16", heads[row.attention]),
+                                                  rel=1e-12)
+    tops = frame.groupby("attention")["GiB"].max()
+    assert tops[labels[0]] == frame["GiB"].max()  # the MHA line reaches the top of the axis
+    assert tops[labels[0]] * 2 ** 30 == kv_cache_bytes(cfg, 2, cfg.block_size, "fp16", cfg.n_head)
+
+
+def test_kv_chart_gqa_row_contrasts_72_and_18_mib():
+    cfg = GPTConfig.from_preset("gpt2", n_head=8, n_kv_head=2)
+    tops = calculator.kv_frame(cfg, estimate(cfg)).groupby("attention")["GiB"].max() * 1024
+    assert dict(tops) == {"MHA (8 KV heads)": 72.0, "GQA (2 KV heads)": 18.0, "MQA (1 KV head)": 9.0}
+
+
+def calculator_tab():
+    from tabs.kit import registry
+
+    with gr.Blocks():
+        registry.header()
+        calculator.build()
+        reg = registry.install()
+    return reg, reg.tabs["calculator"]
+
+
+def open_link(reg, t, settings):
+    """A course-map row's link through the registry: the field values the page gets, then the refresh."""
+    from urllib.parse import parse_qsl
+
+    from tabs.kit.links import settings_query
+
+    tab, values, notes, _ = reg.parse(dict(parse_qsl(settings_query("calculator", settings))))
+    assert tab == "calculator" and notes == []
+    full = {**t.defaults, **values}
+    return full, calculator.on_link_view(*full.values())
+
+
+def test_7b_rows_open_llama_7b_and_the_headline_is_the_answer():
+    from tabs.coursemap import ENTRIES
+    from tabs.kit.common import human_flops
+
+    reg, t = calculator_tab()
+    rows = [e for e in ENTRIES if e.tab == "calculator" and "7B" in e.question]
+    assert len(rows) == 2
+    for e in rows:
+        full, (md, table, mem, kv, js, preset, source) = open_link(reg, t, e.settings)
+        cfg = calculator.make_config(*[full[k] for k in list(full)[:9]],
+                                     *[full[k] for k in calculator.SHARE_ARCH])
+        assert count_parameters(cfg)["total"] == 6_738_415_616
+        assert (cfg.mlp, cfg.norm, cfg.pos_encoding, cfg.tie_weights) == ("gated", "rmsnorm", "rope", False)
+        assert preset == "llama-7b" and "llama-7b" in source
+        r = estimate(cfg, batch_size=1, seq_len=4096, dtype="fp16", tokens=10 ** 12, tflops=312, mfu=0.4)
+        assert js == calculator.json_safe(r)
+        head = md.split("\n")[:2]  # the heading and the line under it answer both questions
+        assert "6,738,415,616" in head[0]
+        assert human_flops(r["flops"]["train_total"]) in head[1] and f"{r['gpu_hours']:,.0f} GPU-hours" in head[1]
+        assert f"**{r['gpu_hours_at_full_utilisation']:,.0f}** at 100%" in head[1]
+        assert human_bytes(r["kv_cache_bytes"]) in head[1] and r["kv_cache_bytes"] == 2 ** 31  # 2 GiB
+
+
+@pytest.mark.parametrize("n_layer,expected", [(96, "gpt3"), (48, "gpt2-xl"), (12, "gpt2")])
+def test_preset_box_names_the_shape_a_link_opens(n_layer, expected):
+    from tabs.coursemap import ENTRIES
+
+    reg, t = calculator_tab()
+    e = next(e for e in ENTRIES if e.tab == "calculator" and e.settings.get("n_layer") == n_layer)
+    full, out = open_link(reg, t, e.settings)
+    assert out[5] == expected and expected in [v for _, v in calculator.PRESET_CHOICES]  # a value the box offers
+    gqa = next(e for e in ENTRIES if e.tab == "calculator" and e.settings.get("n_kv_head") == 2)
+    assert open_link(reg, t, gqa.settings)[1][5] == calculator.CUSTOM
+
+
+def test_preset_box_matches_every_preset_and_custom():
+    for _, name in calculator.PRESET_TITLES:
+        if name in ("gpt3-175b",):
+            continue
+        assert calculator.matching_preset(*calculator.preset_values(name)) in (name, "gpt3"), name
+    v = list(calculator.preset_values("gpt2"))
+    v[0] = 7
+    assert calculator.matching_preset(*v) == calculator.CUSTOM
+    v[1] = 100  # not divisible by 12 heads: invalid, so not a preset either
+    assert calculator.matching_preset(*v) == calculator.CUSTOM
+    assert calculator.on_preset_name(*calculator.preset_values("llama-7b")) == "llama-7b"
+    skipped = calculator.on_preset(calculator.CUSTOM)  # choosing "custom" keeps the fields
+    assert len(skipped) == len(calculator.preset_values("gpt2")) + 1 and "custom" in skipped[-1].lower()
+
+
+def test_kv_chart_is_drawn_afresh_when_its_legend_changes():
+    """The browser keeps a native plot's first legend: a calculation with other head counts hides the chart
+    first (kv_hide) and shows it with the new data (kv_plot); the same legend is updated in place."""
+    v = calculator.preset_values("gpt2")
+    run = ("fp32", "adamw", 1, v[9], 1e12, 312, 0.4)
+    inputs = [*v[:9], *run, *v[10:]]
+    drawn = gr.LinePlot(x="sequence length", y="GiB", color="attention").postprocess(
+        calculator.on_params(*inputs)[3])
+    assert calculator.shown_labels(drawn) == ["MHA (12 KV heads)", "GQA (3 KV heads)", "MQA (1 KV head)"]
+    assert calculator.shown_labels(drawn.model_dump()) == calculator.shown_labels(drawn)
+    assert calculator.kv_hide(drawn, *inputs) == gr.skip()  # same legend: no flicker
+    gqa = list(inputs)
+    gqa[2], gqa[3] = 8, 2
+    assert calculator.kv_hide(drawn, *gqa) == gr.update(visible=False)
+    assert calculator.on_view(*gqa)[3]["visible"] is True
+    reg, t = calculator_tab()
+    assert len(t.remount) == 1 and t.remount[0].elem_id == "calc-kv"
+    outs = reg.apply_outputs()
+    by = dict(zip(map(id, outs), reg.updates("calculator", {"n_head": 8, "n_kv_head": 2}, [], None)))
+    assert by[id(t.remount[0])] == gr.update(visible=False)  # the link hides it; the refresh shows it again
+    bad = {**t.defaults, "n_head": 7}
+    out = calculator.on_link_view(*bad.values())
+    assert "divisible" in out[0] and out[3] == gr.update(visible=True)

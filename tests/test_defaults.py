@@ -61,3 +61,87 @@ def test_tables_are_read_only_and_tab_variants_differ_only_where_stated():
         D.SAMPLE["temperature"] = 1.0
     assert {k: v for k, v in D.SAMPLE_TAB.items() if D.SAMPLE[k] != v} == \
         {"start": "one ring to rule them all,", "num_samples": 3, "max_new_tokens": 100}
+
+
+# ---- the tabs open at the tables' values (issue 23) ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tabs_built(models, tiny_dir):
+    from app import build_demo
+
+    return build_demo(models, default_model=tiny_dir)._tinygpt_share.tabs
+
+
+def start(tabs, tab_id) -> dict:
+    return tabs[tab_id].defaults  # each link field's start-up value: what the component opens with
+
+
+def test_sampling_and_pruning_open_at_the_tables(tabs_built):
+    s = start(tabs_built, "sampling")
+    assert {k: s[k] for k in ("prompt", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "seed")} \
+        == {"prompt": D.SAMPLE_TAB["start"], **{k: D.SAMPLE_TAB[k] for k in (
+            "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "seed")}}
+    assert s["fast"] == (D.SAMPLE_TAB["dtype"] == "bf16")
+    p = start(tabs_built, "pruning")
+    assert p["configs"] == list(D.PRUNE["configs"])
+    assert {k: p[k] for k in ("custom", "max_new_tokens", "temperature", "top_k", "seed")} == \
+        {k: D.PRUNE[k] for k in ("custom", "max_new_tokens", "temperature", "top_k", "seed")}
+
+
+def test_calculator_opens_at_params(tabs_built):
+    from tabs import calculator
+
+    c = start(tabs_built, "calculator")
+    assert {k: c[k] for k in ("dtype", "optimizer", "batch_size", "tokens", "tflops", "mfu")} == \
+        {k: D.PARAMS[k] for k in ("dtype", "optimizer", "batch_size", "tokens", "tflops", "mfu")}
+    form = calculator.preset_values(D.PARAMS["preset"])
+    keys = ["n_layer", "n_embd", "n_head", "n_kv_head", "block_size", "vocab_size", "bias", "tied", "ffn_mult",
+            "seq_len", *calculator.SHARE_ARCH]
+    assert [c[k] for k in keys] == list(form)  # the preset's shape; seq_len None = its block size
+    assert D.PARAMS["seq_len"] is None and c["seq_len"] == c["block_size"]
+
+
+def test_inside_the_model_tabs_open_at_their_tables(tabs_built):
+    from tabs import attention
+    from tinygpt.interpret.attention import HEAD_VIEWS
+
+    e = start(tabs_built, "embeddings")
+    assert (e["common"], e["rare"], e["pool"], e["space"], e["nn_word"], e["nn_k"], e["ctx_word"],
+            e["ctx_sentences"]) == tuple(D.EMBED_TAB[k] for k in (
+                "common", "rare", "pool", "space", "neighbour_word", "neighbours", "ctx_word", "ctx_sentences"))
+    a = start(tabs_built, "attention")
+    assert (a["prompt"], a["layer"], a["head"]) == (D.ATTENTION_TAB["prompt"], D.ATTENTION_TAB["layer"],
+                                                    D.ATTENTION_TAB["head"])
+    assert a["view"] == attention.VIEWS[HEAD_VIEWS.index(D.ATTENTION_TAB["view"])]
+    p = start(tabs_built, "positions")
+    assert {k: p[k] for k in D.POSITIONS} == dict(D.POSITIONS)
+
+
+def test_efficiency_opens_at_its_tables(tabs_built, models, tiny_dir):
+    from tabs.efficiency import default_groups, default_lengths
+    from tinygpt.efficiency import lengths_offered
+
+    e = start(tabs_built, "efficiency")
+    cfg = models.get(tiny_dir)[0].config
+    assert (e["kv_prompt"], e["kv_tokens"]) == (D.KV_CACHE["prompt"], D.KV_CACHE["n_new"])
+    assert e["groups"] == default_groups(cfg.n_head) and D.GQA["n_kv_head"] is None
+    assert e["gqa_lengths"] == default_lengths(cfg.block_size) and D.GQA["seq_lens"] is None
+    assert e["gqa_batch"] == D.GQA["batch"]
+    assert {k: e[f"flash_{k}"] for k in ("tokens", "block_q", "block_k", "head_size", "causal", "seed")} == \
+        {k: D.FLASH[k] for k in ("tokens", "block_q", "block_k", "head_size", "causal", "seed")}
+    offered, _ = lengths_offered()
+    assert e["bench_lengths"] == [f"{T:,}" for T in D.FLASH["bench_lengths"] if T in offered]
+    assert (e["bench_head_size"], e["bench_repeats"]) == (D.FLASH["bench_head_size"], D.FLASH["bench_repeats"])
+    assert (e["profile_batch"], e["profile_repeats"]) == (D.PROFILE_TAB["batch"], D.PROFILE_TAB["repeats"])
+    assert e["profile_lengths"] == default_lengths(cfg.block_size) and D.PROFILE_TAB["seq_len"] is None
+
+
+def test_course_map_rows_read_the_tables():
+    from tabs.coursemap import ARCH_START, ENTRIES
+
+    classic = next(e for e in ENTRIES if e.settings.get("prompt"))
+    assert classic.settings == {"prompt": D.SAMPLE_TAB["start"], "num_samples": D.SAMPLE_TAB["num_samples"],
+                                "max_new_tokens": D.SAMPLE_TAB["max_new_tokens"]}
+    words = next(e for e in ENTRIES if e.settings.get("common"))
+    assert (words.settings["common"], words.settings["rare"]) == (D.EMBED_TAB["common"], D.EMBED_TAB["rare"])
+    assert ARCH_START == {"head_dim": 0, "mlp": "gelu", "norm": "layernorm", "pos_encoding": "learned",
+                          "qkv_bias": "auto", "n_experts": 0, "moe_top_k": 1}  # GPT-2, PARAMS' preset

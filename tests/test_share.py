@@ -290,6 +290,9 @@ def test_course_map_rows(app):
             assert button.interactive and note.value in (None, "")
             fields = reg.tabs[e.tab].fields
             for key, value in e.settings.items():  # every preset value is one its field accepts, unchanged
+                if key == links.SECTION:  # not a field: the part of the tab the row opens and scrolls to
+                    assert value in reg.tabs[e.tab].sections, (e.question, value)
+                    continue
                 back = links.decode_value(fields[key], links.encode_value(value))
                 assert back == pytest.approx(value) if isinstance(value, float) else back == value, (e.question, key)
         else:  # pending: a tab still to be merged, or options a registered tab does not have yet
@@ -389,3 +392,141 @@ def test_finetune_command_round_trip(models, tiny_dir, tmp_path):
     cli_model, _ = load_model(str(tmp_path / "finetuned"))
     for (name, a), (_, b) in zip(sorted(tuned.state_dict().items()), sorted(cli_model.state_dict().items())):
         assert torch.equal(a, b), name
+
+
+# ---- issue 20: every field a link carries is restored; section= opens and scrolls; per-section commands ----------
+@pytest.fixture
+def sectioned():
+    with gr.Blocks() as demo:
+        registry.header()
+        with gr.Tabs():
+            with gr.Tab("Parts", id="parts"):
+                view = gr.Radio(["mask on: a", "mask off: b"], value="mask on: a")
+                lens = gr.CheckboxGroup(["1,024", "4,096", "16,384"], value=["1,024"])
+                with gr.Accordion("First", open=True, elem_id="parts-first") as first:
+                    go1 = gr.Button("Run first")
+                with gr.Accordion("Second", open=False, elem_id="parts-second") as second:
+                    go2 = gr.Button("Run second")
+                with gr.Column(elem_id="parts-plain") as plain:
+                    gr.Markdown("plain")
+                t = registry.register("parts", {"view": view, "lengths": lens},
+                                      command=lambda v: f"echo {v.get('section', 'all')}",
+                                      run={"first": go1, "second": go2},
+                                      sections={"first": first, "second": second, "plain": plain})
+        reg = registry.install(demo)
+    return SimpleNamespace(demo=demo, reg=reg, tab=t, first=first, second=second, view=view, lens=lens, go2=go2)
+
+
+def test_view_is_a_field_unless_it_is_gradios_api_page(sectioned):
+    reg = sectioned.reg
+    tab, values, notes, _ = reg.parse({"tab": "parts", "view": "mask off: b"})
+    assert (tab, values, notes) == ("parts", {"view": "mask off: b"}, [])
+    tab, values, notes, _ = reg.parse({"tab": "parts", "view": "api"})  # Gradio's API page: not the tab's
+    assert (tab, values, notes) == ("parts", {}, [])
+    tab, values, notes, _ = reg.parse({"tab": "parts", "view": "sideways"})
+    assert values == {} and "view" in notes[0] and "expected one of" in notes[0]
+
+
+def test_section_link_opens_the_accordion_and_names_bad_sections(sectioned):
+    reg, outs = sectioned.reg, sectioned.reg.apply_outputs()
+    assert any(c is sectioned.second for c in outs) and any(c is sectioned.first for c in outs)
+    tab, values, notes, _ = reg.parse({"tab": "parts", "section": "second", "lengths": "1,024,16,384"})
+    assert notes == [] and values == {"section": "second", "lengths": ["1,024", "16,384"]}  # commas inside choices
+    by = dict(zip(map(id, outs), reg.updates(tab, values, notes, None)))
+    assert by[id(sectioned.second)]["open"] is True and by[id(sectioned.second)]["__type__"] == "update"
+    assert by[id(sectioned.first)] == gr.skip()  # the other accordions keep their state
+    assert by[id(sectioned.tab.command_box)] == "echo second"  # the section's own command
+    assert by[id(sectioned.lens)] == ["1,024", "16,384"]
+    _, values, notes, _ = reg.parse({"tab": "parts", "section": "nowhere"})
+    assert values == {} and "no section called 'nowhere'" in notes[0] and "first, second, plain" in notes[0]
+    js = links.section_from_url_js(registry.section_targets(reg))
+    assert '"second": "parts-second"' in js and "scrollIntoView" in js
+    assert course.course_available(reg, "parts", {"section": "plain", "view": "mask on: a"})
+    assert not course.course_available(reg, "parts", {"section": "nowhere"})
+
+
+def test_run_buttons_show_their_sections_command(sectioned):
+    deps = [d for d in sectioned.demo.fns.values() if any(t[0] == sectioned.go2._id for t in d.targets)]
+    fn = next(d.fn for d in deps if d.outputs and d.outputs[0] is sectioned.tab.command_box)
+    assert fn("mask on: a", ["1,024"]) == "echo second"
+
+
+def test_course_map_sections_and_commands_in_the_app(app):
+    from tabs import coursemap, efficiency
+
+    reg = app._tinygpt_share
+    outs = reg.apply_outputs()
+    eff, att = reg.tabs["efficiency"], reg.tabs["attention"]
+    assert set(eff.sections) == {"kv", "gqa", "flash", "profile"} and {"graph", "code"} <= set(att.sections)
+    rows = {e.question.split(":")[0][:30]: e for e in coursemap.ENTRIES}
+    for e in coursemap.ENTRIES:
+        section = e.settings.get("section")
+        if not section:
+            continue
+        assert course.course_available(reg, e.tab, e.settings), e.question
+        by = dict(zip(map(id, outs), reg.updates(e.tab, e.settings, [], None)))
+        target = reg.tabs[e.tab].sections[section]
+        if isinstance(target, gr.Accordion):
+            assert by[id(target)]["open"] is True, e.question
+        command = by[id(reg.tabs[e.tab].command_box)]
+        if e.tab == "efficiency":  # each row shows its own section's command, never another's
+            assert ("tinygpt profile" in command) == (section == "profile"), (section, command)
+            assert {"kv": "kv_cache_latency", "flash": "measure_attention", "profile": "--seq-len"}[section] in command
+    flash = next(e for e in coursemap.ENTRIES if e.settings.get("section") == "flash")
+    by = dict(zip(map(id, outs), reg.updates("efficiency", flash.settings, [], None)))
+    assert by[id(eff.fields["bench_lengths"])] == ["1,024", "4,096", "16,384"]
+    assert "[1024, 4096, 16384]" in efficiency.command({**eff.defaults, **flash.settings})
+    assert rows  # the table of questions is not empty
+    # a link with the attention view: restored in its widget, and the refresh draws that view
+    ups = dict(zip(map(id, outs), reg.restore(SimpleNamespace(query_params={
+        "tab": "attention", "view": "mask off: what position i could see", "section": "head"}))))
+    assert ups[id(att.fields["view"])] == "mask off: what position i could see"
+    assert ups[id(reg.banner)]["visible"] is False  # nothing was ignored
+
+
+def test_efficiency_commands_per_section(models, tiny_dir):
+    import shlex
+
+    from tabs import efficiency
+
+    with gr.Blocks():
+        efficiency.build(models, registry.registry().sessions, tiny_dir)
+        reg = registry.registry()
+    v = dict(reg.tabs["efficiency"].defaults)
+    kv = efficiency.command({**v, "section": "kv"})
+    args = shlex.split(kv)
+    assert args[:2] == ["python", "-c"] and "kv_cache_latency" in args[2] and f'"{v["kv_prompt"]}"' in args[2]
+    compile(args[2], "kv", "exec")  # a real Python line
+    for section in ("gqa", "flash"):
+        code = shlex.split(efficiency.command({**v, "section": section}))[2]
+        compile(code, section, "exec")
+    assert efficiency.command({**v, "section": "profile"}).startswith("python -m tinygpt profile")
+    everything = efficiency.command(v)
+    assert everything.count("# ") >= 4 and "kv_cache_latency" in everything and "tinygpt profile" in everything
+
+
+def test_report_link_is_absolute_from_the_request(tmp_path):
+    from starlette.requests import Request as StarletteRequest
+
+    from tabs import calculator
+    from tabs.kit.report import app_url
+
+    def request(path, headers=()):
+        scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "query_string": b"",
+                 "scheme": "http", "server": ("127.0.0.1", 7860),
+                 "headers": [(k.encode(), v.encode()) for k, v in headers]}
+        return gr.Request(request=StarletteRequest(scope), session_hash="abs-link")
+
+    assert app_url(request("/gradio_api/queue/join")) == "http://127.0.0.1:7860"
+    space = request("/gradio_api/queue/join", [("x-forwarded-host", "me-lab.hf.space"), ("x-forwarded-proto", "https")])
+    assert app_url(space) == "https://me-lab.hf.space"
+    assert app_url(SimpleNamespace(session_hash="x")) is None  # no real request: the relative link stays
+    with gr.Blocks():
+        calculator.build()
+        reg = registry.registry()
+    t = reg.tabs["calculator"]
+    values = {**t.defaults, "n_layer": 24}
+    outputs = shown(t, {})
+    doc = open(reg.report(t, space, values, outputs), encoding="utf-8").read()
+    assert 'href="https://me-lab.hf.space/?tab=calculator&amp;n_layer=24"' in doc
+    assert "(after the app's address)" not in doc

@@ -138,6 +138,33 @@ EMBED = table(
 ATTENTION = table(
     layers=None,  # None = every block
 )
+# The Embeddings tab: the exercise's five common and five rare words, a neighbour query, the "channel" sentences.
+EMBED_TAB = variant(EMBED, common="dog, city, book, love, science",
+                    rare="xqzt, blorpt, thraldor, uvuvwevwe, zzzzz",
+                    neighbour_word="dog", neighbours=10,
+                    ctx_word="channel",
+                    ctx_sentences=("I switched the TV over to another channel\n"
+                                   "The boat drifted slowly down the river channel\n"
+                                   "The spy used a secret communication channel"))
+# The Attention tab opens on a ~50-token prompt (long enough for patterns, short enough to read every label),
+# layer 0, head 0, the model's own weights (a view of tinygpt.interpret.attention.HEAD_VIEWS: model / no mask /
+# no scale).
+ATTENTION_TAB = variant(ATTENTION, prompt=(
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of"
+    " a wife. However little known the feelings or views of such a man may be on his first entering a"
+    " neighbourhood, this truth is so well fixed in the minds of the surrounding families."),
+    layer=0, head=0, view="model")
+# The Positions tab (no command): the sinusoidal table, the decay for several d, RoPE's q·k over (m, n).
+POSITIONS = table(
+    n_positions=128,  # rows of the sinusoidal heatmap
+    d_map=64,  # its width d
+    dims="16, 64, 256",  # sizes d whose PE(i)·PE(j) decay is compared
+    head_dim=64,  # RoPE head size
+    base=10000.0,  # RoPE base (Su et al.; LLaMA)
+    rope_positions=64,  # m, n in 0 .. rope_positions-1
+    pair=8,  # the 2-D pair drawn turning (0 = the fastest)
+    seed=0,  # of the random q and k
+)
 
 # ---- profile (Efficiency tab, forward-pass profile) -------------------------------------------------------------
 PROFILE = table(
@@ -224,6 +251,7 @@ RLHF = table(
 # Every action's table, by command-line command (and tab-only action) name.
 ACTIONS = MappingProxyType({
     "sample": SAMPLE, "prune": PRUNE, "params": PARAMS, "train": TRAIN, "finetune": FINETUNE, "eval": EVAL,
-    "embed": EMBED, "attention": ATTENTION, "profile": PROFILE, "kv_cache": KV_CACHE, "gqa": GQA, "flash": FLASH,
+    "embed": EMBED, "attention": ATTENTION, "positions": POSITIONS,
+    "profile": PROFILE, "kv_cache": KV_CACHE, "gqa": GQA, "flash": FLASH,
     "scaling": SCALING, "dpo": DPO, "rlhf": RLHF,
 })

@@ -16,6 +16,7 @@ from functools import partial
 
 import gradio as gr
 
+from tinygpt.defaults import ATTENTION_TAB
 from tinygpt.interpret.attention import HEAD_VIEWS, AttentionCache, check_model, head_weights
 
 from ..kit.commands import cli
@@ -29,12 +30,15 @@ from .scale import random_figure, scale_md, sharpening_figure
 __all__ = ["build", "command", "on_attention", "on_head", "on_model", "AttentionCache", "VIEWS", "MAX_LABELS",
            "heat_html"]
 
-DEFAULT_PROMPT = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, must be"
-                  " in want of a wife. However little known the feelings or views of such a man may be on his first"
-                  " entering a neighbourhood, this truth is so well fixed in the minds of the surrounding families.")
+D = ATTENTION_TAB  # the tab's start-up values (tinygpt.defaults)
+DEFAULT_PROMPT = D["prompt"]
 
 # the view picker's labels: one per tinygpt.interpret.attention.HEAD_VIEWS entry, in its order
 VIEWS = ("mask on: the model's weights", "mask off: what position i could see", "1/√d_k removed: the sharper softmax")
+DEFAULT_VIEW = VIEWS[HEAD_VIEWS.index(D["view"])]
+# the parts a link (or a course-map row) opens and scrolls to: `section=graph`
+SECTIONS = {"head": "attention-section-head", "scale": "attention-section-scale",
+            "graph": "attention-section-graph", "code": "attention-section-code"}
 
 
 # ---- checks -----------------------------------------------------------------------------------------
@@ -140,34 +144,44 @@ def build(models, default_model: str = "gpt2", cache: AttentionCache | None = No
                     " model's computational graph and its attention code, commented line by line.")
         model_dd, _, banner_md, card_md, model0 = model_picker(models, default_model)
         c0 = model0.config
+        # the default prompt's attention, drawn once at start-up: the page opens on a result, not on empty boxes
+        first = on_attention(cache, models, model0.info.name, DEFAULT_PROMPT, D["layer"], D["head"], None,
+                             DEFAULT_VIEW)
+        (status0, grid0, heat0, bars0, mask0, table0, patterns0, query0, scale0, scale_md0, graph0) = first
         prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt (up to the model's context length)", lines=3,
                             elem_id="att-prompt")
         go = gr.Button("Show attention", variant="primary", elem_id="att-go")
-        status = gr.Markdown(elem_id="att-status")
-        grid = gr.HTML(elem_id="att-grid")
-        with gr.Row():
-            layer = gr.Slider(0, max(1, c0.n_layer - 1), 0, step=1, label="Layer", elem_id="att-layer")
-            head = gr.Slider(0, max(1, c0.n_head - 1), 0, step=1, label="Head", elem_id="att-head")
-            query = gr.Dropdown([], value=None, label="Query token (where does it attend?)", elem_id="att-query",
-                                allow_custom_value=False)
-        view = gr.Radio(list(VIEWS), value=VIEWS[0], label="View of this head", elem_id="att-view")
-        with gr.Row():
-            with gr.Column(scale=3):
-                heat = gr.HTML(js_on_load=HEAT_JS, elem_id="att-heat")
-            with gr.Column(scale=2):
-                bars = gr.HTML(elem_id="att-bars")
-                mask = gr.Markdown(elem_id="att-mask")
-        patterns = gr.Markdown(elem_id="att-patterns")
-        table = gr.Dataframe(label="Per-head pattern scores", interactive=False, elem_id="att-table",
+        status = gr.Markdown(status0, elem_id="att-status")
+        grid = gr.HTML(grid0, elem_id="att-grid")
+        with gr.Column(elem_id=SECTIONS["head"]) as head_section:
+            with gr.Row():
+                layer = gr.Slider(0, max(1, c0.n_layer - 1), D["layer"], step=1, label="Layer", elem_id="att-layer")
+                head = gr.Slider(0, max(1, c0.n_head - 1), D["head"], step=1, label="Head", elem_id="att-head")
+                query = gr.Dropdown(query0["choices"], value=query0["value"],
+                                    label="Query token (where does it attend?)", elem_id="att-query",
+                                    allow_custom_value=False)
+            view = gr.Radio(list(VIEWS), value=DEFAULT_VIEW, label="View of this head", elem_id="att-view")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    heat = gr.HTML(heat0, js_on_load=HEAT_JS, elem_id="att-heat")
+                with gr.Column(scale=2):
+                    bars = gr.HTML(bars0, elem_id="att-bars")
+                    mask = gr.Markdown(mask0, elem_id="att-mask")
+        patterns = gr.Markdown(patterns0, elem_id="att-patterns")
+        table = gr.Dataframe(table0, label="Per-head pattern scores", interactive=False, elem_id="att-table",
                              max_height=420)
-        gr.Markdown("### Why divide by √d_k?")
-        gr.Plot(random_figure(), label="Random q and k with unit-variance entries", elem_id="att-random")
-        scale_plot = gr.Plot(label="The loaded model's heads with and without 1/√d_k", elem_id="att-scale")
-        with gr.Accordion("Explain", open=True):
-            scale_text = gr.Markdown(scale_md(None, ""), elem_id="att-scale-md")
-        with gr.Accordion("Computational graph of the loaded model", open=False):
-            graph = gr.HTML(graph_html(model0), elem_id="att-graph")
-        with gr.Accordion("The multi-head attention code, line by line, and its parameters", open=False):
+        with gr.Column(elem_id=SECTIONS["scale"]) as scale_section:
+            gr.Markdown("### Why divide by √d_k?")
+            gr.Plot(random_figure(), label="Random q and k with unit-variance entries", elem_id="att-random")
+            scale_plot = gr.Plot(scale0, label="The loaded model's heads with and without 1/√d_k",
+                                 elem_id="att-scale")
+            with gr.Accordion("Explain", open=True):
+                scale_text = gr.Markdown(scale_md0, elem_id="att-scale-md")
+        with gr.Accordion("Computational graph of the loaded model", open=False,
+                          elem_id=SECTIONS["graph"]) as graph_section:
+            graph = gr.HTML(graph0, elem_id="att-graph")
+        with gr.Accordion("The multi-head attention code, line by line, and its parameters", open=False,
+                          elem_id=SECTIONS["code"]) as code_section:
             params = gr.Markdown(params_md(model0), elem_id="att-params")
             code = gr.HTML(code_html(), elem_id="att-code")
 
@@ -184,7 +198,10 @@ def build(models, default_model: str = "gpt2", cache: AttentionCache | None = No
         model_dd.change(partial(on_model, models), [model_dd],
                         [banner_md, card_md, layer, head, graph, code, params], api_visibility="private")
         register("attention", fields={"model": model_dd, "prompt": prompt, "layer": layer, "head": head,
-                                            "view": view}, command=command, run=go)
+                                      "view": view}, command=command, run=go,
+                 refresh=(partial(on_attention, cache, models), main_in, main_out),
+                 sections={"head": head_section, "scale": scale_section, "graph": graph_section,
+                           "code": code_section})
 
 
 def command(v: dict) -> str:

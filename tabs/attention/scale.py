@@ -29,7 +29,8 @@ def random_figure():
         ax.plot(d, ex["scaled"][key], "o-", color="#1c7ed6", label="q·k / √d_k")
         ax.set_xscale("log", base=2)
         ax.set_xticks(d, [str(v) for v in d])
-        ax.set(title=f"random q, k: {title}", xlabel="d_k")
+        ax.set_title(f"random q, k:\n{title}", fontsize=10)  # two lines: the three titles never run together
+        ax.set(xlabel="d_k")
         ax.grid(alpha=.3)
         ax.legend(fontsize=8)
     return fig
@@ -45,7 +46,8 @@ def sharpening_figure(a: dict, name: str):
         ax = fig.add_subplot(1, 2, i + 1)
         ax.plot(x, sr["scaled"][key].mean(1).tolist(), "o-", color="#1c7ed6", label="with 1/√d_k (the model)")
         ax.plot(x, sr["unscaled"][key].mean(1).tolist(), "o-", color="#e03131", label="scale removed")
-        ax.set(title=f"{name}: {title}, per layer", xlabel="layer", ylabel=unit)
+        ax.set_title(f"{name}:\n{title}, per layer", fontsize=10)
+        ax.set(xlabel="layer", ylabel=unit)
         ax.set_xticks(x, [str(li) for li in sr["layers"]])
         ax.grid(alpha=.3)
         ax.legend(fontsize=8)

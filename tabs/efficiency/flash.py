@@ -11,7 +11,7 @@ from matplotlib.patches import Rectangle
 
 from tinygpt.efficiency import flash_attention_trace, lengths_offered, measure_attention
 from tinygpt.device import cpu_name
-from tinygpt.efficiency.measure import METHODS
+from tinygpt.efficiency.measure import METHODS, predicted_bytes
 
 from ..kit.common import UserError, clamp_int, new_figure, user_errors
 from ..kit.sessions import SessionStore
@@ -21,9 +21,9 @@ METHOD_LABELS = {"standard": "standard softmax(QKᵀ)V", "tiled": "tiled FlashAt
                  "sdpa": "PyTorch SDPA"}
 
 
-@user_errors
-def on_flash_trace(T, block_q, block_k, head_dim, causal, seed):
-    """(trace state, step slider, figure, step markdown, check markdown) for a small random example."""
+def flash_trace(T, block_q, block_k, head_dim, causal, seed):
+    """(trace state, figure, step markdown, check markdown) for a small random example (no components: the tab
+    draws its start-up example with it)."""
     notes: list = []
     T = clamp_int(T, 2, 64, "Tokens", notes)
     bq = clamp_int(block_q, 1, 32, "Query block", notes)
@@ -41,7 +41,14 @@ def on_flash_trace(T, block_q, block_k, head_dim, causal, seed):
                 f" every query), {check['masked']} on the diagonal (masked inside). The full {T} × {T} score matrix"
                 f" never exists: at most one {bq} × {bk} tile does. {' '.join(notes)}").strip()
     fig, md = step_view(state, 0)
-    return state, gr.Slider(minimum=1, maximum=len(steps), value=1, step=1), fig, md, check_md
+    return state, fig, md, check_md
+
+
+@user_errors
+def on_flash_trace(T, block_q, block_k, head_dim, causal, seed):
+    """(trace state, step slider, figure, step markdown, check markdown) for a small random example."""
+    state, fig, md, check_md = flash_trace(T, block_q, block_k, head_dim, causal, seed)
+    return state, gr.Slider(minimum=1, maximum=len(state["steps"]), value=1, step=1), fig, md, check_md
 
 
 def _fmt(x) -> str:
@@ -175,6 +182,47 @@ def bench_explain(results, note) -> str:
                      " through main memory, while each tile stays in the CPU's cache — the reason FlashAttention wins"
                      " on a GPU too (there, the fast memory is on-chip SRAM).")
     return "\n\n".join(lines)
+
+
+# One case's time at 16,384 tokens, head size 64, 1 thread, measured by benchmarks/bench_attention.py on the CI
+# machine (README: AMD EPYC, 2 cores): the estimate scales it by (T / 16,384)² · head_size / 64 (all three are
+# T² work here: the tiled loop skips the causal half but runs in Python, SDPA is a fused kernel).
+REFERENCE_MS = {"standard": 4808.0, "tiled": 2245.0, "sdpa": 450.0}
+REFERENCE_T, REFERENCE_HEAD = 16384, 64
+PROCESS_S = 2.0  # starting a child process and importing torch, per case
+
+
+def case_estimate(method: str, T: int, head_dim: int, repeats: int) -> tuple[float, int | None]:
+    """(rough seconds for one case: a child process, 1 warm-up + `repeats` timed runs; predicted peak extra bytes
+    or None where the kernel's buffers are not modelled)."""
+    ms = REFERENCE_MS[method] * (T / REFERENCE_T) ** 2 * head_dim / REFERENCE_HEAD
+    return PROCESS_S + (1 + repeats) * ms / 1000, predicted_bytes(method, T, head_dim)
+
+
+def bench_estimate(lengths, methods, head_dim, repeats) -> str:
+    """What the ticked cases will take, shown before anything runs: per case the predicted memory (the T² score
+    matrices for standard attention) and a rough time; in all, the time to wait."""
+    try:
+        Ts = sorted({int(str(t).replace(",", "")) for t in (lengths or [])})
+        hs, reps = int(head_dim or 64), int(repeats or 1)
+    except ValueError:
+        return "*Choose sequence lengths from the list.*"
+    chosen = [m for m in METHODS if m in (methods or [])]
+    if not Ts or not chosen:
+        return "*Tick at least one sequence length and one method to see the estimate.*"
+    offered, _ = lengths_offered()
+    rows, total = [], 0.0
+    for T in Ts:
+        for m in chosen:
+            sec, mem = case_estimate(m, T, hs, reps)
+            total += sec if T in offered else 0
+            rows.append(f"| {T:,} | {m} | {'n/a' if mem is None else f'{mib(mem):,.1f} MiB'} | ≈ {sec:,.1f} s"
+                        f"{'' if T in offered else ' (not offered here: too little memory)'} |")
+    wait = f"{total:,.0f} s" if total < 120 else f"{total / 60:,.1f} minutes"
+    return "\n".join([
+        f"**Before you run: {len(rows)} cases, about {wait} in all** (rough: measurements of the"
+        " CI machine, 1 thread, scaled by T² and the head size; each case starts its own process).", "",
+        "| T | method | predicted peak extra memory | time |", "|---|---|---|---|", *rows])
 
 
 @user_errors

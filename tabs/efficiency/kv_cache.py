@@ -3,13 +3,14 @@ cache allocates next to the calculator's formula."""
 from __future__ import annotations
 
 from tinygpt.compute import kv_cache_bytes
+from tinygpt.defaults import KV_CACHE
 from tinygpt.efficiency import kv_cache_latency
 from tinygpt.dtypes import dtype_name
 from tinygpt.sampling import encode_prompt
 
 from ..kit.common import check_prompt, clamp_int, get_model, human_bytes, new_figure, user_errors
 
-DEFAULT_PROMPT = "ROMEO:"
+DEFAULT_PROMPT = KV_CACHE["prompt"]
 
 
 @user_errors

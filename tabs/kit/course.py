@@ -2,11 +2,20 @@
 sets) is registered; otherwise it is greyed out with a note saying what it waits for."""
 from __future__ import annotations
 
+from .links import SECTION, scroll_js
+
 
 def course_available(reg, tab_id: str, settings: dict) -> bool:
-    """Is `tab_id` registered with a field for every key of `settings`?"""
+    """Is `tab_id` registered with a field for every key of `settings` (and the section it opens, if any)?"""
     t = reg.tabs.get(tab_id)
-    return t is not None and set(settings) <= set(t.fields)
+    if t is None:
+        return False
+    keys = set(settings)
+    if SECTION in keys and SECTION not in t.fields:
+        if settings[SECTION] not in t.sections:
+            return False
+        keys.discard(SECTION)
+    return keys <= set(t.fields)
 
 
 def wire(reg, outputs: list, refresh: dict) -> None:
@@ -19,7 +28,11 @@ def wire(reg, outputs: list, refresh: dict) -> None:
             def apply(tab_id=tab_id, settings=settings):
                 return reg.updates(tab_id, settings, [], None)
 
-            button.click(apply, None, outputs, queue=False, api_visibility="private").then(**refresh)
+            clicked = button.click(apply, None, outputs, queue=False, api_visibility="private")
+            clicked.then(**refresh)
+            target = reg.tabs[tab_id].sections.get(settings.get(SECTION))
+            if target is not None:  # open AND show the answering section: scroll to it
+                clicked.then(None, js=scroll_js(target.elem_id), queue=False, api_visibility="private")
         else:
             button.interactive = False
             button.value = "Not in this app yet"

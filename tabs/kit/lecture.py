@@ -14,11 +14,12 @@ LECTURE_CSS = """
 :root.tg-lecture .gradio-container {max-width: 100% !important;}
 :root.tg-lecture .prose, :root.tg-lecture .prose * {font-size: 21px; line-height: 1.5;}
 :root.tg-lecture .prose h1 {font-size: 38px;} :root.tg-lecture .prose h3 {font-size: 26px;}
-:root.tg-lecture .tg-sample {font-size: 22px;}
+:root.tg-lecture .tg-sample {font-size: 22px !important;}  /* beats Gradio's scoped copy of .tg-sample's 15px */
+:root.tg-lecture .tg-sample-h, :root.tg-lecture .tg-status {font-size: 20px !important;}
 :root.tg-lecture button {min-height: 48px;}
 :root.tg-lecture input[type=checkbox], :root.tg-lecture input[type=radio] {transform: scale(1.4);}
 :root.tg-lecture input[type=range] {height: 10px;}
-:root.tg-lecture [data-testid="matplotlib"] {padding-top: 44px;}  /* below the plot's floating label */
+:root.tg-lecture [data-testid="matplotlib"] {padding-top: 48px !important;}  /* below the plot's floating label */
 :root.tg-lecture [data-testid="matplotlib"] img {width: 100% !important; max-width: 100% !important;
                   height: auto !important;}
 """

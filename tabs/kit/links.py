@@ -6,12 +6,15 @@ Python builds the query string; the browser adds its own address (LINK_JS).
 from __future__ import annotations
 
 import html
+import json
 import math
 from urllib.parse import quote, urlencode
 
 import gradio as gr
 
-GLOBAL_KEYS = {"tab", "lecture"}  # plus Gradio's own (__theme, view, ...): any key starting with "__" or "view"
+GLOBAL_KEYS = {"tab", "lecture"}  # plus Gradio's own: any key starting with "__" (__theme), and view=api
+GRADIO_VIEWS = {"api"}  # ?view=api opens Gradio's API page: that one value of `view` is Gradio's, not a tab's field
+SECTION = "section"  # link key: the part of a tab a link opens and scrolls to (an accordion, e.g. section=graph)
 MAX_TEXT = 20_000  # characters of one text value accepted from a link
 MAX_LINK_TEXT = 2_000  # longer texts are left out of a copied link (a URL this long breaks in e-mails and servers)
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -27,6 +30,41 @@ LINK_JS = """(qs) => {
   try { navigator.clipboard.writeText(url).catch(() => {}); } catch (e) {}
   return url;
 }"""
+
+
+# Scroll to a tab's section (an accordion a link or the course map opened) once it is shown: the tab selection and
+# the accordion's opening arrive first, so wait until the block has a size, then scroll (again a moment later, as
+# the refreshed outputs above it may still grow).
+SCROLL_JS = """
+const tgScroll = (id) => {
+  let tries = 0;
+  const go = () => {
+    const el = document.getElementById(id);
+    if (el && el.offsetParent !== null && el.getBoundingClientRect().height > 0) {
+      el.scrollIntoView({block: 'start'});
+      setTimeout(() => el.scrollIntoView({block: 'start'}), 1200);
+      return;
+    }
+    if (++tries < 100) setTimeout(go, 100);
+  };
+  go();
+};"""
+
+
+def section_from_url_js(targets: dict) -> str:
+    """demo.load's script: the link's tab and section -> the block's elem_id ({tab: {section: elem_id}})."""
+    return ("() => {" + SCROLL_JS + f"""
+  const targets = {json.dumps(targets)};
+  const q = new URLSearchParams(window.location.search);
+  const id = (targets[q.get('tab')] || {{}})[q.get('{SECTION}')];
+  if (id) tgScroll(id);
+  return [];
+}}""")
+
+
+def scroll_js(elem_id: str) -> str:
+    """A course-map button's script: scroll to one block."""
+    return "() => {" + SCROLL_JS + f"\n  tgScroll({json.dumps(elem_id)});\n  return [];\n}}"
 
 
 # ---- one field's value <-> link text ----------------------------------------------------------------------------
@@ -81,14 +119,36 @@ def decode_value(comp, text: str):
         return match[0]
     if kind == "multi":
         allowed = choice_values(comp)
-        items = [x for x in text.split(",") if x.strip()]
-        bad = [x for x in items if x not in [encode_value(c) for c in allowed]]
+        names = [encode_value(c) for c in allowed]
+        items = split_choices(text, names)
+        bad = [x for x in items if x not in names]
         if bad:
-            raise ValueError(f"{bad[0]!r} is not one of {', '.join(map(encode_value, allowed))}.")
-        return [c for c in allowed if encode_value(c) in items]
+            raise ValueError(f"{bad[0]!r} is not one of {', '.join(names)}.")
+        return [c for c, n in zip(allowed, names) if n in items]
     if len(text) > MAX_TEXT:
         raise ValueError(f"longer than {MAX_TEXT:,} characters.")
     return text
+
+
+def split_choices(text: str, names: list) -> list:
+    """A comma-joined list of choices back into its items, also where a choice holds commas itself ("1,024,4,096"
+    -> "1,024", "4,096"): the split that reads every item as a choice, else the plain split (the bad item is
+    then reported)."""
+    parts = [x for x in text.split(",")]
+    known = set(names)
+
+    def read(i):  # the items of parts[i:], each a choice, or None
+        if i == len(parts):
+            return []
+        for j in range(len(parts), i, -1):
+            item = ",".join(parts[i:j])
+            if item in known:
+                rest = read(j)
+                if rest is not None:
+                    return [item] + rest
+        return None
+
+    return read(0) if any("," in n for n in names) and read(0) is not None else [x for x in parts if x.strip()]
 
 
 def _decode_number(comp, text: str):
@@ -153,7 +213,8 @@ def parse(tabs: dict, params) -> tuple[str | None, dict, list, bool | None]:
             lecture = flag in TRUE
         else:
             notes.append(f"Ignored lecture={params['lecture']!r}: use lecture=1 or lecture=0.")
-    keys = [k for k in params if k not in GLOBAL_KEYS and not k.startswith("__") and k != "view"]
+    keys = [k for k in params if k not in GLOBAL_KEYS and not k.startswith("__")
+            and not (k == "view" and params[k].strip().lower() in GRADIO_VIEWS)]
     tab_id = params.get("tab")
     if tab_id is None:
         if keys:
@@ -168,6 +229,15 @@ def parse(tabs: dict, params) -> tuple[str | None, dict, list, bool | None]:
     t = tabs[tab_id]
     values = {}
     for key in keys:
+        if key == SECTION and key not in t.fields:  # a part of the tab to open and scroll to (register(sections=))
+            names = list(getattr(t, "sections", None) or {})
+            if params[key] in names:
+                values[key] = params[key]
+            else:
+                where = f"its sections are {', '.join(names)}" if names else "it has no sections to open"
+                notes.append(f"Ignored {key}={_short(params[key])}: the {t.label} tab has no section called"
+                             f" {params[key]!r} ({where}).")
+            continue
         comp = t.fields.get(key)
         if comp is None:
             notes.append(f"Ignored {key}={_short(params[key])}: the {t.label} tab has no setting called {key!r}.")

@@ -11,6 +11,11 @@ A tab gets links, the command line, downloads and the report with ONE call at th
   the tab's start-up values, and opening it resets the tab's other fields to those start-up values.
 * command(values: dict) -> the equivalent `python -m tinygpt ...` line(s), or None; shown after each `run` click.
 * refresh: (fn, inputs, outputs) re-run after a link or the course map filled the fields (cheap views only).
+* remount: outputs a link hides while it fills the tab, for the refresh to show them drawn afresh (a native plot
+  keeps the legend of the data it was first drawn with); the refresh must return visible=True for them.
+* sections: {name: gr.Accordion or other block with an elem_id} a link can open and scroll to (`section=graph`);
+  the tab's command(values) then gets values["section"] too, and `run` may be {section: button} so that each
+  section's button shows that section's command line.
 * Figures, tables, samples and explanations are found in the tab by themselves (every gr.Plot, native plot,
   gr.Dataframe, gr.HTML, gr.Markdown and gr.JSON) for the downloads and the report.
 
@@ -25,6 +30,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import gradio as gr
@@ -33,14 +39,15 @@ from gradio.context import Context
 from . import course, lecture, links
 from .commands import command_text
 from .exports import FIGURE_TYPES, FigureMemory, export_outputs
-from .report import model_name, report_html, sections
+from .layout import LAYOUT_CSS
+from .report import app_url, model_name, report_html, sections
 from .sessions import SessionStore, session_tmpdir
 
 OUTPUT_TYPES = (gr.Plot, gr.BarPlot, gr.LinePlot, gr.ScatterPlot, gr.Dataframe, gr.HTML, gr.Markdown, gr.JSON)
 SHARE_CSS = """
 .tg-share-bar {margin-top: 12px;}
 .tg-map-q {padding-top: 6px;}
-"""
+""" + LAYOUT_CSS  # app.py adds SHARE_CSS to the page: the layout rules come with it
 
 
 @dataclass
@@ -55,6 +62,8 @@ class TabShare:
     refresh: tuple | None
     selectors: list  # [(gr.Tabs, tab id)] from the tab itself outwards: selecting all of them shows it
     outputs: dict = field(default_factory=dict)  # name -> component shown in the tab (figures, tables, ...)
+    sections: dict = field(default_factory=dict)  # link `section=` name -> block (an accordion is opened)
+    remount: list = field(default_factory=list)  # outputs a link hides so that its refresh shows them drawn afresh
     link_box: Any = None
     link_note: Any = None
     command_box: Any = None
@@ -88,7 +97,7 @@ class Registry:
         outs = [self.banner, self.applied, self.lecture]
         outs += self._selector_components()
         for t in self.tabs.values():
-            outs += list(t.fields.values()) + [t.command_box]
+            outs += list(t.fields.values()) + [t.command_box] + section_accordions(t) + t.remount
         return outs
 
     def _selector_components(self) -> list:
@@ -104,11 +113,15 @@ class Registry:
         for tabs in self._selector_components():
             out.append(gr.Tabs(selected=chosen[id(tabs)]) if id(tabs) in chosen else gr.skip())
         for t in self.tabs.values():
+            opened = section_accordions(t)
             if t is target:
                 full = {**t.defaults, **values}
+                chosen = t.sections.get(values.get(links.SECTION))
                 out += [full[k] for k in t.fields] + [command_text(t.command, full)]
+                out += [gr.update(open=True) if a is chosen else gr.skip() for a in opened]
+                out += [gr.update(visible=False)] * len(t.remount)  # the refresh shows them again
             else:
-                out += [gr.skip()] * (len(t.fields) + 1)
+                out += [gr.skip()] * (len(t.fields) + 1 + len(opened) + len(t.remount))
         return out
 
     def restore(self, request: gr.Request):
@@ -152,12 +165,23 @@ class Registry:
     def report(self, t: TabShare, request, values: dict, outputs: list) -> str:
         """The tab as one self-contained HTML file -> its path."""
         doc = report_html(t.label, values, command_text(t.command, values), self.query_string(t.tab_id, values)[0],
-                          sections(self.figures, t.outputs, outputs), model_name(values, outputs))
+                          sections(self.figures, t.outputs, outputs), model_name(values, outputs),
+                          app_url(request))
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = os.path.join(self.session_dir(request, t.tab_id), f"tinygpt-{t.tab_id}-report-{stamp}.html")
         with open(path, "w", encoding="utf-8") as f:
             f.write(doc)
         return path
+
+
+def section_accordions(t: TabShare) -> list:
+    """The tab's sections that a link opens (its accordions; other blocks are only scrolled to)."""
+    return [c for c in t.sections.values() if isinstance(c, gr.Accordion)]
+
+
+def section_targets(reg: Registry) -> dict:
+    """{tab id: {section: elem_id}} for the scroll script."""
+    return {tid: {name: c.elem_id for name, c in t.sections.items()} for tid, t in reg.tabs.items() if t.sections}
 
 
 def _distinct(components) -> list:
@@ -215,10 +239,16 @@ def walk(block):
 
 
 def register(tab_id: str, fields: dict, command: Callable | None = None, run=None, refresh: tuple | None = None,
-             outputs: dict | None = None) -> TabShare:
+             outputs: dict | None = None, sections: dict | None = None, remount: list | None = None) -> TabShare:
     """Add the share bar (link, command, downloads, report) to the tab being built. Call it last in build(),
-    inside the `with gr.Tab(...)` block. `outputs` (name -> component) replaces the automatic discovery."""
+    inside the `with gr.Tab(...)` block. `outputs` (name -> component) replaces the automatic discovery.
+    `sections` (name -> block with an elem_id) are the parts a link's `section=` opens and scrolls to; `run` is a
+    button, a list of buttons, or {section: button} (each button shows its own section's command)."""
     reg = registry()
+    sections = dict(sections or {})
+    for name, block in sections.items():
+        if not getattr(block, "elem_id", None):
+            raise ValueError(f"register({tab_id!r}): section {name!r} needs an elem_id to scroll to.")
     tab = enclosing_tab(Context.block)
     label = getattr(tab, "label", None) or tab_id
     if tab is not None and tab.id is not None and tab.id != tab_id:
@@ -229,17 +259,24 @@ def register(tab_id: str, fields: dict, command: Callable | None = None, run=Non
             if isinstance(comp, OUTPUT_TYPES) and id(comp) not in taken:
                 outputs[_unique_name(comp, outputs)] = comp
     t = TabShare(tab_id, label, dict(fields), {k: c.value for k, c in fields.items()}, command, refresh,
-                 tab_selectors(tab), dict(outputs))
+                 tab_selectors(tab), dict(outputs), sections, list(remount or []))
+    if t.remount and (refresh is None or any(all(c is not o for o in refresh[2]) for c in t.remount)):
+        raise ValueError(f"register({tab_id!r}): remount outputs must be outputs of the refresh (it shows them).")
     for comp in outputs.values():
         if isinstance(comp, FIGURE_TYPES):
             reg.figures.watch(comp)
-    _share_bar(reg, t, run if isinstance(run, (list, tuple)) else [run] if run is not None else [])
+    if isinstance(run, dict):
+        runs = list(run.items())
+    else:
+        runs = [(None, b) for b in (run if isinstance(run, (list, tuple)) else [run] if run is not None else [])]
+    _share_bar(reg, t, runs)
     reg.tabs[tab_id] = t
     return t
 
 
 def _share_bar(reg: Registry, t: TabShare, run_buttons: list) -> None:
-    """The accordion under the tab and its events; each of `run_buttons` also refreshes the command line."""
+    """The accordion under the tab and its events; each of `run_buttons` ((section or None, button)) also refreshes
+    the command line (its section's, when it has one)."""
     tab_id = t.tab_id
     with gr.Accordion("Share this setup · command line · downloads", open=True, elem_classes="tg-share-bar"):
         with gr.Row():
@@ -262,8 +299,11 @@ def _share_bar(reg: Registry, t: TabShare, run_buttons: list) -> None:
         qs, notes = reg.query_string(tab_id, dict(zip(keys, values)), bool(lecture))
         return qs, " ".join(notes), command_text(t.command, dict(zip(keys, values)))
 
-    def on_command(*values):
-        return command_text(t.command, dict(zip(keys, values)))
+    def on_command(*values, section=None):
+        v = dict(zip(keys, values))
+        if section is not None:
+            v[links.SECTION] = section
+        return command_text(t.command, v)
 
     def on_report(request: gr.Request, *values):
         return [reg.report(t, request, dict(zip(keys, values[:len(keys)])), list(values[len(keys):]))]
@@ -278,8 +318,9 @@ def _share_bar(reg: Registry, t: TabShare, run_buttons: list) -> None:
                                                   api_visibility="private")
     report_btn.click(on_report, field_list + out_list, t.files, api_visibility="private")
     export_btn.click(on_export, out_list, t.files, api_visibility="private")
-    for b in run_buttons:
-        b.click(on_command, field_list, t.command_box, queue=False, api_visibility="private")
+    for section, b in run_buttons:
+        b.click(partial(on_command, section=section), field_list, t.command_box, queue=False,
+                api_visibility="private")
 
 
 def _unique_name(comp, taken: dict) -> str:
@@ -318,7 +359,11 @@ def install(demo: gr.Blocks | None = None) -> Registry:
     # behind someone's generation; a refresh is one cheap forward pass at most
     refresh = dict(fn=reg.run_refresh, inputs=reg.refresh_inputs(), outputs=reg.refresh_outputs(),
                    api_visibility="private")
-    demo.load(reg.restore, None, outputs, queue=False, api_visibility="private").then(**refresh)
+    loaded = demo.load(reg.restore, None, outputs, queue=False, api_visibility="private")
+    loaded.then(**refresh)
+    targets = section_targets(reg)
+    if targets:  # a link's section=...: scroll to it once its tab is selected and its accordion open
+        loaded.then(None, js=links.section_from_url_js(targets), queue=False, api_visibility="private")
     course.wire(reg, outputs, refresh)
     reg.installed = True
     return reg

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import html
 import json
+import os
 
 import gradio as gr
 
@@ -88,7 +89,34 @@ def sections(memory: FigureMemory, outputs: dict, values: list) -> list:
     return out
 
 
-def report_html(label: str, values: dict, command: str, query: str, sections: list, model: str) -> str:
+def link_html(query: str, base_url: str | None) -> str:
+    if not base_url:
+        return f"<p>Link to this setup: <code>?{html.escape(query)}</code> (after the app's address)</p>"
+    url = f"{base_url}/?{query}"
+    return f"<p>Link to this setup: <a href=\"{html.escape(url)}\">{html.escape(url)}</a></p>"
+
+
+def app_url(request) -> str | None:
+    """The app's address as the browser reached it (the request's base URL: behind a proxy such as a Space, the
+    forwarded host and scheme), without a trailing slash; None outside a real request."""
+    req = getattr(request, "request", None) if request is not None else None
+    if req is None or not hasattr(req, "url"):
+        return None
+    from gradio import route_utils
+
+    try:
+        route = route_utils.get_api_call_path(req)
+    except ValueError:
+        route = ""
+    try:
+        return route_utils.get_root_url(req, route, os.environ.get("GRADIO_ROOT_PATH") or None)
+    except Exception:  # noqa: BLE001 - an odd request: the report keeps the relative link
+        return None
+
+
+def report_html(label: str, values: dict, command: str, query: str, sections: list, model: str,
+                base_url: str | None = None) -> str:
+    """The report; `base_url` (app_url of the request) makes "Link to this setup" an absolute, clickable link."""
     now = dt.datetime.now().astimezone()
     shown = lambda v: ("yes" if v else "no") if isinstance(v, bool) else encode_value(v)  # noqa: E731
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(shown(v))}</code></td></tr>"
@@ -101,7 +129,7 @@ def report_html(label: str, values: dict, command: str, query: str, sections: li
 <h1>TinyGPT Lab: {html.escape(label)}</h1>
 <p class="meta">Created {now.strftime('%Y-%m-%d %H:%M %Z').strip()} · model: <b>{html.escape(model)}</b></p>
 <h2>Settings</h2><table>{rows}</table>
-<p>Link to this setup: <code>?{html.escape(query)}</code> (after the app's address)</p>
+{link_html(query, base_url)}
 <h2>Command line</h2><pre>{html.escape(command)}</pre>
 {body}
 <p class="meta">Made with TinyGPT Lab. Every number above was computed live from the model.</p>
