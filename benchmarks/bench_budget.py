@@ -1,5 +1,5 @@
-"""The run budget's estimates against real runs: peak memory (RSS of a fresh process, tinygpt.budget_child) and
-seconds, for the shapes a visitor actually starts.
+"""The run budget's estimates against real runs: peak memory (RSS of a fresh process,
+tinygpt.budget.child) and seconds, for the shapes a visitor actually starts.
 
 Cases:
   train default   the Train tab's defaults: two runs side by side (causal mask on / off), characters, 4 layers,
@@ -32,7 +32,7 @@ from machine import describe  # noqa: E402
 
 def train_cases(max_steps: int, quick: bool):
     from tinygpt.budget import Limits, check
-    from tinygpt.budget_estimates import SHAKESPEARE_CHARS, SHAKESPEARE_GPT2_TOKENS, estimate_train
+    from tinygpt.budget.estimates import SHAKESPEARE_CHARS, SHAKESPEARE_GPT2_TOKENS, estimate_train
     from tinygpt.config import GPTConfig
 
     steps = 50 if quick else 500
@@ -57,7 +57,7 @@ def train_cases(max_steps: int, quick: bool):
 
 
 def estimate(kind: str, s: dict):
-    from tinygpt.budget_estimates import estimate_dpo, estimate_finetune, estimate_train
+    from tinygpt.budget.estimates import estimate_dpo, estimate_finetune, estimate_train
     from tinygpt.config import GPTConfig
 
     if kind == "train":
@@ -78,7 +78,7 @@ def main():
     a = ap.parse_args()
 
     from tinygpt.budget import machine_speed
-    from tinygpt.budget_child import measure_peak
+    from tinygpt.budget.child import measure_peak
 
     print(describe())
     t = time.perf_counter()

@@ -1,7 +1,7 @@
-"""tinygpt.budget and tinygpt.budget_estimates: limits from the environment, one-sentence refusals with the figures,
+"""tinygpt.budget and tinygpt.budget.estimates: limits from the environment, one-sentence refusals with the figures,
 the ledger of runs in progress, every action's slider maxima refused and defaults accepted, and the memory estimate
-against the peak RSS a real run reaches in a fresh process (tinygpt.budget_child). Two runs side by side (the Train
-tab's A and B) are compared in benchmarks/bench_budget.py: threads make their peak vary from run to run."""
+against the peak RSS a real run reaches in a fresh process (tinygpt.budget.child). Two runs side by side
+(the Train tab's A and B) are compared in benchmarks/bench_budget.py: threads make their peak vary from run to run."""
 import json
 import threading
 import time
@@ -28,7 +28,7 @@ from tinygpt.budget import (
     measure_speed,
     set_speed,
 )
-from tinygpt.budget_estimates import (
+from tinygpt.budget.estimates import (
     estimate_attention,
     estimate_dpo,
     estimate_finetune,
@@ -42,7 +42,7 @@ from tinygpt.budget_estimates import (
     estimate_scaling,
     estimate_train,
 )
-from tinygpt.budget_child import measure_peak
+from tinygpt.budget.child import measure_peak
 
 # A 2-vCPU Space: ~65 GFLOP/s on the Train tab's default model (README: 12,946 tokens/s x 5.0 MFLOP per token),
 # a few ms of fixed cost per step, and a loss over GPT-2's vocabulary at about 5 ns per logit (3-9 ns measured here).

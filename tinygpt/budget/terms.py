@@ -1,9 +1,9 @@
 """What a training or inference run holds and does, term by term: the memory of each phase and the work (FLOPs,
-steps, calls, logits) that tinygpt.budget_estimates adds up per action.
+steps, calls, logits) that tinygpt.budget.estimates adds up per action.
 
 Memory is the calculator's own formulas (tinygpt.compute: bytes per parameter, Korthikanti's activations, the KV
 cache, a forward pass's tensors) plus what they leave out, each term found by measuring real runs (peak RSS of a
-fresh process, tinygpt.budget_child; tests/test_budget.py and benchmarks/bench_budget.py compare again):
+fresh process, tinygpt.budget.child; tests/test_budget.py and benchmarks/bench_budget.py compare again):
 
 * Attention. The calculator counts standard attention (two T x T matrices and a 1-byte dropout mask). Without
   attention dropout, PyTorch's fused SDPA kernel trains instead: it keeps no T x T matrix, only its output and
@@ -30,10 +30,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .budget import Speed, machine_speed
-from .compute import activation_bytes, flops_per_token, forward_activation_bytes, parameter_tensors
-from .config import GPTConfig
-from .params import count_parameters
+from . import Speed, machine_speed
+from ..compute import activation_bytes, flops_per_token, forward_activation_bytes, parameter_tensors
+from ..config import GPTConfig
+from ..params import count_parameters
 
 E = 4  # every run trains in float32
 ALLOCATOR_SHARE = 0.45  # RSS above the live tensors reallocated every step in heap-sized blocks (measured)
@@ -124,7 +124,7 @@ def generate_flops(c: GPTConfig, rows: int, prompt: int, new: int) -> float:
 
 def windows(n_tokens: int, context: int, max_windows: Optional[int] = None) -> int:
     """How many windows tinygpt.evaluate scores in n_tokens held-out tokens (at most max_windows full ones)."""
-    from .evaluate import window_starts
+    from ..evaluate import window_starts
 
     return len(window_starts(max(n_tokens, 2), context, max_windows))
 

@@ -1,6 +1,7 @@
-"""Measure a run's real peak memory in a fresh process, to check tinygpt.budget_estimates against.
+"""Measure a run's real peak memory in a fresh process, to check tinygpt.budget.estimates against.
 
-`measure_peak(kind, settings)` starts `python -m tinygpt.budget_child KIND JSON` and returns what the child prints:
+`measure_peak(kind, settings)` starts `python -m tinygpt.budget.child KIND JSON` and returns what the
+child prints:
 {baseline_bytes (VmRSS just before the run), peak_bytes (ru_maxrss after it), peak_extra_bytes (their
 difference: what the estimate predicts), file_growth_bytes (how much of RSS's growth is file-backed pages, e.g.
 library code first run during the run; normally 0), seconds}. A fresh process per run, because a peak counter
@@ -59,10 +60,10 @@ def _side_by_side(jobs):
 def _warm_up():
     import torch
 
-    from .config import GPTConfig
-    from .model import GPT
-    from .sampling import generate
-    from .train import TrainConfig, train
+    from ..config import GPTConfig
+    from ..model import GPT
+    from ..sampling import generate
+    from ..train import TrainConfig, train
 
     m = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=1, n_embd=16))
     d = torch.randint(0, 64, (400,), generator=torch.Generator().manual_seed(0))
@@ -73,11 +74,11 @@ def _warm_up():
 def _train(s: dict):
     import torch
 
-    from .config import GPTConfig
-    from .data import split_tokens
-    from .model import GPT
-    from .sampling import generate
-    from .train import TrainConfig, train
+    from ..config import GPTConfig
+    from ..data import split_tokens
+    from ..model import GPT
+    from ..sampling import generate
+    from ..train import TrainConfig, train
 
     cfgs = [GPTConfig(**c) for c in s["configs"]]
     steps = s["steps"]
@@ -103,12 +104,12 @@ def _train(s: dict):
 def _finetune(s: dict):
     import torch
 
-    from .config import GPTConfig
-    from .evaluate import evaluate, token_logprobs
-    from .finetune import finetune_config, holdout_split, trainable_copy
-    from .model import GPT
-    from .sampling import generate
-    from .train import train
+    from ..config import GPTConfig
+    from ..evaluate import evaluate, token_logprobs
+    from ..finetune import finetune_config, holdout_split, trainable_copy
+    from ..model import GPT
+    from ..sampling import generate
+    from ..train import train
 
     torch.manual_seed(0)
     base = GPT(GPTConfig(**s["config"])).eval()
@@ -136,10 +137,10 @@ def _finetune(s: dict):
 def _dpo(s: dict):
     import torch
 
-    from .beyond.dpo import DPOConfig, synthetic_pairs, train_dpo
-    from .config import GPTConfig
-    from .model import GPT
-    from .tokenizer import gpt2_tokenizer
+    from ..beyond.dpo import DPOConfig, synthetic_pairs, train_dpo
+    from ..config import GPTConfig
+    from ..model import GPT
+    from ..tokenizer import gpt2_tokenizer
 
     torch.manual_seed(0)
     base = GPT(GPTConfig(**s["config"])).eval()
@@ -184,7 +185,7 @@ def measure_peak(kind: str, settings: dict, timeout: float = 900) -> dict:
         raise ValueError(f"kind must be one of {', '.join(KINDS)} (got {kind!r}).")
     root = str(Path(__file__).resolve().parents[1])  # the directory holding the tinygpt package
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "tinygpt.budget_child", kind, json.dumps(settings)],
+    proc = subprocess.run([sys.executable, "-m", "tinygpt.budget.child", kind, json.dumps(settings)],
                           capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]

@@ -1,7 +1,7 @@
 """One estimate per action: a run's peak memory above the process's baseline and its seconds, before it starts.
 
 Each function mirrors what its tab (or command) runs, with its settings after the tab's own checks, and adds up
-the terms of tinygpt.budget_terms: the calculator's formulas plus the measured buffers they leave out (that
+the terms of tinygpt.budget.terms: the calculator's formulas plus the measured buffers they leave out (that
 module's docstring lists them, with why), and the run's work at this machine's measured speed
 (tinygpt.budget.machine_speed, or the `speed` given). The result is a tinygpt.budget.Estimate for
 tinygpt.budget.check and LEDGER.reserve. Terms that belong to an action rather than to a pass:
@@ -18,8 +18,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from .budget import Estimate, Speed, machine_speed
-from .budget_terms import (
+from . import Estimate, Speed, machine_speed
+from .terms import (
     ALLOCATOR_SHARE,
     E,
     EVAL_ROWS,
@@ -32,9 +32,9 @@ from .budget_terms import (
     training_run,
     windows,
 )
-from .compute import forward_activation_bytes, kv_cache_bytes
-from .config import GPTConfig
-from .params import count_parameters
+from ..compute import forward_activation_bytes, kv_cache_bytes
+from ..config import GPTConfig
+from ..params import count_parameters
 
 SHAKESPEARE_CHARS = 1_115_394  # Tiny Shakespeare: characters = token ids at the character level
 SHAKESPEARE_GPT2_TOKENS = 338_025  # ... and GPT-2 BPE tokens
@@ -132,7 +132,7 @@ def estimate_dpo(config: GPTConfig, trainable: str = "all", steps: int = 40, bat
 
 def _rlhf(cfg, vocab_size: int, stages: Sequence[str]) -> tuple[dict, Work]:
     """(parts at the peak, work) of the toy RLHF pipeline's `stages` (sft, reward_model, ppo)."""
-    from .beyond.rlhf import SUBJECTS
+    from ..beyond.rlhf import SUBJECTS
 
     c = cfg.model_config(vocab_size)
     T = c.block_size  # SFT trains on windows of the whole context
@@ -163,7 +163,7 @@ def _rlhf(cfg, vocab_size: int, stages: Sequence[str]) -> tuple[dict, Work]:
 
 def estimate_rlhf(cfg=None, vocab_size: int = RLHF_VOCAB, speed: Optional[Speed] = None) -> Estimate:
     """The whole toy RLHF pipeline (tinygpt.beyond.rlhf.run_rlhf): SFT, reward model, PPO, one after another."""
-    from .beyond.rlhf import RLHFConfig
+    from ..beyond.rlhf import RLHFConfig
 
     parts, work = _rlhf(cfg or RLHFConfig(), vocab_size, ("sft", "reward_model", "ppo"))
     return _estimate("rlhf", parts, work, speed, "use fewer SFT, reward-model or PPO steps")
@@ -171,7 +171,7 @@ def estimate_rlhf(cfg=None, vocab_size: int = RLHF_VOCAB, speed: Optional[Speed]
 
 def estimate_rlhf_ppo(cfg=None, vocab_size: int = RLHF_VOCAB, speed: Optional[Speed] = None) -> Estimate:
     """PPO only, from the session's SFT and reward models (the tab's "Re-run PPO only")."""
-    from .beyond.rlhf import RLHFConfig
+    from ..beyond.rlhf import RLHFConfig
 
     parts, work = _rlhf(cfg or RLHFConfig(), vocab_size, ("ppo",))
     return _estimate("rlhf_ppo", parts, work, speed, "use fewer PPO steps")
@@ -181,7 +181,7 @@ def estimate_scaling(cfg=None, vocab_size: int = 65, corpus_tokens: int = SHAKES
                      speed: Optional[Speed] = None) -> Estimate:
     """A scaling sweep (tinygpt.beyond.scaling.plan_sweep's runs, one after another): the memory of its largest
     run, the time of all of them (each evaluated at its first and last step on eval_windows windows)."""
-    from .beyond.scaling import SweepConfig, model_config, plan_sweep
+    from ..beyond.scaling import SweepConfig, model_config, plan_sweep
 
     cfg = cfg or SweepConfig()
     plan = plan_sweep(cfg, vocab_size)
@@ -220,7 +220,7 @@ def estimate_flash_benchmark(lengths: Sequence[int], methods: Sequence[str] = ("
     largest case: Python + torch, q, k, v and the method's own memory, as tinygpt.efficiency.measure predicts).
     Time: each child's start, then 1 + repeats passes on one thread (standard and tiled compute the full and the
     causal half of the 4·T²·d FLOPs; the tiled loop also pays TILE_S per tile)."""
-    from .efficiency.measure import CHILD_OVERHEAD, case_need_bytes
+    from ..efficiency.measure import CHILD_OVERHEAD, case_need_bytes
 
     s = speed if speed is not None else machine_speed()
     one_thread = s.flops_per_s / max(1, torch.get_num_threads())

@@ -7,8 +7,8 @@ A shared CPU server (a Hugging Face Space: 2 vCPU, 16 GB, a whole class) must re
   `limits_from_env()` reads TINYGPT_RUN_MEMORY_GB, TINYGPT_RUN_MINUTES and TINYGPT_MEMORY_GB each time it is called
   (never at import), so a private machine can change them; `Limits.unlimited()` is the command line's default.
 * `Estimate`: one run's peak memory above the process's baseline (its parts named), its seconds and FLOPs. The
-  functions that build one per action live in `tinygpt.budget_estimates`, from the terms of `tinygpt.budget_terms`
-  (the calculator's formulas plus what measurement adds); `tinygpt.budget_child` measures a real run's peak.
+  functions that build one per action live in `tinygpt.budget.estimates`, from the terms of `tinygpt.budget.terms`
+  (the calculator's formulas plus what measurement adds); `tinygpt.budget.child` measures a real run's peak.
 * `check(estimate, limits, in_use_bytes)` raises `BudgetError` (a ValueError) with one plain sentence holding
   both figures and the limits. `LEDGER.reserve(estimate)` holds a running run's memory (a context manager) and
   refuses a run that would push all running runs past the app total.
@@ -229,10 +229,10 @@ def _time_steps(shape: dict, steps: int) -> tuple[float, float]:
     """(seconds per training step, its training FLOPs) of `shape`: the median of `steps` after a warm-up step."""
     import torch
 
-    from .compute import flops_per_token
-    from .config import GPTConfig
-    from .model import GPT
-    from .train import TrainConfig, make_optimizer
+    from ..compute import flops_per_token
+    from ..config import GPTConfig
+    from ..model import GPT
+    from ..train import TrainConfig, make_optimizer
 
     c = GPTConfig(vocab_size=shape["vocab"], block_size=shape["context"], n_layer=shape["n_layer"],
                   n_head=shape["n_head"], n_embd=shape["n_embd"])
@@ -313,3 +313,12 @@ def set_speed(speed: Optional[Speed]) -> None:
     global _speed
     with _speed_lock:
         _speed = speed
+
+
+def __getattr__(name: str):
+    """budget.estimate_train (and every estimate_*) without importing the estimates module at `import budget`."""
+    if name.startswith("estimate_"):
+        from . import estimates
+
+        return getattr(estimates, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
