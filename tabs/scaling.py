@@ -317,10 +317,17 @@ def on_estimate(corpus, shapes, steps, budgets, lr, batch, context, min_steps, m
     vocab = make_tokenizer(cfg.tokenizer, text).vocab_size
     plan = plan_sweep(cfg, vocab)
     est = estimate_seconds(cfg, vocab, plan)
-    verdict = "within" if est["seconds"] <= TIME_CAP_S else "**over**"
+    verdict = "within" if est["seconds"] <= TIME_CAP_S else "**over** (a re-run would be refused)"
     return (f"{len(plan)} runs, {sum(r['steps'] for r in plan):,} steps, {human_flops(sum(r['flops'] for r in plan))} "
-            f"in total: about **{est['seconds'] / 60:.1f} min** on this machine, {verdict} the "
-            f"{TIME_CAP_S // 60}-minute cap. {' '.join(notes)}")
+            f"in total: predicted **{est['seconds'] / 60:.1f} min** from a 3-step timing of each size on this machine "
+            f"now, {verdict} the {cap_words()} cap. A prediction only: a machine that gets busier runs slower. Once "
+            "the sweep runs, the time left is measured from its own progress, and a sweep that reaches the cap stops "
+            f"there with the runs finished so far. {' '.join(notes)}")
+
+
+def cap_words() -> str:
+    """The cap as words: "10-minute" (or "30-second" for a cap under a minute)."""
+    return f"{TIME_CAP_S / 60:g}-minute" if TIME_CAP_S >= 60 else f"{TIME_CAP_S:g}-second"
 
 
 def capped(should_stop, cap_s: float, flag: list):
@@ -368,7 +375,7 @@ def on_rerun(sessions: SessionStore, corpus, shapes, steps, budgets, lr, batch, 
     t0 = time.perf_counter()
     yield (f"Training {len(plan)} runs ({total:,} steps). Predicted before starting (a 3-step timing of each size): "
            f"about {est / 60:.1f} min; the time left is measured from the sweep's own progress once it runs, and it "
-           f"stops at the {TIME_CAP_S / 60:g}-minute cap whatever happens. {note}", sweep_figure(None),
+           f"stops at the {cap_words()} cap whatever happens. {note}", sweep_figure(None),
            tables_md(None), "")
 
     def record(_, ev):
@@ -383,7 +390,7 @@ def on_rerun(sessions: SessionStore, corpus, shapes, steps, budgets, lr, batch, 
         done = offsets[i] + (last.get("step", 0) if last["kind"] == "step" else plan[i]["steps"])
         eta = clock.tick(before[i] + frac * cost[i], before[-1], f"run {i + 1}/{len(plan)}", counted=False)
         left = clock.left(before[i] + frac * cost[i], before[-1])
-        over = (f" At this pace it would pass the {TIME_CAP_S / 60:g}-minute cap: it will stop there with the runs "
+        over = (f" At this pace it would pass the {cap_words()} cap: it will stop there with the runs "
                 "finished so far." if clock.elapsed + left > TIME_CAP_S else "")
         partial_result = {"runs": list(runs), **analyse_sweep(runs)}
         return (f"Run {i + 1} of {len(plan)} · {done:,}/{total:,} steps · {clock.elapsed:.0f} s, {eta} "
@@ -395,11 +402,11 @@ def on_rerun(sessions: SessionStore, corpus, shapes, steps, budgets, lr, batch, 
     result = (yield from stream({"sweep": job}, stop, record, view, progress))["sweep"]
     secs = time.perf_counter() - t0
     if hit_cap:
-        result["note"] = (f"Stopped at the {TIME_CAP_S / 60:g}-minute cap after {secs:.0f} s: {len(result['runs'])} "
+        result["note"] = (f"Stopped at the {cap_words()} cap after {secs:.0f} s: {len(result['runs'])} "
                           f"of {len(plan)} runs finished (the fits use those).")
     entry["scaling"] = result
     if hit_cap:
-        head = (f"Stopped at the {TIME_CAP_S / 60:g}-minute cap: {len(result['runs'])} of {len(plan)} runs finished "
+        head = (f"Stopped at the {cap_words()} cap: {len(result['runs'])} of {len(plan)} runs finished "
                 f"in {secs:.0f} s (predicted: {est:.0f} s); the plots and fits below use the finished runs.")
     else:
         head = (f"Done{' (stopped early)' if result['stopped'] else ''}: {len(result['runs'])} runs in {secs:.0f} s "

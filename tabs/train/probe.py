@@ -18,8 +18,8 @@ from tinygpt.interpret.attention import pattern_scores
 PROBE_WINDOWS = 32  # held-out windows (evenly spaced, the same for every run): a few hundred ms for a tiny model
 SATURATED = 0.9  # a softmax row whose largest weight is above this is "saturated" (nearly one-hot)
 # Final validation loss of the tab's default run (4 x 4 x 128, 500 steps, Python docs) with seeds 1337 / 1 / 2:
-# 2.250 / 2.274 / 2.232, a range of 0.042 (benchmarks/bench_train_seeds.py). A smaller difference between two runs
-# could change sign with another seed.
+# 2.250 / 2.274 / 2.232, a range of 0.042 (benchmarks/bench_train_seeds.py). Without 1/√d_k, minus with it, seed by
+# seed: −0.014, +0.021, −0.021. A smaller difference between two runs could change sign with another seed.
 SEED_SPREAD = 0.04
 
 
