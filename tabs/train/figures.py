@@ -137,7 +137,7 @@ def explain(results: dict, cfgs: dict, samples: dict, tok_kind: str, probes: dic
     `probes` {run: probe()} (optional: without it the sentences that need it are left out)."""
     unit = "characters" if tok_kind == "char" else "tokens"
     lines = ["### What happened (numbers from " + ("these two runs)" if len(results) > 1 else "this run)"), "",
-             "| run | setting | train loss (batch) | train-window loss | val loss | val perplexity | "
+             "| run | setting | final train loss (batch) | train-window loss | final val loss | val perplexity | "
              "train-window accuracy | val accuracy | gap (val − train windows) | steps |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for k, r in results.items():
