@@ -188,3 +188,9 @@ def test_scaling_explain_follows_the_numbers():
     text = scaling.explain(sweep((1e3, 1e5, 3.5e3)))
     assert "The two readings disagree here" in text and "the same fact as an exponent" not in text
     assert scaling.slope_se(0.5, 1.0, 3) == 0 and scaling.slope_se(0.5, 0.9, 2) is None
+
+
+def test_stopped_and_diverged_runs_say_so():
+    stopped = {**result(2.0), "val_loss": None, "train_loss": None, "steps": 0}
+    assert "stopped before its first evaluation" in explain({"A": stopped}, {"A": BASE}, {}, "char", None)
+    assert "diverged" in explain({"A": result(float("nan"))}, {"A": BASE}, {}, "char", None)

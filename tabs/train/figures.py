@@ -147,7 +147,10 @@ def explain(results: dict, cfgs: dict, samples: dict, tok_kind: str, probes: dic
                      f"{_f(vl)} | {_f(ppl, '.1f')} | {_f(r.get('train_eval_accuracy'), '.1%')} | "
                      f"{_f(r.get('val_accuracy'), '.1%')} | {_f(_gap(r), '+.3f')} | {r['steps']} |")
     lines.append("")
-    if any(not math.isfinite(r["train_loss"]) for r in results.values()):
+    if any(r.get("val_loss") is None or r.get("train_loss") is None for r in results.values()):
+        lines.append("* A run was stopped before its first evaluation: there is nothing to compare yet.")
+        return "\n".join(lines)
+    if any(not (math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"])) for r in results.values()):
         lines.append("* A loss of NaN/inf means training diverged: lower the learning rate.")
         return "\n".join(lines)
     if len(results) == 1:
