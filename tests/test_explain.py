@@ -46,7 +46,12 @@ def test_sqrt_dk_follows_the_numbers():
     assert "2.238" in text and "2.250" in text and "vanishes" in text  # theory is still stated, as theory
     # B clearly better: the text says so, and why theory and run can disagree
     text = two(2.250, 2.100, dict(attn_scale=False), b_probe=probe(2.1, saturated=0.1))
-    assert "*lower*, by more than the noise" in text and "only 10% of the rows saturated" in text
+    assert "*lower*, by more than the noise" in text and "here 10% of the rows saturated, vs 5%" in text
+    # B's attention measured much sharper, yet no worse: the text says the saturation is there and why it did not cost
+    text = two(2.250, 2.236, dict(attn_scale=False), b_probe=probe(2.236, attn_max=0.72, saturated=0.40),
+               a_probe=probe(2.25, attn_max=0.31, saturated=0.03))
+    assert "the saturation is there (40% of the rows vs 3%)" in text and "within the noise" in text
+    assert text.index("| A |") < text.index("| B |")
     # B clearly worse, with saturated attention: the run agrees with theory
     text = two(2.250, 2.450, dict(attn_scale=False), b_probe=probe(2.45, attn_max=0.97, saturated=0.8))
     assert "This run agrees" in text and "does not show it" not in text and "80%" in text
@@ -194,3 +199,9 @@ def test_stopped_and_diverged_runs_say_so():
     stopped = {**result(2.0), "val_loss": None, "train_loss": None, "steps": 0}
     assert "stopped before its first evaluation" in explain({"A": stopped}, {"A": BASE}, {}, "char", None)
     assert "diverged" in explain({"A": result(float("nan"))}, {"A": BASE}, {}, "char", None)
+
+
+def test_runs_are_listed_a_then_b_whichever_finished_first():
+    cfgs = {"B": BASE.replace(attn_scale=False), "A": BASE}
+    text = explain({"B": result(2.236), "A": result(2.250)}, cfgs, {}, "char", None)
+    assert text.index("| A |") < text.index("| B |")

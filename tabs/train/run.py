@@ -185,6 +185,7 @@ def on_train(sessions: SessionStore, corpus, file, tokenizer, n_layer, n_head, n
                 "")
 
     results = yield from stream(jobs, stop, lambda name, ev: hist[name].append(ev), view, progress)
+    results = {k: results[k] for k in models}  # A before B, whichever finished first
     samples = {k: seeded_sample(m, tok, prompt, seed, st.sample_len, 0.8, None) for k, m in models.items()}
     probes = {k: probe(m, val_data, T) for k, m in models.items()}
     secs = time.perf_counter() - t0
