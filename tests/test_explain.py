@@ -205,3 +205,14 @@ def test_runs_are_listed_a_then_b_whichever_finished_first():
     cfgs = {"B": BASE.replace(attn_scale=False), "A": BASE}
     text = explain({"B": result(2.236), "A": result(2.250)}, cfgs, {}, "char", None)
     assert text.index("| A |") < text.index("| B |")
+
+
+def test_dense_vs_moe_with_matched_width_is_one_difference():
+    text = explain({"A": result(2.25), "B": result(2.20)},
+                   {"A": BASE.replace(n_inner=130), "B": BASE.replace(n_experts=4, moe_aux_weight=0.0)}, {}, "char",
+                   None)
+    assert "differ in" not in text
+    text = explain({"A": result(2.25), "B": result(2.20)},
+                   {"A": BASE.replace(n_experts=4), "B": BASE.replace(n_experts=4, moe_aux_weight=0.0)}, {}, "char",
+                   None)
+    assert "the same run twice" not in text and "differ in" not in text

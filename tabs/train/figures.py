@@ -121,12 +121,13 @@ def outcome(name_x: str, x: float, name_y: str, y: float, noise: float) -> int:
 
 def differing(ca, cb) -> list[str]:
     """The settings in which two runs differ, in words."""
-    out = []
-    for key, name in (("causal", "causal mask"), ("layernorm", "LayerNorm"), ("attn_scale", "1/√d_k scaling"),
-                      ("pos_encoding", "position encoding"), ("n_experts", "experts"), ("moe_top_k", "top-k"),
-                      ("moe_aux_weight", "load-balancing weight"), ("n_inner", "FFN width")):
-        if getattr(ca, key) != getattr(cb, key):
-            out.append(name)
+    keys = [("causal", "causal mask"), ("layernorm", "LayerNorm"), ("attn_scale", "1/√d_k scaling"),
+            ("pos_encoding", "position encoding"), ("n_experts", "experts")]
+    if ca.n_experts and cb.n_experts:  # routing settings matter only between two MoE runs
+        keys += [("moe_top_k", "top-k"), ("moe_aux_weight", "load-balancing weight")]
+    if not (ca.n_experts or cb.n_experts):  # dense vs MoE: the dense width is part of that comparison
+        keys.append(("n_inner", "FFN width"))
+    out = [name for key, name in keys if getattr(ca, key) != getattr(cb, key)]
     if drops_of(ca) != drops_of(cb):
         out.append("dropout")
     return out
