@@ -17,6 +17,7 @@ import gradio as gr
 
 from tinygpt.beyond import dpo as D
 from tinygpt.beyond import rlhf as R
+from tinygpt.defaults import DPO_TAB, RLHF
 from tinygpt.train import trainable_parameters
 
 from .kit.commands import cli
@@ -42,8 +43,12 @@ DPO_STOP, RLHF_STOP = Stopper("dpo"), Stopper("rlhf")  # two tabs: Stop in one n
 SYNTHETIC = "Synthetic pairs (kind vs unkind word)"
 UPLOAD = "Upload a JSONL file"
 TRAINABLE = {"All weights": "all", "Top 2 blocks": "top:2"}
-DPO_DEFAULTS = dict(n_synthetic=200, beta_a=0.1, beta_b=0.5, steps=40, batch=8, lr=1e-4, seed=1337,
-                    prompt="ROMEO:\nThou art most", sample_len=12)
+# The DPO form's start-up values: tinygpt.defaults.DPO_TAB under the form's names.
+DPO_DEFAULTS = dict(n_synthetic=DPO_TAB["synthetic"], beta_a=DPO_TAB["beta"], beta_b=DPO_TAB["beta_b"],
+                    steps=DPO_TAB["steps"], batch=DPO_TAB["batch_size"], lr=DPO_TAB["lr"], seed=DPO_TAB["seed"],
+                    prompt=DPO_TAB["prompt"], sample_len=DPO_TAB["sample_len"],
+                    source=SYNTHETIC if DPO_TAB["source"] == "synthetic" else UPLOAD,
+                    trainable=next(k for k, v in TRAINABLE.items() if v == DPO_TAB["trainable"]))
 DPO_CAP_S = 300  # refuse runs estimated (tinygpt.beyond.dpo.dpo_seconds) to take longer on a 2-core CPU
 SAMPLE_T, SAMPLE_TOP_K = 0.8, 50
 
@@ -94,18 +99,25 @@ def dpo_explain(results: dict, betas: dict, n_pairs: int, synthetic: bool, leani
                      f"{e['reward_margin']:+.3f} | {e['reward_margin'] / betas[k]:+.2f} nats | {r['steps']} |")
     lines.append("")
     a = results["A"]
+    s0, e = a["start"], a["end"]
+    fell = e["loss"] < s0["loss"] - 1e-3
     lines.append(f"* At step 0 the policy *is* the reference: both implicit rewards are 0, every pair is a tie "
-                 f"(accuracy 0%) and the loss is −log σ(0) = ln 2 = {a['start']['loss']:.3f}. "
-                 f"After {a['steps']} steps run A's loss is {a['end']['loss']:.3f} and it ranks "
-                 f"{a['end']['reward_accuracy']:.0%} of the pairs correctly.")
-    c, rj = a["end"]["chosen_reward"], a["end"]["rejected_reward"]
-    if rj < 0 and abs(rj) > abs(c):
+                 f"(accuracy {s0['reward_accuracy']:.0%}) and the loss is −log σ(0) = ln 2 = {s0['loss']:.3f}. "
+                 f"After {a['steps']} steps run A's loss is {e['loss']:.3f} and it ranks "
+                 f"{e['reward_accuracy']:.0%} of the pairs correctly"
+                 + (". " if fell else ": the loss did **not** fall — more steps or a higher learning rate. "))
+    c, rj = e["chosen_reward"], e["rejected_reward"]
+    if e["reward_margin"] > 0 and rj < 0 and abs(rj) > abs(c):
         lines.append(f"* DPO raised the *gap*, mostly by pushing the rejected responses down (rejected reward "
                      f"{rj:+.3f}, chosen {c:+.3f}): the loss only sees the difference, so both may even fall — a "
                      "well-known DPO behaviour.")
     else:
-        lines.append(f"* The chosen responses became more likely relative to the reference (reward {c:+.3f}) and the "
-                     f"rejected ones {'less' if rj < 0 else 'also more'} likely ({rj:+.3f}).")
+        lines.append(f"* Relative to the reference, the chosen responses became {'more' if c > 0 else 'less'} likely "
+                     f"(reward {c:+.3f}) and the rejected ones {'less' if rj < 0 else 'more'} likely ({rj:+.3f}): "
+                     + (f"the gap between them grew by {e['reward_margin']:+.3f}, which is all the loss asks for."
+                        if e["reward_margin"] > 0 else
+                        f"the gap between them is {e['reward_margin']:+.3f}, so DPO has not learned these pairs "
+                        "yet."))
     if "B" in results:
         b = results["B"]
         ga, gb = a["end"]["reward_margin"] / betas["A"], b["end"]["reward_margin"] / betas["B"]
@@ -303,11 +315,14 @@ def rlhf_explain(state: dict) -> str:
                      "the demonstrations yet, so the reward model is judging text it never saw from the start. Train "
                      f"SFT longer (the default is {R.RLHFConfig().sft_steps} steps) before reading PPO's effect.")
     elif up and e["gold"] > s["gold"] + 0.2 and e["grammatical"] >= 0.6:
+        held = (f"the KL penalty (coefficient {p['kl_coef']:g}) held the policy near the SFT model ({e['kl']:.2f} nats "
+                "per sentence), where the reward model is reliable. Try *Re-run PPO only* with a KL coefficient of 0 "
+                "to see what happens without it." if p["kl_coef"] > 0 else
+                f"even without a KL penalty the policy stayed {e['kl']:.2f} nats per sentence from the SFT model — "
+                f"PPO's clipped steps move it slowly, and {p['steps']} steps were not enough to drift into text the "
+                "reward model misjudges. Theory says it will with more steps: try more PPO steps.")
         lines.append(f"* **PPO worked.** The reward rose and so did the labeller's score ({s['gold']:+.2f} → "
-                     f"{e['gold']:+.2f}) while {e['grammatical']:.0%} of the sentences stay grammatical: the KL "
-                     f"penalty (coefficient {p['kl_coef']:g}) held the policy near the SFT model ({e['kl']:.2f} nats "
-                     "per sentence), where the reward model is reliable. Try *Re-run PPO only* with a KL coefficient "
-                     "of 0 to see what happens without it.")
+                     f"{e['gold']:+.2f}) while {e['grammatical']:.0%} of the sentences stay grammatical: {held}")
     elif up and (e["gold"] <= s["gold"] + 0.2 or e["grammatical"] < s["grammatical"] - 0.3):
         follow = (f"but the labeller's score did not follow ({s['gold']:+.2f} → {e['gold']:+.2f})"
                   if e["gold"] <= s["gold"] + 0.2 else
@@ -446,7 +461,7 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
             f"**Synthetic pairs** (exercise 7): {D.SYNTHETIC_RULE}")
         model_dd, _, _, _, _ = model_picker(models, default_model)
         with gr.Row():
-            source = gr.Radio([SYNTHETIC, UPLOAD], value=SYNTHETIC, label="Preference pairs")
+            source = gr.Radio([SYNTHETIC, UPLOAD], value=DPO_DEFAULTS["source"], label="Preference pairs")
             n_syn = gr.Slider(4, 1000, DPO_DEFAULTS["n_synthetic"], step=1, label="Synthetic pairs",
                               elem_id="dpo-pairs")
             upload = gr.File(label='JSONL: {"prompt", "chosen", "rejected"} per line', file_types=[".jsonl", ".json",
@@ -459,7 +474,7 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
             batch = gr.Slider(1, 32, DPO_DEFAULTS["batch"], step=1, label="Pairs per step")
         with gr.Row():
             lr = gr.Number(DPO_DEFAULTS["lr"], label="Learning rate")
-            trainable = gr.Radio(list(TRAINABLE), value="All weights", label="Which weights to train")
+            trainable = gr.Radio(list(TRAINABLE), value=DPO_DEFAULTS["trainable"], label="Which weights to train")
             seed = gr.Number(DPO_DEFAULTS["seed"], label="Seed", precision=0)
         prompt = gr.Textbox(DPO_DEFAULTS["prompt"], label="Prompt for the before/after samples", lines=2)
         gr.Markdown(f"Runs estimated to take over {DPO_CAP_S // 60} minutes on a 2-core CPU are refused; the numbers "
@@ -486,12 +501,12 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
             "pretraining), but every stage is the real algorithm. Set the KL coefficient to 0 and PPO finds text the "
             "reward model likes and no one would write: **reward hacking**.")
         with gr.Row():
-            sft_steps = gr.Slider(10, 1000, RC.sft_steps, step=10, label="SFT steps", elem_id="rlhf-sft-steps")
-            rm_steps = gr.Slider(5, 300, RC.rm_steps, step=5, label="Reward-model steps", elem_id="rlhf-rm-steps")
-            ppo_steps = gr.Slider(1, 200, RC.ppo_steps, step=1, label="PPO steps", elem_id="rlhf-ppo-steps")
+            sft_steps = gr.Slider(10, 1000, RLHF["sft_steps"], step=10, label="SFT steps", elem_id="rlhf-sft-steps")
+            rm_steps = gr.Slider(5, 300, RLHF["rm_steps"], step=5, label="Reward-model steps", elem_id="rlhf-rm-steps")
+            ppo_steps = gr.Slider(1, 200, RLHF["ppo_steps"], step=1, label="PPO steps", elem_id="rlhf-ppo-steps")
         with gr.Row():
-            kl = gr.Number(RC.kl_coef, label="KL coefficient (0 = no penalty)", elem_id="rlhf-kl")
-            rseed = gr.Number(RC.seed, label="Seed", precision=0)
+            kl = gr.Number(RLHF["kl_coef"], label="KL coefficient (0 = no penalty)", elem_id="rlhf-kl")
+            rseed = gr.Number(RLHF["seed"], label="Seed", precision=0)
         gr.Markdown(f"Runs estimated to take over {RLHF_CAP_S // 60} minutes on a 2-core CPU are refused (the default "
                     "takes a few minutes).")
         run, again, rstatus, rplot = run_controls(RLHF_STOP, sessions, "Run RLHF (SFT → reward model → PPO)", "rlhf",

@@ -114,15 +114,16 @@ ENTRIES = [
           " with standard multi-head attention?", G_ATTN, "calculator", shape("gpt2", n_head=8, n_kv_head=2)),
     # 5 · training and fine-tuning
     Entry("Train a small GPT from scratch and report its loss curve and accuracy.", G_TRAIN, "train",
-          dict(n_layer=2, b_causal=True)),
+          dict(n_layer=2, compare_b=False)),
     Entry("Train with and without the causal mask: what happens to the loss and to the generated text?",
           G_TRAIN, "train", dict(a_causal=True, b_causal=False)),
     Entry("Why normalise inside the block? Train with and without LayerNorm.", G_TRAIN, "train",
           dict(b_causal=True, b_layernorm=False)),
     Entry("Remove the 1/√d_k scaling and train: what does saturated attention do to learning?", G_TRAIN, "train",
           dict(b_causal=True, b_attn_scale=False)),
-    Entry("Separate dropout rates for the embeddings, attention and residual connections.", G_TRAIN, "train",
-          dict(b_causal=True, embd_pdrop=0.1, attn_pdrop=0.2, resid_pdrop=0.1)),
+    Entry("Separate dropout rates for the embeddings, attention and residual connections: train with and"
+          " without them.", G_TRAIN, "train",
+          dict(b_causal=True, embd_pdrop=0.1, attn_pdrop=0.2, resid_pdrop=0.1, b_own_dropout=True)),
     Entry("Learned positions against RoPE (or none at all): train both and compare the curves.", G_TRAIN, "train",
           dict(b_causal=True, b_pos_encoding="rope")),
     Entry("Fine-tune GPT-2 on an essay of your own (5,000–15,000 characters): how do style, vocabulary and tone"

@@ -6,6 +6,7 @@ the base's tensors (tinygpt.finetune.trainable_copy). One fine-tune runs at a ti
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ import torch
 
 import tinygpt
 from tinygpt.data import check_length, describe, first_phrase, prepare_text
+from tinygpt.defaults import FINETUNE_TAB
 from tinygpt.evaluate import evaluate
-from tinygpt.finetune import DEFAULTS as FT
 from tinygpt.finetune import finetune_config, holdout_split, probability_shifts, trainable_copy
 from tinygpt.train import trainable_parameters
 
@@ -38,8 +39,9 @@ from .kit.stream import Stopper, run_controls, stream
 
 SAMPLE_T, SAMPLE_TOP_K = 0.8, 50  # fixed for before/after so only the weights differ
 TRAINABLE = {"Top 2 blocks (fast)": "top:2", "Top 4 blocks": "top:4", "All weights (slow)": "all"}
-# The form starts at tinygpt.finetune.DEFAULTS (the same defaults as `python -m tinygpt finetune`).
-DEFAULTS = dict(FT, trainable=next(k for k, v in TRAINABLE.items() if v == FT["trainable"]), max_new_tokens=60)
+# The form starts at tinygpt.defaults.FINETUNE_TAB (`python -m tinygpt finetune`'s defaults plus the tab's own),
+# with the trainable choice as its radio label.
+DEFAULTS = dict(FINETUNE_TAB, trainable=next(k for k, v in TRAINABLE.items() if v == FINETUNE_TAB["trainable"]))
 STOP = Stopper("finetune")
 
 
@@ -82,6 +84,21 @@ def loss_figure(history, title="Fine-tuning"):
     if history:
         ax.legend()
     return fig
+
+
+def held_out_verdict(before: dict, after: dict) -> str:
+    """One sentence on what fine-tuning did to the held-out part, from its own numbers (evaluate()'s dicts)."""
+    b, a = before["perplexity"], after["perplexity"]
+    change = a / b - 1 if b > 0 else float("nan")
+    if not math.isfinite(change) or abs(change) < 0.01:
+        return (f"Held-out perplexity hardly moved ({b:,.1f} → {a:,.1f}): too few steps or too low a learning "
+                "rate to change what the model expects.")
+    if change < 0:
+        return (f"Held-out perplexity **fell** from {b:,.1f} to {a:,.1f} ({-change:.0%} lower): the model now "
+                "expects text like yours, including the part it never trained on.")
+    return (f"Held-out perplexity **rose** from {b:,.1f} to {a:,.1f} ({change:.0%} higher): on the part it "
+            "never trained on, the model got worse — it memorised the training part (overfitting) or the learning "
+            "rate was too high. Try fewer steps or a lower learning rate.")
 
 
 @dataclass
@@ -150,6 +167,7 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
                f" {ppl_after['loss']:.3f} |\n"
                f"| held-out perplexity | {ppl_before['perplexity']:,.1f} | {ppl_after['perplexity']:,.1f} |\n"
                f"| held-out next-token accuracy | {ppl_before['accuracy']:.1%} | {ppl_after['accuracy']:.1%} |\n\n"
+               f"{held_out_verdict(ppl_before, ppl_after)}\n\n"
                f"Trained **{spec}** of *{base.info.name}* for {result['steps']} steps of "
                f"{st.batch_size}×{st.context} tokens in {secs:.0f} s (whole run, sampling and evaluation included)"
                + (f"; kept the weights of step {result['best_step']}, the best held-out loss (early stopping). "
@@ -185,8 +203,8 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                 upload = gr.File(label="Upload a .txt file", file_types=[".txt"], type="filepath")
                 pasted = gr.Textbox(label="…or paste text", lines=6, elem_id="ft-text")
                 with gr.Row():
-                    lossy = gr.Checkbox(False, label="Lossy decode (replace non-UTF-8 bytes with �)")
-                    drop = gr.Checkbox(True, label="Drop URL / page-number / header lines")
+                    lossy = gr.Checkbox(DEFAULTS["lossy"], label="Lossy decode (replace non-UTF-8 bytes with �)")
+                    drop = gr.Checkbox(DEFAULTS["drop_boilerplate"], label="Drop URL / page-number / header lines")
                 prep = gr.Button("Clean and describe")
             with gr.Column():
                 cleaned = gr.Textbox(label="Cleaned text (used for training; you can edit it)", lines=10)

@@ -25,6 +25,7 @@ from tinygpt.beyond.scaling import (
     scaling_sweep,
 )
 from tinygpt.data import CORPORA, load_corpus, make_tokenizer, python_docs
+from tinygpt.defaults import SCALING
 
 from .kit.commands import cli, cli_python
 from .kit.registry import register
@@ -34,7 +35,8 @@ from .kit.stream import Stopper, stream
 
 DEFAULT_SWEEP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "scaling",
                              "default_sweep.json")
-TIME_CAP_S = 600  # a re-run that would take longer than this is refused (one job at a time per Space)
+TIME_CAP_S = 600  # a re-run predicted to take longer is refused, and one that runs longer stops there
+SCALING_CORPUS = "tiny-shakespeare"  # SCALING's text=None: Tiny Shakespeare (offline: the Python docs)
 MAX_SHAPES, MAX_LAYERS, MAX_EMBD, MAX_BUDGETS = 10, 6, 256, 5
 BUDGET_COLORS = ["#1c7ed6", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00"]
 STOP = Stopper("scaling")
@@ -148,6 +150,37 @@ def attention_share(result: dict) -> tuple[float, float]:
     return share(runs[0]), share(runs[-1])
 
 
+def slope_se(slope: float, r2: float, n: int) -> float | None:
+    """Standard error of a least-squares slope from its r² and n points (None under 3 points)."""
+    if n < 3 or not 0 < r2 <= 1:
+        return None
+    return abs(slope) * math.sqrt(max(1 - r2, 0.0) / r2 / (n - 2))
+
+
+def fit_scatter(size: list, fit: dict) -> float:
+    """RMS distance of the size-sweep losses from the fitted a·N^-α + c."""
+    res = [r["val_loss"] - (fit["a"] * r["params"] ** -fit["alpha"] + fit["c"]) for r in size]
+    return math.sqrt(sum(x * x for x in res) / len(res))
+
+
+def carry_over(fit: dict | None, budgets: list) -> str:
+    """What the papers found that should carry over to a toy scale, checked against this sweep."""
+    claims = []
+    if fit:
+        claims.append(f"loss falls as a power law towards a floor (here r² {fit['r2']:.3f}"
+                      + (", a good fit)" if fit["r2"] >= 0.95 else ", a poor fit: this sweep does not show it "
+                         "cleanly)"))
+    if len(budgets) >= 2:
+        ns = [b["n_opt"] for b in budgets]
+        grows = all(x < y for x, y in zip(ns, ns[1:]))
+        claims.append("a fixed compute budget has a best model size that grows with the budget ("
+                      + (f"here it does: {', '.join(f'{n:,.0f}' for n in ns)})" if grows else
+                         f"here it does not at every step: {', '.join(f'{n:,.0f}' for n in ns)} — the optima are "
+                         "noisy, or at the edge of the sizes tried)"))
+    return ("* **What should carry over** (the papers' findings, checked here): " + "; ".join(claims) + "."
+            if claims else "")
+
+
 def explain(result: dict | None) -> str:
     """Read the sweep's numbers next to the published ones; say what a toy scale changes."""
     if not result or not result.get("runs"):
@@ -196,35 +229,48 @@ def explain(result: dict | None) -> str:
             "Chinchilla's"
         tpp = [b["tokens_per_param"] for b in budgets]
         trend = "falls" if tpp[-1] < tpp[0] else "rises" if tpp[-1] > tpp[0] else "stays"
+        # D/N = C / (6 N^2) ∝ C^(1 - 2a): it falls with C exactly when a > 0.5
+        same = (trend == "falls") == (a > 0.5) and trend != "stays"
+        se = slope_se(a, opt["r2"], len(budgets))
         if any(b["edge"] for b in budgets):
             lines.append(f"* **N_opt ∝ C^{a:.2f} cannot be trusted here**: at least one budget's best run sits at the "
                          "edge of the sizes tried, so its N_opt is a bound, not an optimum. Add sizes on that side.")
         lines.append(f"* **N_opt ∝ C^{a:.2f}**, closer to {closer}: Chinchilla found "
                      f"{HOFFMANN['n_opt_exponent']:.2f} (grow N and D equally, about {HOFFMANN['tokens_per_param']} "
                      f"tokens per parameter at every scale), Kaplan {KAPLAN['n_opt_exponent']} (mostly grow N). Our "
-                     f"tokens per parameter at the optimum {trend} from {tpp[0]:.0f} to {tpp[-1]:.0f} as C grows — "
-                     f"the same fact as an exponent {'above' if a > 0.5 else 'below'} 0.5. Porian et al. (2024) traced "
+                     f"tokens per parameter at the optimum {trend} from {tpp[0]:.0f} to {tpp[-1]:.0f} as C grows"
+                     + (f" — the same fact as an exponent {'above' if a > 0.5 else 'below'} 0.5. " if same else ". ")
+                     + "Porian et al. (2024) traced "
                      "Kaplan's larger exponent to small-scale effects of the kind listed below (compute not counted "
                      "by 6N, warm-up too long for small models, hyper-parameters not tuned per size). With "
                      f"{len(budgets)} budgets over a {budgets[-1]['flops'] / budgets[0]['flops']:.0f}× range and sizes "
-                     "a factor ~2 apart, this exponent is uncertain by about ±0.1–0.2: read it as a direction.")
+                     "a factor ~2 apart, "
+                     + (f"the fit's standard error is ±{se:.2f} ({len(budgets)} points): read it as a direction."
+                        if se is not None else "there are too few budgets for an error estimate: read it as a "
+                        "direction."))
+        if not same:
+            lines.append(f"* **The two readings disagree here:** the fitted exponent ({a:.2f}) says tokens per "
+                         f"parameter should {'fall' if a > 0.5 else 'rise'} with C, while the end points "
+                         f"{trend} ({tpp[0]:.0f} → {tpp[-1]:.0f}): the middle budget pulls the fit, a sign that the "
+                         "optima are noisy at this scale.")
     big, small = attention_share(result)
     per_step = runs[0]["tokens"] // runs[0]["steps"]
     lines += ["", "### What differs at toy scale", "",
               f"* **Steps, not just tokens, limit learning.** Our runs last {min(r['steps'] for r in runs):,}–"
               f"{max(r['steps'] for r in runs):,} optimizer steps of {per_step:,} tokens; at fixed compute a small "
-              "model gets more steps, and every model spends its first few hundred steps on a plateau (letter "
-              "frequencies) whatever its size. Real sweeps run 10⁴–10⁵ steps with batch sizes and learning rates "
+              "model gets more steps, and a character model typically spends its first steps learning letter "
+              "frequencies, whatever its size. Real sweeps run 10⁴–10⁵ steps with batch sizes and learning rates "
               "tuned per size; here one learning rate and batch serve every size.",
               f"* **6N undercounts compute for tiny models**: the attention scores (2·n_layer·n_ctx·d per token) are "
               f"{big:.0%} of the forward FLOPs for the smallest model and {small:.0%} for the largest, where the "
               "papers' models are at ~1%.",
               "* **The irreducible loss c is this corpus's under these models** (characters, not BPE tokens: "
-              "nats per character and nats per token are different units), and one seed per run leaves ±0.01–0.02 of "
-              "noise on each loss.",
+              "nats per character and nats per token are different units)"
+              + (f"; each run has one seed, and the size-sweep losses scatter around the fitted curve by "
+                 f"{fit_scatter(size, fit):.3f} nats (RMS), a measure of that noise." if size and fit else "."),
               "* **N covers about two decades** (the papers: 10⁵–10⁹ and more), so curvature and the offset trade off: "
-              "the fitted α and c move together when a point moves. What does carry over: loss falls as a power "
-              "law towards a floor, and a fixed compute budget has a best model size that grows with the budget."]
+              "the fitted α and c move together when a point moves.",
+              carry_over(fit, budgets)]
     lines += ["", f"*Sweep: {result.get('corpus', '?')}, {len(runs)} runs, {result.get('seconds', 0):.0f} s of "
               f"training{' (stopped early)' if result.get('stopped') else ''}.*"
               + (f" Made with `{result['command']}`." if result.get("command") else "")
@@ -271,33 +317,65 @@ def on_estimate(corpus, shapes, steps, budgets, lr, batch, context, min_steps, m
     vocab = make_tokenizer(cfg.tokenizer, text).vocab_size
     plan = plan_sweep(cfg, vocab)
     est = estimate_seconds(cfg, vocab, plan)
-    verdict = "within" if est["seconds"] <= TIME_CAP_S else "**over**"
+    verdict = "within" if est["seconds"] <= TIME_CAP_S else "**over** (a re-run would be refused)"
     return (f"{len(plan)} runs, {sum(r['steps'] for r in plan):,} steps, {human_flops(sum(r['flops'] for r in plan))} "
-            f"in total: about **{est['seconds'] / 60:.1f} min** on this machine, {verdict} the "
-            f"{TIME_CAP_S // 60}-minute cap. {' '.join(notes)}")
+            f"in total: predicted **{est['seconds'] / 60:.1f} min** from a 3-step timing of each size on this machine "
+            f"now, {verdict} the {cap_words()} cap. A prediction only: a machine that gets busier runs slower. Once "
+            "the sweep runs, the time left is measured from its own progress, and a sweep that reaches the cap stops "
+            f"there with the runs finished so far. {' '.join(notes)}")
+
+
+def cap_words() -> str:
+    """The cap as words: "10-minute" (or "30-second" for a cap under a minute)."""
+    return f"{TIME_CAP_S / 60:g}-minute" if TIME_CAP_S >= 60 else f"{TIME_CAP_S:g}-second"
+
+
+def capped(should_stop, cap_s: float, flag: list):
+    """The sweep's should_stop: the run's own (Stop), or its measured time passing the cap from now (then `flag`
+    records it)."""
+    t0 = time.perf_counter()
+
+    def stop_now() -> bool:
+        if should_stop is not None and should_stop():
+            return True
+        if time.perf_counter() - t0 > cap_s:
+            flag[:] = [True]
+            return True
+        return False
+    return stop_now
 
 
 @user_errors
 def on_rerun(sessions: SessionStore, corpus, shapes, steps, budgets, lr, batch, context, min_steps, max_steps,
              request: gr.Request = None, progress=gr.Progress()):
-    """Stream (status, figure, tables, explanation) while the sweep trains; refuse settings over the time cap."""
+    """Stream (status, figure, tables, explanation) while the sweep trains. Settings predicted to take longer than
+    the cap are refused; once it runs, the time left is measured from its own progress, and a sweep whose measured
+    time passes the cap stops there with the runs finished so far."""
     cfg, notes = check_sweep_settings(shapes, steps, budgets, lr, batch, context, min_steps, max_steps)
     text, name = get_text(corpus)
     vocab = make_tokenizer(cfg.tokenizer, text).vocab_size
     plan = plan_sweep(cfg, vocab)
-    est = estimate_seconds(cfg, vocab, plan)["seconds"]
+    estimate = estimate_seconds(cfg, vocab, plan)
+    est = estimate["seconds"]
     if est > TIME_CAP_S:
         raise UserError(f"These settings would take about {est / 60:.0f} minutes on this machine; the cap is "
                         f"{TIME_CAP_S // 60} minutes. Use fewer or smaller sizes, fewer steps or smaller budgets.")
     entry = sessions.get(request)
     stop = STOP.fresh(sessions, request)
     total = sum(r["steps"] for r in plan)
+    # progress in predicted seconds: a step of a big model counts for more than one of a small model, so the time
+    # left measured from it (elapsed × the work left ÷ the work done) does not assume every step costs the same
+    cost = [max(s, 1e-9) for s in estimate["per_run"]]
+    before = np.cumsum([0.0] + cost).tolist()
     offsets = np.cumsum([0] + [r["steps"] for r in plan]).tolist()  # steps done before each run starts
     note = " ".join(notes)
     runs: list = []
     events: list = []  # the last event tells how far the sweep is
+    hit_cap: list = []
     t0 = time.perf_counter()
-    yield (f"Training {len(plan)} runs ({total:,} steps, about {est / 60:.1f} min). {note}", sweep_figure(None),
+    yield (f"Training {len(plan)} runs ({total:,} steps). Predicted before starting (a 3-step timing of each size): "
+           f"about {est / 60:.1f} min; the time left is measured from the sweep's own progress once it runs, and it "
+           f"stops at the {cap_words()} cap whatever happens. {note}", sweep_figure(None),
            tables_md(None), "")
 
     def record(_, ev):
@@ -307,26 +385,40 @@ def on_rerun(sessions: SessionStore, corpus, shapes, steps, budgets, lr, batch, 
 
     def view(clock):
         last = events[-1]
-        done = offsets[last["run"]] + (last.get("step", 0) if last["kind"] == "step" else plan[last["run"]]["steps"])
-        eta = clock.tick(done, total, f"run {last['run'] + 1}/{len(plan)}")
+        i = last["run"]
+        frac = last.get("step", 0) / max(plan[i]["steps"], 1) if last["kind"] == "step" else 1.0
+        done = offsets[i] + (last.get("step", 0) if last["kind"] == "step" else plan[i]["steps"])
+        eta = clock.tick(before[i] + frac * cost[i], before[-1], f"run {i + 1}/{len(plan)}", counted=False)
+        left = clock.left(before[i] + frac * cost[i], before[-1])
+        over = (f" At this pace it would pass the {cap_words()} cap: it will stop there with the runs "
+                "finished so far." if clock.elapsed + left > TIME_CAP_S else "")
         partial_result = {"runs": list(runs), **analyse_sweep(runs)}
-        return (f"Run {last['run'] + 1} of {len(plan)} · {done:,}/{total:,} steps · {eta}. {note}",
-                sweep_figure(partial_result), tables_md(partial_result), "")
+        return (f"Run {i + 1} of {len(plan)} · {done:,}/{total:,} steps · {clock.elapsed:.0f} s, {eta} "
+                f"(measured).{over} {note}", sweep_figure(partial_result), tables_md(partial_result), "")
 
-    job = lambda cb, should_stop: scaling_sweep(cfg, text, cb, should_stop, corpus_name=name)  # noqa: E731
+    def job(cb, should_stop):
+        return scaling_sweep(cfg, text, cb, capped(should_stop, TIME_CAP_S, hit_cap), corpus_name=name)
+
     result = (yield from stream({"sweep": job}, stop, record, view, progress))["sweep"]
-    entry["scaling"] = result
     secs = time.perf_counter() - t0
-    yield (f"Done{' (stopped early)' if result['stopped'] else ''}: {len(result['runs'])} runs in {secs:.0f} s. {note}",
-           sweep_figure(result), tables_md(result), explain(result))
+    if hit_cap:
+        result["note"] = (f"Stopped at the {cap_words()} cap after {secs:.0f} s: {len(result['runs'])} "
+                          f"of {len(plan)} runs finished (the fits use those).")
+    entry["scaling"] = result
+    if hit_cap:
+        head = (f"Stopped at the {cap_words()} cap: {len(result['runs'])} of {len(plan)} runs finished "
+                f"in {secs:.0f} s (predicted: {est:.0f} s); the plots and fits below use the finished runs.")
+    else:
+        head = (f"Done{' (stopped early)' if result['stopped'] else ''}: {len(result['runs'])} runs in {secs:.0f} s "
+                f"(predicted: {est:.0f} s).")
+    yield (f"{head} {note}", sweep_figure(result), tables_md(result), explain(result))
 
 
 def build(sessions: SessionStore, sweep_path: str = DEFAULT_SWEEP):
     shipped = load_sweep(sweep_path)
-    d = SweepConfig()
-    cfg = (shipped or {}).get("config") or {}
-    shapes0 = ", ".join("x".join(map(str, s)) for s in cfg.get("shapes", d.shapes))
-    budgets0 = ", ".join(f"{b:g}" for b in cfg.get("budgets", d.budgets))
+    d = SCALING  # the form's start-up values (the shipped sweep was made with them: tests/test_tab_defaults.py)
+    shapes0 = ", ".join("x".join(map(str, s)) for s in d["shapes"])
+    budgets0 = ", ".join(f"{b:g}" for b in d["budgets"])
     with gr.Tab("Scaling laws", id="scaling"):
         gr.Markdown("How does loss fall with model size, and what is the best size for a compute budget? A sweep of "
                     "small character-level GPTs on Tiny Shakespeare: **L(N) = a·N^-α + c** from models that all see "
@@ -344,19 +436,19 @@ def build(sessions: SessionStore, sweep_path: str = DEFAULT_SWEEP):
             tables = gr.Markdown(tables_md(shipped), elem_id="sc-tables")
         with gr.Accordion("Re-run the sweep", open=False):
             with gr.Row():
-                corpus = gr.Radio(list(CORPORA), value=list(CORPORA)[0], label="Corpus")
+                corpus = gr.Radio(list(CORPORA), value=next(k for k, v in CORPORA.items() if v == SCALING_CORPUS),
+                                  label="Corpus")
                 shapes = gr.Textbox(shapes0, label="Model sizes (layers x heads x d_model)", elem_id="sc-shapes")
                 budgets = gr.Textbox(budgets0, label="Compute budgets C (FLOPs)", elem_id="sc-budgets")
             with gr.Row():
-                steps = gr.Number(cfg.get("steps", d.steps), label="Size-sweep steps per model", precision=0,
-                                  elem_id="sc-steps")
-                lr = gr.Number(cfg.get("lr", d.lr), label="Learning rate")
-                batch = gr.Number(cfg.get("batch_size", d.batch_size), label="Batch size", precision=0)
-                context = gr.Number(cfg.get("context", d.context), label="Context", precision=0)
-                min_steps = gr.Number(cfg.get("min_steps", d.min_steps), label="Shortest budget run (steps)",
-                                      precision=0, elem_id="sc-min-steps")
-                max_steps = gr.Number(cfg.get("max_steps", d.max_steps), label="Longest budget run (steps)",
-                                      precision=0, elem_id="sc-max-steps")
+                steps = gr.Number(d["steps"], label="Size-sweep steps per model", precision=0, elem_id="sc-steps")
+                lr = gr.Number(d["lr"], label="Learning rate")
+                batch = gr.Number(d["batch_size"], label="Batch size", precision=0)
+                context = gr.Number(d["context"], label="Context", precision=0)
+                min_steps = gr.Number(d["min_steps"], label="Shortest budget run (steps)", precision=0,
+                                      elem_id="sc-min-steps")
+                max_steps = gr.Number(d["max_steps"], label="Longest budget run (steps)", precision=0,
+                                      elem_id="sc-max-steps")
             with gr.Row():
                 est = gr.Button("Estimate time")
                 go = gr.Button("Re-run the sweep", variant="primary")

@@ -206,6 +206,30 @@ def test_train_tab(page):
     shot(page, "06_train")
 
 
+def test_train_tab_one_run_from_the_course_map(page):
+    """The course map's "train a small GPT" row switches run B off: one run, its curves, accuracy and perplexity."""
+    open_map(page)
+    page.locator(map_button(lambda e: e.tab == "train" and e.settings.get("compare_b") is False)).click()
+    page.wait_for_timeout(1500)
+    assert not page.locator("#tr-compare-b input").is_checked()
+    set_number(page, "tr-steps", 20)
+    set_number(page, "tr-sample-len", 50)
+    page.get_by_role("button", name="Train run A").click()  # the run button says what it will train
+    page.wait_for_function("document.querySelector('#tr-status').innerText.includes('Training one') || "
+                           "document.querySelector('#tr-status').innerText.includes('step')", timeout=300_000)
+    page.wait_for_function("document.querySelector('#tr-status').innerText.includes('Done') && "
+                           "document.querySelector('#tr-explain').innerText.includes('perplexity')", timeout=300_000)
+    assert "B:" not in page.locator("#tr-samples").inner_text()
+    assert "train-window accuracy" in page.locator("#tr-explain").inner_text()
+    shot(page, "06_train_one_run")
+    # the causal-mask row resets the tab to its start-up values (two runs, 4 layers) for the tests that follow
+    open_map(page)
+    page.locator(map_button(lambda e: e.tab == "train" and e.settings == {"a_causal": True, "b_causal": False})
+                 ).click()
+    page.get_by_role("button", name="Train both").wait_for()
+    assert page.locator("#tr-compare-b input").is_checked()
+
+
 def test_efficiency_tab(page):
     open_tab(page, "Efficiency")
     page.get_by_role("button", name="Measure", exact=True).click()  # KV cache: latency vs length, bytes

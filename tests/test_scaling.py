@@ -218,3 +218,23 @@ def test_tab_draws_the_shipped_sweep_and_nothing():
     assert f"{shipped['fit']['alpha']:.3f}" in text and "0.076" in text and "0.50" in text
     assert len(scaling_tab.sweep_figure(None).axes) == 4 and scaling_tab.explain(None) == ""
     assert scaling_tab.load_sweep("/nonexistent.json") is None
+
+
+def test_tab_rerun_stops_at_the_cap_with_partial_results(monkeypatch):
+    """The prediction said it fits; the measured time passes the cap: the sweep stops there and shows what finished."""
+    def optimistic(cfg, vocab, plan=None):
+        plan = plan or scaling_tab.plan_sweep(cfg, vocab)
+        return {"seconds": 0.01, "per_run": [0.01 / len(plan)] * len(plan)}
+
+    monkeypatch.setattr(scaling_tab, "estimate_seconds", optimistic)
+    monkeypatch.setattr(scaling_tab, "TIME_CAP_S", 0.5)
+    sessions = SessionStore()
+    outs = list(scaling_tab.on_rerun(sessions, **FORM, request=Req(), progress=lambda *a, **k: None))
+    first, (status, fig, tables, _) = outs[0][0], outs[-1]
+    assert "predicted" in first.lower() and "measured" in first
+    result = sessions.get(Req())["scaling"]
+    assert status.startswith("Stopped at the 0.5-second cap") and result["stopped"]
+    assert len(result["runs"]) < result["planned_runs"] and f"{len(result['runs'])} of" in status
+    assert "cap" in result["note"] and len(fig.axes) == 4 and (not result["runs"] or "group" in tables)
+    # while it ran, the time left came from the sweep's own progress (the kit's clock)
+    assert all("(measured)" in o[0] for o in outs[1:-1])

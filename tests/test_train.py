@@ -125,3 +125,42 @@ def test_cli_train_json_and_sample(tmp_path):
     held_out = torch.tensor(tok.encode(TEXT))[int(len(TEXT) * 0.9):]
     assert ev["tokens"] == len(held_out) - 1  # every token of the last 10% after the first, predicted once
     assert abs(ev["perplexity"] - math.exp(ev["loss"])) < 1e-6 * ev["perplexity"]
+
+
+def test_train_windows_are_measured_beside_validation():
+    """eval_train adds loss and accuracy on fixed training windows (eval mode) and changes nothing else."""
+    text = TEXT * 4
+    tok = CharTokenizer.from_text(text)
+    data = torch.tensor(tok.encode(text))
+    tr, va = data[:int(len(data) * 0.9)], data[int(len(data) * 0.9):]
+    out = {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16,
+                              embd_pdrop=0.1, resid_pdrop=0.1))
+        out[flag] = train(model, tr, va, TrainConfig(steps=8, batch_size=4, context=16, eval_interval=4,
+                                                     eval_batches=1, eval_train=flag))
+    assert out[False]["train_eval_loss"] is None and out[False]["train_eval_accuracy"] is None
+    assert out[True]["val_loss"] == out[False]["val_loss"] and out[True]["train_loss"] == out[False]["train_loss"]
+    evals = [e for e in out[True]["history"] if e["val_loss"] is not None]
+    assert [e["step"] for e in evals] == [1, 4, 8]
+    assert all(e["train_eval_loss"] > 0 and 0 <= e["train_eval_accuracy"] <= 1 for e in evals)
+    assert out[True]["train_eval_loss"] == evals[-1]["train_eval_loss"]
+
+
+def test_cli_train_reads_a_built_in_corpus(tmp_path):
+    from tinygpt.cli.train import CORPUS_NAMES
+    from tinygpt.data import CORPORA
+
+    assert CORPUS_NAMES == tuple(CORPORA.values())
+    r = run_cli("train", "--corpus", "python-docs", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+                "--block-size", "16", "--batch-size", "2", "--steps", "2", "--eval-interval", "2", "--out",
+                str(tmp_path / "ck"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["steps"] == 2 and "train windows" in r.stderr  # progress shows both accuracies
+    bad = run_cli("train", "--corpus", "nope", "--out", "o")
+    assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
+    both = run_cli("train", "--corpus", "python-docs", "--text", "t.txt", "--out", "o")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    neither = run_cli("train", "--out", "o")
+    assert neither.returncode == 2 and "--text" in neither.stderr and "--corpus" in neither.stderr

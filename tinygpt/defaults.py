@@ -107,8 +107,15 @@ TRAIN = table(
 # warm-up (min(100, steps // 10)) and evaluations (steps // 20) scale with the Steps slider.
 TRAIN_TAB = variant(TRAIN, block_size=64, batch_size=12, steps=500, lr=2e-3, warmup=None, eval_interval=None,
                     eval_batches=4,
+                    corpus="tiny-shakespeare",  # tinygpt.data.CORPORA (offline: the Python docs, with a note)
                     sample_len=500,  # characters or tokens sampled from each run after training
-                    b_causal=False)  # run B starts without the causal mask: the tab's first question
+                    embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0,  # run A's rates (and B's unless it has its own)
+                    causal=True, layernorm=True, attn_scale=True,  # run A's switches (B's too, except b_causal)
+                    compare_b=True,  # train run B beside A (off: one run, e.g. "train a small GPT")
+                    b_causal=False,  # run B starts without the causal mask: the tab's first question
+                    b_own_dropout=False,  # run B uses A's dropout rates unless this is on ...
+                    b_embd_pdrop=0.0, b_attn_pdrop=0.0, b_resid_pdrop=0.0,  # ... then these
+                    match_active=False)  # the dense run's FFN width matches the MoE run's active parameters
 
 # ---- finetune (Fine-tune tab); also tinygpt.finetune.DEFAULTS -----------------------------------------------------
 # Sized for a free CPU Space (2 vCPU), measured by benchmarks/bench_finetune.py: a 10k-character text is fitted in
@@ -124,7 +131,9 @@ FINETUNE = table(
     keep_best=True,  # the best held-out weights are kept
     val_fraction=0.1,  # the held-out last 10 %
 )
-FINETUNE_TAB = variant(FINETUNE, max_new_tokens=60)  # the before/after samples
+FINETUNE_TAB = variant(FINETUNE, max_new_tokens=60,  # the before/after samples
+                       lossy=False,  # undecodable bytes are an error (on: replaced with U+FFFD)
+                       drop_boilerplate=True)  # URL / page-number / header lines are dropped when cleaning
 
 # ---- eval, embed, attention -----------------------------------------------------------------------------------------
 EVAL = table(
@@ -232,6 +241,7 @@ DPO = table(
 )
 # The tab compares two betas in one run, so each run is shorter; 200 synthetic pairs unless a file is uploaded.
 DPO_TAB = variant(DPO, steps=40, synthetic=200,
+                  source="synthetic",  # "synthetic" pairs, or "upload" a JSONL file
                   beta_b=0.5,  # run B's beta (0 = no second run)
                   prompt="ROMEO:\nThou art most",  # the before/after samples: an adjective comes next
                   sample_len=12)  # tokens: the adjective and a few more

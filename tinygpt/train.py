@@ -3,8 +3,13 @@
 AdamW with decoupled weight decay on matrices only, linear warm-up then cosine decay, gradient clipping,
 a train/validation split, and periodic evaluation on fixed validation windows. It knows nothing about any
 UI: it reports every step through `callback(event)` (a dict: step, steps_total, train_loss, val_loss,
-val_accuracy, tokens_per_s, lr, elapsed; the val_* entries are None except on evaluation steps) and checks
-`should_stop()` between steps.
+val_accuracy, train_eval_loss, train_eval_accuracy, tokens_per_s, lr, elapsed; the val_* and train_eval_* entries
+are None except on evaluation steps, train_eval_* also unless `eval_train` is set) and checks `should_stop()`
+between steps.
+
+train_loss is the loss of the step's training batch (with dropout on, if the model has any); train_eval_* measure a
+fixed, evenly spaced subset of the training text exactly as validation is measured (eval mode: no dropout, the same
+number of windows), so validation minus train_eval is the generalisation gap.
 
 Where it runs: on the model's own device (the batches follow it), with bf16 autocast on CUDA
 (`tinygpt.device.autocast`; a no-op on the CPU). Under torchrun the model is wrapped in DistributedDataParallel
@@ -45,6 +50,7 @@ class TrainConfig:
     seed: int = 1337  # batch sampling and dropout
     trainable: str = "all"  # "all", or "top:N" = only the last N blocks + ln_f (fine-tuning on a CPU)
     keep_best: bool = False  # end with the weights of the best evaluation (early stopping, as nanoGPT saves)
+    eval_train: bool = False  # also measure loss and accuracy on fixed training windows at each evaluation
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -89,8 +95,9 @@ def batch_streams(cfg: TrainConfig, ctx: D.DistContext = D.SINGLE) -> list[torch
 def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainConfig,
           callback: Optional[Callable[[dict], None]] = None,
           should_stop: Optional[Callable[[], bool]] = None, dist: D.DistContext | None = None) -> dict:
-    """Train `model` in place. Returns {steps, train_loss, val_loss, val_accuracy, tokens_per_s, seconds,
-    stopped, history, world_size}; history holds every event passed to the callback.
+    """Train `model` in place. Returns {steps, train_loss, val_loss, val_accuracy, train_eval_loss,
+    train_eval_accuracy, tokens_per_s, seconds, stopped, history, world_size}; history holds every event passed to
+    the callback (train_eval_* are None unless cfg.eval_train).
 
     dist: this process's place in a torchrun job (default: read from the environment; alone = rank 0 of 1).
     train_loss is the mean over every micro-batch of the step on every rank; tokens_per_s counts all ranks.
@@ -126,10 +133,15 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
     def report(step, lr, evaluate_now):
         """One event per step; val_* are filled on evaluation steps (rank 0) and None otherwise."""
         ev = {"step": step, "steps_total": cfg.steps, "train_loss": lv, "val_loss": None, "val_accuracy": None,
+              "train_eval_loss": None, "train_eval_accuracy": None,
               "tokens_per_s": tokens_seen / max(train_time, 1e-9), "lr": lr, "elapsed": time.perf_counter() - t0}
         if evaluate_now and ctx.is_main:
             res = evaluate(model, val_data, cfg.context, max_windows=val_windows)
-            ev.update(val_loss=res["loss"], val_accuracy=res["accuracy"], elapsed=time.perf_counter() - t0)
+            ev.update(val_loss=res["loss"], val_accuracy=res["accuracy"])
+            if cfg.eval_train:  # eval mode, no randomness drawn: the run's numbers are the same with or without
+                fit = evaluate(model, train_data, cfg.context, max_windows=val_windows)
+                ev.update(train_eval_loss=fit["loss"], train_eval_accuracy=fit["accuracy"])
+            ev["elapsed"] = time.perf_counter() - t0
             if cfg.keep_best and res["loss"] < best["loss"]:
                 best.update(loss=res["loss"], step=step, event=dict(ev),
                             state={k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -184,5 +196,6 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainCon
     last = last or {}
     return {"steps": step, "best_step": best.get("step"), "train_loss": last.get("train_loss"),
             "val_loss": last.get("val_loss"), "val_accuracy": last.get("val_accuracy"),
+            "train_eval_loss": last.get("train_eval_loss"), "train_eval_accuracy": last.get("train_eval_accuracy"),
             "tokens_per_s": last.get("tokens_per_s"), "world_size": ctx.world_size,
             "seconds": time.perf_counter() - t0, "stopped": stopped, "history": history}

@@ -19,66 +19,92 @@ import gradio as gr
 from tinygpt.data import CORPORA
 from tinygpt.moe import match_active_params
 
-from ..kit.commands import cli, cli_python
+from tinygpt.defaults import TRAIN_TAB
+
+from ..kit.commands import cli
 from ..kit.registry import register
 from ..kit.sessions import SessionStore
 from ..kit.stream import run_controls
 from .figures import POS_LABELS, describe_run
 from .moe import PRESET_KEYS, check_moe, ffn_column, on_route, preset_values
-from .run import STOP, UPLOAD, check_pos, check_settings, on_train, run_config
+from .run import STOP, UPLOAD, check_pos, check_settings, on_train, run_config, run_drops
 
 __all__ = ["build", "command", "on_train", "on_route", "describe_run", "preset_values", "PRESET_KEYS", "UPLOAD",
-           "STOP"]
+           "STOP", "FIELDS"]
+
+
+D = TRAIN_TAB  # the form's start-up values (tinygpt.defaults)
+TOKENIZERS = {"characters": "char", "GPT-2 BPE": "gpt2"}
+
+
+def corpus_label(key: str) -> str:
+    """A corpus's radio label from its tinygpt.data.CORPORA key ("tiny-shakespeare")."""
+    return next(label for label, k in CORPORA.items() if k == key)
 
 
 def switches_column(name: str, causal: bool) -> tuple:
     """One run's architecture switches: (causal mask, LayerNorm, 1/√d_k scaling, position encoding)."""
-    with gr.Column():
-        gr.Markdown(f"**Run {name}**")
-        return (gr.Checkbox(causal, label="causal mask"), gr.Checkbox(True, label="LayerNorm"),
-                gr.Checkbox(True, label="1/√d_k scaling"),
-                gr.Dropdown(list(POS_LABELS), value="learned", label="position encoding",
-                            elem_id=f"tr-{name.lower()}-pos"))
+    gr.Markdown(f"**Run {name}**")
+    return (gr.Checkbox(causal, label="causal mask"), gr.Checkbox(D["layernorm"], label="LayerNorm"),
+            gr.Checkbox(D["attn_scale"], label="1/√d_k scaling"),
+            gr.Dropdown(list(POS_LABELS), value=D["pos_encoding"], label="position encoding",
+                        elem_id=f"tr-{name.lower()}-pos"))
+
+
+def dropout_sliders(prefix: str, label: str, values: tuple) -> tuple:
+    """Three dropout rates (embedding, attention, residual) of one run."""
+    with gr.Row():
+        return tuple(gr.Slider(0, 0.5, v, step=0.05, label=f"{label}{what} dropout", elem_id=f"tr-{prefix}{key}")
+                     for v, what, key in zip(values, ("Embedding", "Attention", "Residual"), ("embd", "attn", "resid")))
 
 
 def build(sessions: SessionStore):
     with gr.Tab("Train from scratch", id="train"):
-        gr.Markdown("Train two tiny GPTs **side by side** on the same data from the same initial weights. By default"
-                    " run A has the causal mask and run B does not: watch B's loss collapse towards zero and its"
-                    " text fall apart. Switch off LayerNorm or the 1/√d_k scaling to see why they matter, or give both"
-                    " runs the causal mask and a different position encoding each (learned vs RoPE vs none).")
+        gr.Markdown("Train a tiny GPT, or two **side by side** on the same data from the same initial weights. By"
+                    " default run A has the causal mask and run B does not: watch B's loss collapse towards zero and"
+                    " its text fall apart. Switch off LayerNorm or the 1/√d_k scaling, give each run its own dropout"
+                    " rates, or give both runs the causal mask and a different position encoding each (learned vs"
+                    " RoPE vs none). Switch run B off to train one model.")
         with gr.Row():
-            corpus = gr.Radio([*CORPORA, UPLOAD], value=list(CORPORA)[0], label="Corpus")
+            corpus = gr.Radio([*CORPORA, UPLOAD], value=corpus_label(D["corpus"]), label="Corpus")
             upload = gr.File(label="Your .txt (for 'Upload')", file_types=[".txt"], type="filepath")
-            tokenizer = gr.Radio(["characters", "GPT-2 BPE"], value="characters", label="Tokenizer")
+            tokenizer = gr.Radio(list(TOKENIZERS), value=next(k for k, v in TOKENIZERS.items() if v == D["tokenizer"]),
+                                 label="Tokenizer")
         with gr.Row():
-            n_layer = gr.Slider(1, 8, 4, step=1, label="Layers")
-            n_head = gr.Slider(1, 8, 4, step=1, label="Heads")
-            n_embd = gr.Slider(16, 256, 128, step=16, label="d_model")
-            context = gr.Slider(16, 256, 64, step=16, label="Context")
+            n_layer = gr.Slider(1, 8, D["n_layer"], step=1, label="Layers")
+            n_head = gr.Slider(1, 8, D["n_head"], step=1, label="Heads")
+            n_embd = gr.Slider(16, 256, D["n_embd"], step=16, label="d_model")
+            context = gr.Slider(16, 256, D["block_size"], step=16, label="Context")
         with gr.Row():
-            embd_p = gr.Slider(0, 0.5, 0.0, step=0.05, label="Embedding dropout")
-            attn_p = gr.Slider(0, 0.5, 0.0, step=0.05, label="Attention dropout")
-            resid_p = gr.Slider(0, 0.5, 0.0, step=0.05, label="Residual dropout")
+            steps = gr.Slider(10, 3000, D["steps"], step=10, label="Steps", elem_id="tr-steps")
+            batch = gr.Slider(1, 64, D["batch_size"], step=1, label="Batch size")
+            lr = gr.Number(D["lr"], label="Learning rate")
+            sample_len = gr.Slider(50, 1000, D["sample_len"], step=50, label="Sample length", elem_id="tr-sample-len")
+            seed = gr.Number(D["seed"], label="Seed", precision=0)
         with gr.Row():
-            steps = gr.Slider(10, 3000, 500, step=10, label="Steps", elem_id="tr-steps")
-            batch = gr.Slider(1, 64, 12, step=1, label="Batch size")
-            lr = gr.Number(2e-3, label="Learning rate")
-            sample_len = gr.Slider(50, 1000, 500, step=50, label="Sample length", elem_id="tr-sample-len")
-            seed = gr.Number(1337, label="Seed", precision=0)
-        with gr.Row():
-            a_causal, a_ln, a_scale, a_pos = switches_column("A", causal=True)
-            b_causal, b_ln, b_scale, b_pos = switches_column("B", causal=False)
+            with gr.Column():
+                a_causal, a_ln, a_scale, a_pos = switches_column("A", causal=D["causal"])
+                embd_p, attn_p, resid_p = dropout_sliders("a-", "", (D["embd_pdrop"], D["attn_pdrop"],
+                                                                      D["resid_pdrop"]))
+            with gr.Column():
+                compare_b = gr.Checkbox(D["compare_b"], label="train run B beside A (compare)",
+                                        elem_id="tr-compare-b")
+                b_causal, b_ln, b_scale, b_pos = switches_column("B", causal=D["b_causal"])
+                b_own = gr.Checkbox(D["b_own_dropout"], label="B has its own dropout rates (off: A's)",
+                                    elem_id="tr-b-own-dropout")
+                b_embd_p, b_attn_p, b_resid_p = dropout_sliders("b-", "B: ", (D["b_embd_pdrop"], D["b_attn_pdrop"],
+                                                                               D["b_resid_pdrop"]))
         with gr.Row():
             a_experts, a_top_k, a_aux = ffn_column("A")
             b_experts, b_top_k, b_aux = ffn_column("B")
         with gr.Row():
-            match_active = gr.Checkbox(False, label="dense run matches the MoE run's active parameters (FFN width)",
+            match_active = gr.Checkbox(D["match_active"],
+                                       label="dense run matches the MoE run's active parameters (FFN width)",
                                        elem_id="tr-match")
             preset_dense = gr.Button("Preset: dense vs MoE, equal active parameters", size="sm",
                                      elem_id="tr-preset-moe")
             preset_aux = gr.Button("Preset: MoE with vs without load balancing", size="sm", elem_id="tr-preset-aux")
-        go, status, plot = run_controls(STOP, sessions, "Train both", "tr", "Curves")
+        go, status, plot = run_controls(STOP, sessions, run_label(D["compare_b"]), "tr", "Curves")
         samples = gr.HTML(elem_id="tr-samples")
         with gr.Accordion("Which expert took each token (MoE runs)", open=True):
             with gr.Row():
@@ -87,11 +113,15 @@ def build(sessions: SessionStore):
                 route_go = gr.Button("Colour by expert", scale=1)
             routing = gr.HTML(elem_id="tr-routing")
         with gr.Accordion("Explain", open=True):
-            explain_md = gr.Markdown()
+            explain_md = gr.Markdown(elem_id="tr-explain")
+        compare_b.change(lambda on: gr.update(value=run_label(on)), compare_b, go, queue=False,
+                         api_visibility="private")
+        # the stream's call site (run.on_train) is where the shared-run hub plugs in; new inputs go last
         go.click(partial(on_train, sessions),
                  [corpus, upload, tokenizer, n_layer, n_head, n_embd, context, embd_p, attn_p, resid_p, steps, batch,
                   lr, a_causal, a_ln, a_scale, b_causal, b_ln, b_scale, sample_len, seed,
-                  a_experts, a_top_k, a_aux, b_experts, b_top_k, b_aux, match_active, a_pos, b_pos],
+                  a_experts, a_top_k, a_aux, b_experts, b_top_k, b_aux, match_active, a_pos, b_pos,
+                  compare_b, b_own, b_embd_p, b_attn_p, b_resid_p],
                  [status, plot, samples, explain_md], api_name="train", concurrency_id="train", concurrency_limit=1
                  ).success(partial(on_route, sessions, "", quiet=True), None, routing, api_visibility="private")
         route_go.click(partial(on_route, sessions), route_text, routing, api_name="moe_routing")
@@ -101,48 +131,60 @@ def build(sessions: SessionStore):
                            queue=False)
         preset_aux.click(partial(preset_values, "aux on vs off"), None, preset_outputs, api_visibility="private",
                          queue=False)
-        register("train", fields={
-            "corpus": corpus, "tokenizer": tokenizer, "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd,
-            "context": context, "embd_pdrop": embd_p, "attn_pdrop": attn_p, "resid_pdrop": resid_p, "steps": steps,
-            "batch_size": batch, "lr": lr, "sample_len": sample_len, "seed": seed, "a_causal": a_causal,
-            "a_layernorm": a_ln, "a_attn_scale": a_scale, "b_causal": b_causal, "b_layernorm": b_ln,
-            "b_attn_scale": b_scale, "a_experts": a_experts, "a_top_k": a_top_k, "a_aux": a_aux,
-            "b_experts": b_experts, "b_top_k": b_top_k, "b_aux": b_aux, "match_active": match_active,
-            "a_pos_encoding": a_pos, "b_pos_encoding": b_pos},
-            command=command, run=go)
+        register("train", fields=dict(zip(FIELDS, [
+            corpus, tokenizer, n_layer, n_head, n_embd, context, embd_p, attn_p, resid_p, steps, batch, lr,
+            sample_len, seed, a_causal, a_ln, a_scale, b_causal, b_ln, b_scale, a_experts, a_top_k, a_aux,
+            b_experts, b_top_k, b_aux, match_active, a_pos, b_pos, compare_b, b_own, b_embd_p, b_attn_p,
+            b_resid_p])), command=command, run=go)
+
+
+# The link keys, in register()'s order. embd_pdrop, attn_pdrop, resid_pdrop are run A's rates and, unless
+# b_own_dropout is on, run B's too (what they meant before dropout was per run: old links keep their meaning).
+FIELDS = ("corpus", "tokenizer", "n_layer", "n_head", "n_embd", "context", "embd_pdrop", "attn_pdrop", "resid_pdrop",
+          "steps", "batch_size", "lr", "sample_len", "seed", "a_causal", "a_layernorm", "a_attn_scale", "b_causal",
+          "b_layernorm", "b_attn_scale", "a_experts", "a_top_k", "a_aux", "b_experts", "b_top_k", "b_aux",
+          "match_active", "a_pos_encoding", "b_pos_encoding", "compare_b", "b_own_dropout", "b_embd_pdrop",
+          "b_attn_pdrop", "b_resid_pdrop")
+
+
+def run_label(compare: bool) -> str:
+    return "Train both" if compare else "Train run A"
 
 
 def command(v: dict) -> str:
-    """Runs A and B as two `python -m tinygpt train` lines: same data, initial weights and schedule, so the
-    same losses (the samples the tab draws afterwards start from a prompt taken from the held-out text)."""
+    """Run A (and B when compared) as plain `python -m tinygpt train` lines: same corpus, initial weights and
+    schedule, so the same losses (the samples the tab draws afterwards start from a prompt taken from the held-out
+    text)."""
     st, _ = check_settings(v["n_layer"], v["n_head"], v["n_embd"], v["context"], v["steps"], v["batch_size"], v["lr"],
                            (v["embd_pdrop"], v["attn_pdrop"], v["resid_pdrop"]), v["sample_len"], v["seed"])
+    drops = run_drops(st, v.get("b_own_dropout", D["b_own_dropout"]),
+                      tuple(v.get(f"b_{k}_pdrop", D[f"b_{k}_pdrop"]) for k in ("embd", "attn", "resid")))
     if v["corpus"] == UPLOAD:
-        text, lines = "your-text.txt", ["# your uploaded .txt (the tab also cleans it: see tinygpt.data.clean_text)"]
+        source = dict(text="your-text.txt")
+        lines = ["# your uploaded .txt, cleaned as the tab cleans it (tinygpt.data.clean_text)"]
     else:
-        key = CORPORA.get(v["corpus"], v["corpus"])
-        text = f"{key}.txt"
-        code = (f"from tinygpt.data import load_corpus; "
-                f"open({text!r}, 'w', encoding='utf-8').write(load_corpus({key!r}))")
-        lines = ["# the corpus as a text file", cli_python(code)]
-    tok = "char" if str(v["tokenizer"]).lower().startswith("char") else "gpt2"
+        source, lines = dict(corpus=CORPORA.get(v["corpus"], v["corpus"])), []
+    tok = TOKENIZERS.get(v["tokenizer"], "char" if str(v["tokenizer"]).lower().startswith("char") else "gpt2")
+    runs = ("a", "b") if v.get("compare_b", D["compare_b"]) else ("a",)
     notes: list = []
     moe = {run: check_moe(run.upper(), v.get(f"{run}_experts", 0), v.get(f"{run}_top_k", 1), v.get(f"{run}_aux", 0.01),
-                          notes) for run in ("a", "b")}
-    cfgs = {run.upper(): run_config(256, st.context, st.n_layer, st.n_head, st.n_embd, st.drops, True, True, True,
-                                    *moe[run]) for run in ("a", "b")}
-    pos = {run: check_pos(v.get(f"{run}_pos_encoding")) for run in ("a", "b")}
-    if v.get("match_active"):
+                          notes) for run in runs}
+    cfgs = {run.upper(): run_config(256, st.context, st.n_layer, st.n_head, st.n_embd, drops[run.upper()], True, True,
+                                    True, *moe[run]) for run in runs}
+    pos = {run: check_pos(v.get(f"{run}_pos_encoding")) for run in runs}
+    if v.get("match_active") and len(cfgs) == 2:
         match_active_params(cfgs)  # the dense run's FFN width (independent of the vocabulary)
-    for run in ("a", "b"):
+    for run in runs:
         experts, top_k, aux = moe[run]
         n_inner = cfgs[run.upper()].n_inner
-        lines.append(f"# run {run.upper()}")
+        e, a, r = drops[run.upper()]
+        if len(runs) > 1:
+            lines.append(f"# run {run.upper()}")
         lines.append(cli(
-            "train", text=text, tokenizer=tok, n_layer=st.n_layer, n_head=st.n_head, n_embd=st.n_embd,
+            "train", **source, tokenizer=tok, n_layer=st.n_layer, n_head=st.n_head, n_embd=st.n_embd,
             block_size=st.context, batch_size=st.batch_size, steps=st.steps, lr=st.lr,
-            warmup=min(100, max(1, st.steps // 10)), eval_interval=max(1, st.steps // 20), eval_batches=4,
-            seed=st.seed, embd_pdrop=st.drops[0], attn_pdrop=st.drops[1], resid_pdrop=st.drops[2],
+            warmup=min(100, max(1, st.steps // 10)), eval_interval=max(1, st.steps // 20),
+            eval_batches=D["eval_batches"], seed=st.seed, embd_pdrop=e, attn_pdrop=a, resid_pdrop=r,
             no_causal_mask=not v[f"{run}_causal"], no_layernorm=not v[f"{run}_layernorm"],
             no_attn_scale=not v[f"{run}_attn_scale"], n_experts=experts or None,
             moe_top_k=top_k if experts else None, moe_aux_weight=aux if experts else None, n_inner=n_inner,

@@ -11,6 +11,7 @@ from tinygpt.moe import token_experts
 
 from ..kit.common import UserError, clamp_int, parse_float, user_errors
 from ..kit.sessions import SessionStore
+from .probe import SEED_SPREAD
 
 EXPERT_COLORS = ["#4dabf7", "#ff922b", "#69db7c", "#da77f2", "#ffd43b", "#ff8787", "#38d9a9", "#a9a9a9"]
 MAX_EXPERTS = len(EXPERT_COLORS)
@@ -86,23 +87,36 @@ def explain_moe(res: dict, cfgs: dict) -> str:
         on, off = sorted(moe, key=lambda k: -cfgs[k].moe_aux_weight)
         b_on = max(max(row) for row in res[on]["expert_load"])
         b_off = max(max(row) for row in res[off]["expert_load"])
+        agree = ("the balanced run is the one with the loss, as theory predicts" if b_on < b_off - 0.05 else
+                 "this run does not show the difference (collapse is not certain in a short run: try more steps or "
+                 "another seed)")
         lines.append(f"* The auxiliary loss E·Σ f_e·P_e (Switch Transformer) is smallest when the load is uniform: "
                      f"with it, run {on}'s busiest expert takes {b_on:.0%}; with weight "
-                     f"{cfgs[off].moe_aux_weight:g}, run {off}'s takes {b_off:.0%}. Collapse is not certain in a "
-                     "short run: try more steps or another seed if both look alike.")
-    if len(moe) == 1:
+                     f"{cfgs[off].moe_aux_weight:g}, run {off}'s takes {b_off:.0%}: {agree}.")
+    if len(moe) == 1 and len(res) == 2:
         m = moe[0]
         d = "A" if m == "B" else "B"
-        if res[d]["params_total"] == res[m]["params_active"] or abs(res[d]["params_total"] - res[m]["params_active"]) \
-                < 0.01 * res[m]["params_active"]:
-            better = m if res[m]["val_loss"] < res[d]["val_loss"] else d
+        if abs(res[d]["params_total"] - res[m]["params_active"]) <= 0.01 * res[m]["params_active"]:
+            lm, ld = res[m]["val_loss"], res[d]["val_loss"]
+            if abs(lm - ld) <= SEED_SPREAD:
+                ranking = (f"Here the two end within the seed-to-seed spread ({SEED_SPREAD:.2f}) of each other "
+                           f"({lm:.3f} MoE vs {ld:.3f} dense): this run cannot rank them.")
+            else:
+                better = m if lm < ld else d
+                ranking = (f"Here run {better} ({'the MoE' if better == m else 'dense'}) ends with the lower "
+                           f"validation loss ({lm:.3f} MoE vs {ld:.3f} dense)"
+                           + (", as the extra parameters promise." if better == m else
+                              ": the extra parameters did not pay off at this scale and length (each expert sees "
+                              "only part of the tokens, so it trains on fewer of them)."))
+            tm, td = res[m]["tokens_per_s"], res[d]["tokens_per_s"]
+            speed = (f"On this machine the MoE trained {'slower' if tm < td else 'faster'} per token "
+                     f"({tm:,.0f} vs {td:,.0f} tokens/s)"
+                     + (": routing and the per-expert loop cost time that a FLOP count does not show." if tm < td
+                        else "."))
             lines.append(f"* **Equal active parameters** ({res[d]['params_total']:,} vs {res[m]['params_active']:,}): "
                          f"both runs spend about the same multiply-adds per token, but the MoE holds "
-                         f"{res[m]['params_total'] / res[m]['params_active']:.1f}× more parameters in total. Here "
-                         f"run {better} ends with the lower validation loss ({res[m]['val_loss']:.3f} MoE vs "
-                         f"{res[d]['val_loss']:.3f} dense). On a CPU the MoE is slower per token "
-                         f"({res[m]['tokens_per_s']:,.0f} vs {res[d]['tokens_per_s']:,.0f} tokens/s): routing and the "
-                         "per-expert loop cost time that a FLOP count does not show.")
+                         f"{res[m]['params_total'] / res[m]['params_active']:.1f}× more parameters in total. "
+                         f"{ranking} {speed}")
     return "\n".join(lines)
 
 

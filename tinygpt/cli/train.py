@@ -20,12 +20,31 @@ from .common import (Parser, add_device, add_dtype, add_json, add_seed, emit, lo
                      summary_line)
 
 
+CORPUS_NAMES = ("tiny-shakespeare", "python-docs")  # tinygpt.data.CORPORA's values (no torch import here)
+
+
 def print_progress(ev):
     """The training callback of the command line: one stderr line per evaluation (rank 0's, under torchrun)."""
     if ev["val_loss"] is None:
         return
+    fit = ("" if ev.get("train_eval_loss") is None else
+           f" (train windows {ev['train_eval_loss']:.4f}, acc {ev['train_eval_accuracy']:.3f})")
     say(f"step {ev['step']}/{ev['steps_total']}: train {ev['train_loss']:.4f} val {ev['val_loss']:.4f} "
-        f"acc {ev['val_accuracy']:.3f} {ev['tokens_per_s']:.0f} tok/s {ev['elapsed']:.0f}s")
+        f"acc {ev['val_accuracy']:.3f}{fit} {ev['tokens_per_s']:.0f} tok/s {ev['elapsed']:.0f}s")
+
+
+def training_text(a) -> str:
+    """--text FILE, or --corpus NAME: a built-in corpus read as the Train tab reads it (Tiny Shakespeare falls back
+    to the offline Python docs when it cannot be downloaded, with a note)."""
+    from ..data import load_corpus, python_docs, read_text
+
+    if getattr(a, "corpus", None) is None:
+        return read_text(a.text)
+    try:
+        return load_corpus(a.corpus)
+    except ConnectionError as e:
+        say(f"{e} Using the offline Python-docs corpus instead.")
+        return python_docs()
 
 
 def finish_training(a, model, tok, result, ctx, device, extra: dict | None = None) -> int:
@@ -67,12 +86,12 @@ def cmd_train(a) -> int:
     import torch
 
     from ..config import GPTConfig
-    from ..data import encode_text, make_tokenizer, read_text, split_tokens
+    from ..data import encode_text, make_tokenizer, split_tokens
     from ..model import GPT
     from ..train import train
 
     ctx, device = join(a)
-    text = read_text(a.text)
+    text = training_text(a)
     tok = make_tokenizer(a.tokenizer, text)
     train_data, val_data = split_tokens(encode_text(tok, text), a.val_fraction)
     d = a.dropout
@@ -88,7 +107,8 @@ def cmd_train(a) -> int:
     if ctx.is_main:
         say(f"{model.num_params():,} parameters; {len(train_data):,} train / {len(val_data):,} val tokens"
             + (f"; {ctx.world_size} processes ({ctx.backend})" if ctx.enabled else ""))
-    result = train(model, train_data, val_data, train_config(a, a.block_size, eval_batches=a.eval_batches),
+    result = train(model, train_data, val_data,
+                   train_config(a, a.block_size, eval_batches=a.eval_batches, eval_train=True),
                    callback=print_progress if ctx.is_main else None, dist=ctx)
     extra = moe_report(model, val_data, a.block_size) if ctx.is_main else {}
     return finish_training(a, model, tok, result, ctx, device, extra)
@@ -145,10 +165,12 @@ def cmd_eval(a) -> int:
                          f"accuracy {res['accuracy']:.3f} on {res['tokens']:,} tokens (windows of {context})"])
 
 
-def training_options(d) -> Parser:
-    """The options train and finetune share, with defaults from the table d (TRAIN's keys)."""
+def training_options(d, text: bool = True) -> Parser:
+    """The options train and finetune share, with defaults from the table d (TRAIN's keys). text: add a required
+    --text (train adds its own, either --text or --corpus)."""
     t = Parser(add_help=False)
-    t.add_argument("--text", required=True, help="UTF-8 text file to train on")
+    if text:
+        t.add_argument("--text", required=True, help="UTF-8 text file to train on")
     t.add_argument("--block-size", type=int, default=d["block_size"], help="context length")
     t.add_argument("--batch-size", type=int, default=d["batch_size"])
     t.add_argument("--steps", type=int, default=d["steps"])
@@ -170,7 +192,11 @@ def training_options(d) -> Parser:
 
 def register(sub) -> None:
     d = TRAIN
-    t = sub.add_parser("train", parents=[training_options(d)], help="train a GPT from scratch")
+    t = sub.add_parser("train", parents=[training_options(d, text=False)], help="train a GPT from scratch")
+    source = t.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="UTF-8 text file to train on")
+    source.add_argument("--corpus", choices=list(CORPUS_NAMES),
+                        help="a built-in corpus, as the Train tab reads it (tinygpt.data.CORPORA)")
     t.add_argument("--tokenizer", choices=["char", "gpt2"], default=d["tokenizer"])
     t.add_argument("--n-layer", type=int, default=d["n_layer"])
     t.add_argument("--n-head", type=int, default=d["n_head"])
