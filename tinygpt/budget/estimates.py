@@ -7,7 +7,10 @@ module's docstring lists them, with why), and the run's work at this machine's m
 tinygpt.budget.check and LEDGER.reserve. Terms that belong to an action rather than to a pass:
 
 * Data: the corpus as int64 token ids (8 bytes a token), held while the run goes.
-* Two runs side by side (Train's A and B, DPO's two betas) may peak at the same moment: their peaks add up.
+* Two runs side by side (Train's A and B, DPO's two betas) may peak at the same moment: their peaks add up. Their
+  threads allocate from separate malloc arenas, which do not reuse each other's freed blocks; that is not modelled
+  and shows as run-to-run variance on small runs (the Train tab's defaults: 120 MB estimated, 131 to 257 MB
+  measured; the largest pair that fits, 1.9 GB: within 2 %).
 * A child process (the FlashAttention benchmark): its Python + torch before its work (measure.CHILD_OVERHEAD).
 * A KV cache is allocated for the whole context, but memory pages count (RSS) only once written: the cache holds
   the positions filled (measured: 6 rows x 76 positions of GPT-2 took 50 MB, not the 453 MB allocated).
