@@ -189,7 +189,7 @@ def explain_one(k: str, r: dict, cfgs: dict, unit: str) -> list:
     if gap is not None:
         side = ("has begun to **memorise** its training text (overfitting): more steps would widen the gap, and "
                 "dropout or more data would narrow it" if gap > SEED_SPREAD else
-                "does **not overfit** yet: it is as good on text it never trained on as on its training text")
+                "does **not overfit** yet: it is at least as good on text it never trained on as on its training text")
         out.append(f"* On fixed windows of its training text (scored exactly like the held-out ones, no dropout) the "
                    f"loss is {r['train_eval_loss']:.3f} and the accuracy {r['train_eval_accuracy']:.1%}: the gap to "
                    f"validation is {gap:+.3f} nats, so the model {side}.")
