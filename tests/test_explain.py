@@ -81,7 +81,11 @@ def test_dropout_follows_the_numbers():
     text = explain({"A": result(2.30, train=2.45, fit=2.28), "B": result(2.25, fit=2.24)},
                    {"A": BASE.replace(**drop), "B": BASE}, {}, "char", {"A": probe(2.30), "B": probe(2.25)})
     assert "**Dropout**" in text and "neither run overfits" in text and "only slowed learning" in text
-    assert "0.1/0.2/0.1" in text
+    assert "0.1/0.2/0.1" in text and "is within the noise" in text
+    # the measured row: held-out text easier than the training windows (negative gaps)
+    text = explain({"A": result(2.398, train=2.507, fit=2.432), "B": result(2.250, train=2.343, fit=2.306)},
+                   {"A": BASE.replace(**drop), "B": BASE}, {}, "char", {"A": probe(2.398), "B": probe(2.25)})
+    assert "even lower than on its training windows, gap -0.056" in text and "only slowed learning" in text
     # run B (no dropout) overfits, A's dropout narrows the gap and helps on held-out text
     text = explain({"A": result(1.80, fit=1.70), "B": result(1.95, fit=1.40)},
                    {"A": BASE.replace(**drop), "B": BASE}, {}, "char", {"A": probe(1.8), "B": probe(1.95)})

@@ -189,7 +189,7 @@ def explain_one(k: str, r: dict, cfgs: dict, unit: str) -> list:
     if gap is not None:
         side = ("has begun to **memorise** its training text (overfitting): more steps would widen the gap, and "
                 "dropout or more data would narrow it" if gap > SEED_SPREAD else
-                "does **not overfit** yet: it is as good on text it never trained on as on its training text")
+                "does **not overfit** yet: it is at least as good on text it never trained on as on its training text")
         out.append(f"* On fixed windows of its training text (scored exactly like the held-out ones, no dropout) the "
                    f"loss is {r['train_eval_loss']:.3f} and the accuracy {r['train_eval_accuracy']:.1%}: the gap to "
                    f"validation is {gap:+.3f} nats, so the model {side}.")
@@ -348,8 +348,10 @@ def explain_dropout(results, cfgs, probes, noise, unit) -> list:
         verdict += (" — and it paid off on held-out text" if o_val < 0 else
                     " — but the validation loss is not better for it")
     else:
-        verdict = (f"neither run overfits yet (run {lo}'s gap {gl:+.3f} is within the noise {noise:.3f}), so there is "
-                   "nothing for dropout to cure"
+        why_not = (f"run {lo}'s gap {gl:+.3f} is within the noise {noise:.3f}" if gl >= -noise else
+                   f"run {lo}'s held-out loss is even lower than on its training windows, gap {gl:+.3f}: the held-out "
+                   "end of this text is easier than its training part")
+        verdict = (f"neither run overfits yet ({why_not}), so there is nothing for dropout to cure"
                    + (f": it only slowed learning (run {hi}'s losses are higher)" if fit_hi > 0 or o_val > 0 else
                       "; its cost is within the noise too"))
         passes = (" Dropout pays off when a model is large for its data: more steps, a bigger model, or a "
