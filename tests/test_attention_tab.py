@@ -205,7 +205,9 @@ def test_train_endpoint_accepts_the_old_inputs(models, tiny_dir):
         status, plot, samples, explain = client.predict(*old, api_name="/train")
         assert "Done" in status and "full model" in samples
         params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/train"]["parameters"]
-        assert [p["parameter_default"] for p in params[-2:]] == ["learned", "learned"]
+        # the position encodings (inputs 29 and 30) default to learned; inputs added since then come after them
+        assert [p["parameter_default"] for p in params[28:30]] == ["learned", "learned"]
+        assert [p["label"] for p in params[28:30]] == ["position encoding", "position encoding"]
         out = client.predict(tiny_dir, PROMPT, 1, 1, None, tab.VIEWS[0], api_name="/attention")
         assert "tokens" in out[0]
         out = client.predict(tiny_dir, 32, 16, "8", 8, 10000, 16, 1, 0, api_name="/positions")

@@ -2,7 +2,7 @@
 
 `measure_peak(kind, settings)` starts `python -m tinygpt.budget.child KIND JSON` and returns what the
 child prints:
-{baseline_bytes (VmRSS just before the run), peak_bytes (ru_maxrss after it), peak_extra_bytes (their
+{baseline_bytes (VmRSS just before the run), peak_bytes (VmHWM after it), peak_extra_bytes (their
 difference: what the estimate predicts), file_growth_bytes (how much of RSS's growth is file-backed pages, e.g.
 library code first run during the run; normally 0), seconds}. A fresh process per run, because a peak counter
 never comes down: measured in one process, a run would report the largest peak seen so far.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -173,7 +172,9 @@ def main(argv=None):
     t0 = time.perf_counter()
     run()
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    # VmHWM, this address space's own high-water mark: ru_maxrss would also count the parent's resident size at
+    # the fork that started us (Linux carries the pre-exec peak over), so a big test process inflated it
+    peak = _status_bytes("VmHWM")
     print(json.dumps({"baseline_bytes": baseline, "peak_bytes": peak, "peak_extra_bytes": peak - baseline,
                       "file_growth_bytes": _status_bytes("RssFile") - file0, "seconds": seconds,
                       "threads": torch.get_num_threads()}))
@@ -183,7 +184,7 @@ def measure_peak(kind: str, settings: dict, timeout: float = 900) -> dict:
     """Run one `kind` of run with `settings` in a fresh child process and return its measurement (see above)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)} (got {kind!r}).")
-    root = str(Path(__file__).resolve().parents[1])  # the directory holding the tinygpt package
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding the tinygpt package
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", "tinygpt.budget.child", kind, json.dumps(settings)],
                           capture_output=True, text=True, timeout=timeout, env=env)
