@@ -446,8 +446,8 @@ def rlhf_stream(job, stop, hist, cfg, stages, outputs, note, progress, **hub):
         eta = clock.tick(done, total, STAGE_NAMES[ev["stage"]], counted=False)
         return outputs(f"{stage_status(ev)} · {clock.elapsed:.0f} s, {eta}. {note}")
 
-    return (yield from stream({"job": job}, stop, record, view, progress, waiting=lambda text: outputs(f"{text} {note}"),
-                              progress_of=progress_of, **hub)).get("job", {})
+    return (yield from stream({"job": job}, stop, record, view, progress, progress_of=progress_of,
+                              waiting=lambda text: outputs(f"{text} {note}"), **hub)).get("job", {})
 
 
 def rlhf_job(cfg):

@@ -202,7 +202,8 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
                              record, view, progress, sessions=sessions, request=request, key=key, estimate=estimate,
                              label="Fine-tune", waiting=waiting)).get("tuned")
     if not out or out.get("abandoned"):
-        yield f"Stopped before it started. {note}", loss_figure(history), before_after_html(prompt, None, None), "", None
+        yield (f"Stopped before it started. {note}", loss_figure(history), before_after_html(prompt, None, None), "",
+               None)
         return
     result, ppl_before, ppl_after = out["result"], out["ppl_before"], out["ppl_after"]
     sessions.get(request)["finetuned"] = (out["tuned"], tok)
@@ -225,8 +226,8 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
     sig = lambda p: float(f"{p:.3g}")  # noqa: E731 - 3 significant digits: small probabilities stay visible
     rows = [[r["token"], r["count"], round(r["mean_logprob_gain"], 3), sig(r["p_before"]), sig(r["p_after"])]
             for r in out["shifts"]]
-    yield (f"Done in {secs:.0f} s. {note}", loss_figure(history), before_after_html(prompt, out["before"], out["after"]),
-           metrics, rows)
+    yield (f"Done in {secs:.0f} s. {note}", loss_figure(history),
+           before_after_html(prompt, out["before"], out["after"]), metrics, rows)
 
 
 def on_download(sessions: SessionStore, request: gr.Request = None):

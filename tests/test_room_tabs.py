@@ -28,7 +28,7 @@ from tabs.kit.runs import RunHub
 from tabs.kit.sessions import SessionStore
 from tinygpt import GPT, GPTConfig
 from tinygpt.beyond import rlhf as R
-from tinygpt.defaults import FINETUNE_TAB, GQA, RLHF, SCALING, TRAIN_TAB
+from tinygpt.defaults import GQA, RLHF, SCALING, TRAIN_TAB
 
 NOP = dict(progress=lambda *a, **k: None)
 SPACE = budget.Speed(flops_per_s=6.5e10, step_overhead_s=0.005, loss_s_per_logit=5e-9, score_s_per_logit=2e-9)

@@ -155,8 +155,9 @@ def train_jobs(cfgs: dict, tcfg, train_data, val_data, tok, prompt: str, sample_
         callback({"phase": "sampling and probing"})
         m.eval()
         load = expert_load(m, val_data, T, max_windows=64)["per_layer"] if cfgs[k].n_experts else None
-        return {"train": res, "model": m, "sample": seeded_sample(m, tok, prompt, tcfg.seed, sample_len, SAMPLE_T, None),
-                "probe": probe(m, val_data, T), "expert_load": load, "seconds": time.perf_counter() - t0}
+        sample = seeded_sample(m, tok, prompt, tcfg.seed, sample_len, SAMPLE_T, None)
+        return {"train": res, "model": m, "sample": sample, "probe": probe(m, val_data, T), "expert_load": load,
+                "seconds": time.perf_counter() - t0}
     return {k: partial(job, k) for k in cfgs}
 
 
