@@ -4,19 +4,22 @@ PPO), both trained live with curves that update and an explanation that reads th
 DPO trains a per-session copy of the chosen model (tinygpt.beyond.dpo.train_dpo); two values of beta can run side
 by side. RLHF trains its own ~1M-parameter character model (tinygpt.beyond.rlhf); "Re-run PPO only" reuses the
 session's SFT model and reward model with another KL coefficient, which is how reward hacking is shown.
-Both are long jobs: one at a time per Space (concurrency_id="train"), a Stop button, and a time cap.
+Both are long jobs, run by the room's run hub (tabs/kit/runs.py): budgeted before they start (tinygpt.budget), shared
+by everyone who starts the same settings (one computation, followed by all), with a Stop button.
 """
 from __future__ import annotations
 
 import html
+import json
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 
 import gradio as gr
 
 from tinygpt.beyond import dpo as D
 from tinygpt.beyond import rlhf as R
+from tinygpt.budget import estimate_dpo, estimate_rlhf, estimate_rlhf_ppo
 from tinygpt.defaults import DPO_TAB, RLHF
 from tinygpt.train import trainable_parameters
 
@@ -33,6 +36,7 @@ from .kit.common import (
     user_errors,
 )
 from .kit.registry import register
+from .kit.runs import abandoned, run_key, weights_fingerprint
 from .kit.sessions import SessionStore
 from .kit.stream import Stopper, run_controls, stream
 
@@ -49,8 +53,9 @@ DPO_DEFAULTS = dict(n_synthetic=DPO_TAB["synthetic"], beta_a=DPO_TAB["beta"], be
                     prompt=DPO_TAB["prompt"], sample_len=DPO_TAB["sample_len"],
                     source=SYNTHETIC if DPO_TAB["source"] == "synthetic" else UPLOAD,
                     trainable=next(k for k, v in TRAINABLE.items() if v == DPO_TAB["trainable"]))
-DPO_CAP_S = 300  # refuse runs estimated (tinygpt.beyond.dpo.dpo_seconds) to take longer on a 2-core CPU
 SAMPLE_T, SAMPLE_TOP_K = 0.8, 50
+BUDGET_NOTE = ("Every run is budgeted before it starts: one that would need more memory or time than a run may take on "
+               "this server is refused, with both figures.")
 
 
 def dpo_figure(hist: dict, betas: dict):
@@ -142,10 +147,44 @@ def dpo_explain(results: dict, betas: dict, n_pairs: int, synthetic: bool, leani
     return "\n".join(lines)
 
 
+def dpo_jobs(base, tok, pairs, cfgs: dict, prompt: str, synthetic: bool) -> dict:
+    """DPO's jobs for the hub, one per beta: {run: fn(callback, should_stop)}. Each trains a copy of the frozen base
+    (tinygpt.beyond.dpo.train_dpo scores the pairs with the reference first), then samples the policy and, for the
+    synthetic pairs, measures how likely a kind vs an unkind adjective comes next -> {result (train_dpo's, without
+    the policy: the page keeps no model), after, leaning, seconds}; run A also samples the reference first (its
+    first events carry it) -> before, leaning_before. A run nobody follows any more returns after training."""
+    def lean(model):
+        return (D.next_word_probability(model, tok, prompt, D.KIND),
+                D.next_word_probability(model, tok, prompt, D.UNKIND)) if synthetic else None
+
+    def job(k, callback, should_stop):
+        t0, c, out = time.perf_counter(), cfgs[k], {}
+        if k == "A":
+            callback({"phase": "Sampling from the reference model"})
+            out["before"] = seeded_sample(base, tok, prompt, c.seed, DPO_DEFAULTS["sample_len"], SAMPLE_T,
+                                          SAMPLE_TOP_K)
+            callback({"before": out["before"]})
+        callback({"phase": f"Scoring {len(pairs)} pairs with the reference model"})
+        res = D.train_dpo(base, tok, pairs, c, callback, should_stop)
+        if abandoned(should_stop):
+            return {"abandoned": True}
+        policy = res.pop("policy")
+        out.update(result=res, after=seeded_sample(policy, tok, prompt, c.seed, DPO_DEFAULTS["sample_len"], SAMPLE_T,
+                                                   SAMPLE_TOP_K), leaning=lean(policy))
+        if k == "A":
+            out["leaning_before"] = lean(base)
+        out["seconds"] = time.perf_counter() - t0
+        return out
+    return {k: partial(job, k) for k in cfgs}
+
+
 @user_errors
 def on_dpo(models, sessions: SessionStore, model_name, source, n_synthetic, file, beta_a, beta_b, steps, batch, lr,
            trainable, prompt, seed, request: gr.Request = None, progress=gr.Progress()):
-    """Stream (status, curves, before/after samples HTML, explanation) while DPO trains one or two copies."""
+    """Stream (status, curves, before/after samples HTML, explanation) while DPO trains one or two copies.
+
+    Keyed by the runs' settings, the prompt, the base model's weights and the pairs (a student who starts the same
+    follows the one computation) and budgeted before it starts (tinygpt.budget.estimate_dpo)."""
     base, tok = get_model(models, model_name)
     notes: list = []
     n_syn = clamp_int(n_synthetic, 4, 2000, "Synthetic pairs", notes)
@@ -159,7 +198,7 @@ def on_dpo(models, sessions: SessionStore, model_name, source, n_synthetic, file
     if beta_b not in (None, "") and parse_float(beta_b, "β (run B)", 0.0, 100.0) > 0:
         betas["B"] = float(beta_b)
     spec = TRAINABLE.get(trainable, trainable)
-    n_trainable = sum(p.numel() for p in trainable_parameters(base, spec))
+    trainable_parameters(base, spec)  # raises a plain ValueError for a bad choice
     if source == UPLOAD:
         if file is None:
             raise UserError('Upload a .jsonl file (one {"prompt", "chosen", "rejected"} object per line), or use the '
@@ -171,59 +210,66 @@ def on_dpo(models, sessions: SessionStore, model_name, source, n_synthetic, file
         raise UserError("DPO needs at least 2 pairs.")
     tokens = max(len(tok.encode(p.prompt)) + max(len(tok.encode(p.chosen)), len(tok.encode(p.rejected)))
                  for p in pairs[:200])
-    est = len(betas) * D.dpo_seconds(base.num_params(), n_trainable, steps, batch, min(tokens, base.config.block_size))
-    if est > DPO_CAP_S:
-        raise UserError(f"These settings would take about {est / 60:.0f} minutes on a 2-core CPU; the limit here is "
-                        f"{DPO_CAP_S // 60} minutes. Use fewer steps, fewer pairs per step, one β, 'Top 2 blocks' or "
-                        "a smaller model.")
     prompt = prompt if isinstance(prompt, str) and prompt.strip() else pairs[0].prompt
-    stop = DPO_STOP.fresh(sessions, request)
     cfgs = {k: D.DPOConfig(steps=steps, batch_size=batch, lr=lr, beta=b, seed=seed, trainable=spec,
                            eval_interval=max(1, steps // 10)) for k, b in betas.items()}
-    jobs = {k: partial(lambda c, cb, should_stop: D.train_dpo(base, tok, pairs, c, cb, should_stop), c)
-            for k, c in cfgs.items()}
+    synthetic = source != UPLOAD
+    key = run_key("dpo", {"runs": {k: asdict(c) for k, c in cfgs.items()}, "prompt": prompt, "synthetic": synthetic,
+                          "sample_len": DPO_DEFAULTS["sample_len"], "sample_t": SAMPLE_T, "sample_top_k": SAMPLE_TOP_K},
+                  model=base, text=json.dumps([[p.prompt, p.chosen, p.rejected] for p in pairs]))
+    estimate = estimate_dpo(base.config, spec, steps, batch, seq_len=tokens, n_pairs=len(pairs), runs=len(cfgs),
+                            eval_interval=cfgs["A"].eval_interval)
+    stop = DPO_STOP.fresh(sessions, request)
     hist = {k: [] for k in cfgs}
+    seen = {"phase": "Starting", "before": None}
     titles = ["Before (reference)"] + [f"After DPO, β={b:g}" for b in betas.values()]
     note = " ".join(notes)
-    t0 = time.perf_counter()
-    before = seeded_sample(base, tok, prompt, seed, DPO_DEFAULTS["sample_len"], SAMPLE_T, SAMPLE_TOP_K)
-    waiting = sample_cards(prompt, [before] + [None] * len(betas), titles)
-    yield (f"Scoring {len(pairs)} pairs with the reference model… {note}", dpo_figure(hist, betas), waiting, "")
+
+    def cards():
+        return sample_cards(prompt, [seen["before"]] + [None] * len(betas), titles)
+
+    def record(name, ev):
+        if "step" in ev:
+            hist[name].append(ev)
+        else:
+            seen.update(ev)
 
     def view(clock):
+        if not any(hist.values()):
+            return f"{seen['phase']}… {note}", dpo_figure(hist, betas), cards(), ""
         eta = clock.tick(min((h[-1]["step"] if h else 0) for h in hist.values()), steps, "DPO")
         status = " · ".join(f"{k} (β={betas[k]:g}): step {h[-1]['step']} loss {h[-1]['loss']:.3f}"
                             for k, h in hist.items() if h)
-        return f"{status} · {eta}. {note}", dpo_figure(hist, betas), waiting, ""
+        return f"{status} · {eta}. {note}", dpo_figure(hist, betas), cards(), ""
 
-    results = yield from stream(jobs, stop, lambda name, ev: hist[name].append(ev), view, progress)
-    after = [seeded_sample(results[k]["policy"], tok, prompt, seed, DPO_DEFAULTS["sample_len"], SAMPLE_T, SAMPLE_TOP_K)
-             for k in betas]
-    synthetic = source != UPLOAD
+    def waiting(text):
+        return f"{text} {note}", dpo_figure(hist, betas), cards(), ""
+
+    out = yield from stream(dpo_jobs(base, tok, pairs, cfgs, prompt, synthetic), stop, record, view, progress,
+                            sessions=sessions, request=request, key=key, estimate=estimate, label="DPO",
+                            waiting=waiting)
+    if not out or any(r.get("abandoned") for r in out.values()):
+        yield f"Stopped before it started. {note}", dpo_figure(hist, betas), "", ""
+        return
+    results = {k: out[k]["result"] for k in cfgs}
+    after = [out[k]["after"] for k in cfgs]
     leaning = {}
     if synthetic:
-        for name, m in [("before", base)] + [(f"after β={betas[k]:g}", results[k]["policy"]) for k in betas]:
-            leaning[name] = (D.next_word_probability(m, tok, prompt, D.KIND),
-                             D.next_word_probability(m, tok, prompt, D.UNKIND))
+        leaning["before"] = out["A"]["leaning_before"]
+        leaning.update({f"after β={betas[k]:g}": out[k]["leaning"] for k in cfgs})
     stopped = " (stopped early)" if any(r["stopped"] for r in results.values()) else ""
-    secs = time.perf_counter() - t0
+    secs = max(r["seconds"] for r in out.values())
     yield (f"Done{stopped} in {secs:.0f} s. {note}", dpo_figure(hist, betas),
-           sample_cards(prompt, [before] + after, titles, status=f"Same prompt and seed (T={SAMPLE_T}, "
-                                                                   f"top-k={SAMPLE_TOP_K}): only the weights differ."),
+           sample_cards(prompt, [out["A"]["before"]] + after, titles,
+                        status=f"Same prompt and seed (T={SAMPLE_T}, top-k={SAMPLE_TOP_K}): only the weights differ."),
            dpo_explain(results, betas, len(pairs), synthetic, leaning))
 
 
 # ---- RLHF --------------------------------------------------------------------------------------------------
 RC = R.RLHFConfig()
-# Wall seconds per step of each stage with the default model, measured with 1 thread on a shared 2-core machine
-# under load (its CPU time was ~4x lower): deliberately pessimistic, so the cap errs on the side of finishing.
-RLHF_SECONDS = {"sft": 0.45, "reward_model": 1.1, "ppo": 2.0, "fixed": 30.0}
-RLHF_CAP_S = 600
-
-
-def rlhf_seconds(sft_steps, rm_steps, ppo_steps) -> float:
-    s = RLHF_SECONDS
-    return s["fixed"] + sft_steps * s["sft"] + rm_steps * s["reward_model"] + ppo_steps * s["ppo"]
+# Relative cost of a step of each stage (wall seconds per step with the default model on a loaded 2-core machine):
+# they weight the stages' progress, so the time left is measured across stages of unequal speed.
+RLHF_SECONDS = {"sft": 0.45, "reward_model": 1.1, "ppo": 2.0}
 
 
 def rlhf_figure(hist: dict, previous: list | None = None, kl_now=None, kl_before=None):
@@ -352,12 +398,6 @@ def check_rlhf(sft_steps, rm_steps, ppo_steps, kl_coef, seed):
     return cfg, notes
 
 
-def refuse_if_long(est: float):
-    if est > RLHF_CAP_S:
-        raise UserError(f"These settings would take about {est / 60:.0f} minutes on a 2-core CPU; the limit here is "
-                        f"{RLHF_CAP_S // 60} minutes. Use fewer steps.")
-
-
 STAGE_NAMES = {"sft": "1/3 SFT", "reward_model": "2/3 reward model", "ppo": "3/3 PPO"}
 
 
@@ -372,13 +412,26 @@ def stage_status(ev) -> str:
             f"“{ev['sample'].strip()}”")
 
 
-def rlhf_stream(job, stop, hist, cfg, stages, outputs, note, progress):
-    """Run one RLHF job (`stages` of it, in order) through the kit's stream, appending events to hist[stage];
-    yields outputs(status) while it runs and returns the job's result. Progress counts each stage's steps weighted
-    by its cost per step (RLHF_SECONDS), so the time left is measured across stages of unequal speed."""
+def stage_progress(cfg, stages) -> tuple:
+    """(before, total, progress_of): each stage's steps weighted by its cost per step (RLHF_SECONDS); before[stage]
+    = the weighted work of the stages before it; progress_of(name, event) = the fraction done (the hub's)."""
     steps = {"sft": cfg.sft_steps, "reward_model": cfg.rm_steps, "ppo": cfg.ppo_steps}
     before = dict(zip(stages, [sum(RLHF_SECONDS[s] * steps[s] for s in stages[:i]) for i in range(len(stages))]))
     total = sum(RLHF_SECONDS[s] * steps[s] for s in stages)
+
+    def progress_of(_, ev):
+        if not isinstance(ev, dict) or ev.get("stage") not in before:
+            return None
+        return min(1.0, (before[ev["stage"]] + RLHF_SECONDS[ev["stage"]] * ev["step"]) / max(total, 1e-9))
+    return before, total, progress_of
+
+
+def rlhf_stream(job, stop, hist, cfg, stages, outputs, note, progress, **hub):
+    """Run one RLHF job (`stages` of it, in order) through the kit's stream and the room's hub (`hub`: sessions,
+    request, key, estimate, label), appending events to hist[stage]; yields outputs(status) while it runs or waits
+    and returns the job's result ({} when stopped before it started). Progress counts each stage's steps weighted by
+    its cost per step (RLHF_SECONDS), so the time left is measured across stages of unequal speed."""
+    before, total, progress_of = stage_progress(cfg, stages)
     last: list = []
 
     def record(_, ev):
@@ -386,66 +439,94 @@ def rlhf_stream(job, stop, hist, cfg, stages, outputs, note, progress):
         last[:] = [ev]
 
     def view(clock):
+        if not last:
+            return outputs(f"Starting… {note}")
         ev = last[0]
         done = before[ev["stage"]] + RLHF_SECONDS[ev["stage"]] * ev["step"]
         eta = clock.tick(done, total, STAGE_NAMES[ev["stage"]], counted=False)
         return outputs(f"{stage_status(ev)} · {clock.elapsed:.0f} s, {eta}. {note}")
 
-    return (yield from stream({"job": job}, stop, record, view, progress))["job"]
+    return (yield from stream({"job": job}, stop, record, view, progress, progress_of=progress_of,
+                              waiting=lambda text: outputs(f"{text} {note}"), **hub)).get("job", {})
+
+
+def rlhf_job(cfg):
+    """The whole pipeline as the hub's job -> tinygpt.beyond.rlhf.run_rlhf's result without the PPO policy (the
+    page keeps the SFT and reward models, shared read-only by everyone who follows the run)."""
+    def job(callback, should_stop):
+        res = R.run_rlhf(cfg, callback, should_stop)
+        return {**res, "models": {k: m for k, m in res["models"].items() if k != "policy"}}
+    return job
+
+
+def ppo_job(sft, rm, tok, cfg):
+    """PPO again from a finished pipeline's SFT and reward models (read only) -> run_ppo's result, no policy."""
+    return lambda callback, should_stop: R.run_ppo(sft, rm, tok, cfg, callback, should_stop)[1]
+
+
+def rlhf_stopped(cfg, done: dict) -> bool:
+    """Did a stage end before its steps (Stop)? done: {stage: steps done}."""
+    planned = {"sft": cfg.sft_steps, "reward_model": cfg.rm_steps, "ppo": cfg.ppo_steps}
+    return any(n < planned[stage] for stage, n in done.items())
 
 
 @user_errors
 def on_rlhf(sessions: SessionStore, sft_steps, rm_steps, ppo_steps, kl_coef, seed, request: gr.Request = None,
             progress=gr.Progress()):
-    """Stream (status, curves, samples HTML, explanation) through the three stages."""
+    """Stream (status, curves, samples HTML, explanation) through the three stages. Keyed by the whole pipeline's
+    settings (a student who starts the same follows the one computation), budgeted by tinygpt.budget.estimate_rlhf."""
     cfg, notes = check_rlhf(sft_steps, rm_steps, ppo_steps, kl_coef, seed)
-    est = rlhf_seconds(cfg.sft_steps, cfg.rm_steps, cfg.ppo_steps)
-    refuse_if_long(est)
-    entry = sessions.get(request)
+    key = run_key("rlhf", asdict(cfg))
     stop = RLHF_STOP.fresh(sessions, request)
     hist: dict = {}
     note = " ".join(notes)
     fig = lambda: rlhf_figure(hist, kl_now=cfg.kl_coef)  # noqa: E731
-    yield f"Starting: about {est / 60:.0f} minutes at most. {note}", fig(), "", ""
-    t0 = time.perf_counter()
-    job = lambda cb, st: R.run_rlhf(cfg, cb, st)  # noqa: E731
-    result = yield from rlhf_stream(job, stop, hist, cfg, ("sft", "reward_model", "ppo"),
-                                    lambda status: (status, fig(), "", ""), note, progress)
+    stages = ("sft", "reward_model", "ppo")
+    result = yield from rlhf_stream(rlhf_job(cfg), stop, hist, cfg, stages, lambda status: (status, fig(), "", ""),
+                                    note, progress, sessions=sessions, request=request, key=key,
+                                    estimate=estimate_rlhf(cfg), label="RLHF")
+    if not result:
+        yield f"Stopped before it started. {note}", fig(), "", ""
+        return
     m = result["models"]
+    stopped = rlhf_stopped(cfg, {stage: result[stage]["steps"] for stage in stages})
     state = {"sft_model": m["sft"], "rm": m["reward_model"], "tok": result["tokenizer"], "cfg": cfg,
              "sft": result["sft"], "reward_model": result["reward_model"], "ppo_runs": [result["ppo"]],
-             "hist": hist, "params": result["params"]}
-    entry["rlhf"] = state
-    stopped = " (stopped early)" if stop.is_set() else ""
-    yield (f"Done{stopped} in {time.perf_counter() - t0:.0f} s. {note}", fig(), rlhf_samples_html(state["ppo_runs"]),
-           rlhf_explain(state))
+             "hist": hist, "params": result["params"], "key": key, "stopped": stopped}
+    sessions.get(request)["rlhf"] = state
+    yield (f"Done{' (stopped early)' if stopped else ''} in {result['seconds']:.0f} s. {note}", fig(),
+           rlhf_samples_html(state["ppo_runs"]), rlhf_explain(state))
 
 
 @user_errors
 def on_rlhf_ppo(sessions: SessionStore, ppo_steps, kl_coef, seed, request: gr.Request = None,
                 progress=gr.Progress()):
-    """PPO again from the session's SFT model and reward model, with another KL coefficient (reward hacking)."""
+    """PPO again from the session's SFT model and reward model, with another KL coefficient (reward hacking).
+    Keyed by the PPO settings and the run it continues from (its key and its two models' weights: a pipeline
+    stopped early has other models than the finished one), budgeted by tinygpt.budget.estimate_rlhf_ppo."""
     entry = sessions.get(request)
     state = entry.get("rlhf")
     if not state:
         raise UserError("Run the whole pipeline first: PPO needs this session's SFT model and reward model.")
     cfg, notes = check_rlhf(state["cfg"].sft_steps, state["cfg"].rm_steps, ppo_steps, kl_coef, seed)
-    est = RLHF_SECONDS["fixed"] / 2 + cfg.ppo_steps * RLHF_SECONDS["ppo"]
-    refuse_if_long(est)
+    key = run_key("rlhf_ppo", {**asdict(cfg), "from": state["key"], "sft": weights_fingerprint(state["sft_model"]),
+                               "reward_model": weights_fingerprint(state["rm"])})
     stop = RLHF_STOP.fresh(sessions, request)
     prev = state["ppo_runs"][-1]
     hist = {k: v for k, v in state["hist"].items() if k != "ppo"}
     note = " ".join(notes)
     fig = lambda: rlhf_figure(hist, prev["history"], cfg.kl_coef, prev["kl_coef"])  # noqa: E731
-    yield f"PPO with KL coefficient {cfg.kl_coef:g}… {note}", fig(), rlhf_samples_html([prev]), ""
-    t0 = time.perf_counter()
-    job = lambda cb, st: R.run_ppo(state["sft_model"], state["rm"], state["tok"], cfg, cb, st)[1]  # noqa: E731
-    res = yield from rlhf_stream(job, stop, hist, cfg, ("ppo",),
-                                 lambda status: (status, fig(), rlhf_samples_html([prev]), ""), note, progress)
+    res = yield from rlhf_stream(ppo_job(state["sft_model"], state["rm"], state["tok"], cfg), stop, hist, cfg,
+                                 ("ppo",), lambda status: (status, fig(), rlhf_samples_html([prev]), ""), note,
+                                 progress, sessions=sessions, request=request, key=key,
+                                 estimate=estimate_rlhf_ppo(cfg), label="RLHF (PPO only)")
+    if not res:
+        yield f"Stopped before it started. {note}", fig(), rlhf_samples_html([prev]), ""
+        return
     state["ppo_runs"] = [prev, res]
     state["hist"] = hist
-    stopped = " (stopped early)" if stop.is_set() else ""
-    yield (f"Done{stopped} in {time.perf_counter() - t0:.0f} s. {note}", fig(), rlhf_samples_html([prev, res]),
+    stopped = " (stopped early)" if rlhf_stopped(cfg, {"ppo": res["steps"]}) else ""
+    yield (f"Done{stopped} in {res['seconds']:.0f} s. {note}", fig(), rlhf_samples_html([prev, res]),
            rlhf_explain(state))
 
 
@@ -477,14 +558,14 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
             trainable = gr.Radio(list(TRAINABLE), value=DPO_DEFAULTS["trainable"], label="Which weights to train")
             seed = gr.Number(DPO_DEFAULTS["seed"], label="Seed", precision=0)
         prompt = gr.Textbox(DPO_DEFAULTS["prompt"], label="Prompt for the before/after samples", lines=2)
-        gr.Markdown(f"Runs estimated to take over {DPO_CAP_S // 60} minutes on a 2-core CPU are refused; the numbers "
-                    "on the curves are measured on held-out pairs (10%) when there are at least 20 pairs.")
+        gr.Markdown(f"{BUDGET_NOTE} The numbers on the curves are measured on held-out pairs (10%) when there are at "
+                    "least 20 pairs.")
         go, status, plot = run_controls(DPO_STOP, sessions, "Train with DPO", "dpo", "DPO curves")
         samples = gr.HTML(elem_id="dpo-samples")
         explain = gr.Markdown(elem_id="dpo-explain")
         go.click(partial(on_dpo, models, sessions),
                  [model_dd, source, n_syn, upload, beta_a, beta_b, steps, batch, lr, trainable, prompt, seed],
-                 [status, plot, samples, explain], api_name="dpo", concurrency_id="train", concurrency_limit=1)
+                 [status, plot, samples, explain], api_name="dpo", concurrency_id="dpo", concurrency_limit=None)
         register("dpo", fields={
             "model": model_dd, "source": source, "synthetic": n_syn, "beta_a": beta_a, "beta_b": beta_b,
             "steps": steps, "batch_size": batch, "lr": lr, "trainable": trainable, "prompt": prompt, "seed": seed},
@@ -507,16 +588,16 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
         with gr.Row():
             kl = gr.Number(RLHF["kl_coef"], label="KL coefficient (0 = no penalty)", elem_id="rlhf-kl")
             rseed = gr.Number(RLHF["seed"], label="Seed", precision=0)
-        gr.Markdown(f"Runs estimated to take over {RLHF_CAP_S // 60} minutes on a 2-core CPU are refused (the default "
-                    "takes a few minutes).")
+        gr.Markdown(f"{BUDGET_NOTE} The default takes a few minutes.")
         run, again, rstatus, rplot = run_controls(RLHF_STOP, sessions, "Run RLHF (SFT → reward model → PPO)", "rlhf",
                                                   "RLHF curves", "Re-run PPO only (new KL coefficient)")
         rsamples = gr.HTML(elem_id="rlhf-samples")
         rexplain = gr.Markdown(elem_id="rlhf-explain")
         run.click(partial(on_rlhf, sessions), [sft_steps, rm_steps, ppo_steps, kl, rseed],
-                  [rstatus, rplot, rsamples, rexplain], api_name="rlhf", concurrency_id="train", concurrency_limit=1)
+                  [rstatus, rplot, rsamples, rexplain], api_name="rlhf", concurrency_id="rlhf",
+                  concurrency_limit=None)
         again.click(partial(on_rlhf_ppo, sessions), [ppo_steps, kl, rseed], [rstatus, rplot, rsamples, rexplain],
-                    api_name="rlhf_ppo", concurrency_id="train", concurrency_limit=1)
+                    api_name="rlhf_ppo", concurrency_id="rlhf_ppo", concurrency_limit=None)
         register("rlhf", fields={"sft_steps": sft_steps, "rm_steps": rm_steps, "ppo_steps": ppo_steps,
                                        "kl_coef": kl, "seed": rseed}, command=rlhf_command, run=run)
 

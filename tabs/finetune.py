@@ -1,25 +1,28 @@
 """Fine-tune tab: upload an essay, clean and describe it, fine-tune a model on it with a live loss curve,
 and compare the same prompt and seed before and after (held-out perplexity, tokens that became likelier).
 
-The base model is shared and never modified: training happens on a per-session copy whose frozen parts share
-the base's tensors (tinygpt.finetune.trainable_copy). One fine-tune runs at a time; others wait in the queue.
+The base model is shared and never modified: training happens on a copy whose frozen parts share the base's tensors
+(tinygpt.finetune.trainable_copy), in a job of the room's run hub (tabs/kit/runs.py): students who start the same
+settings on the same text follow one computation, and each keeps the fine-tuned model (read-only) in their session.
 """
 from __future__ import annotations
 
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import gradio as gr
 import torch
 
 import tinygpt
+from tinygpt.budget import estimate_finetune
 from tinygpt.data import check_length, describe, first_phrase, prepare_text
 from tinygpt.defaults import FINETUNE_TAB
 from tinygpt.evaluate import evaluate
 from tinygpt.finetune import finetune_config, holdout_split, probability_shifts, trainable_copy
+from tinygpt.sampling import encode_prompt
 from tinygpt.train import trainable_parameters
 
 from .kit.commands import cli
@@ -34,6 +37,7 @@ from .kit.common import (
     user_errors,
 )
 from .kit.registry import register
+from .kit.runs import abandoned, run_key
 from .kit.sessions import SessionStore, session_tmpdir
 from .kit.stream import Stopper, run_controls, stream
 
@@ -121,11 +125,41 @@ def check_settings(steps, context, batch_size, lr, seed, max_new_tokens, block_s
                     max_new_tokens=clamp_int(max_new_tokens, 1, 300, "Sample length", notes)), notes
 
 
+def finetune_job(base, tok, prompt: str, st: Settings, spec: str, ids, train_ids, val_ids):
+    """The fine-tune's job for the hub: the before sample and held-out loss of the base (read only), a trainable
+    copy trained on the text, the after sample and held-out loss, and the tokens whose probability rose most ->
+    {before, after, ppl_before, ppl_after, shifts, result (tinygpt.train's), tuned (the fine-tuned model: shared by
+    everyone who follows the run, read-only), seconds}. Its first event carries the before sample; a run nobody
+    follows any more returns after training ({abandoned: True})."""
+    def job(callback, should_stop):
+        t0 = time.perf_counter()
+        callback({"phase": "Sampling from the base model"})
+        before = seeded_sample(base, tok, prompt, st.seed, st.max_new_tokens, SAMPLE_T, SAMPLE_TOP_K)
+        callback({"phase": "Measuring the base model on the held-out part", "before": before})
+        ppl_before = evaluate(base, val_ids, st.context)
+        tuned = trainable_copy(base, spec)
+        cfg = finetune_config(st.steps, st.context, st.batch_size, st.lr, st.seed, spec)
+        result = tinygpt.train(tuned, train_ids, val_ids, cfg, callback, should_stop)
+        if abandoned(should_stop):
+            return {"abandoned": True}
+        callback({"phase": "Sampling and scoring the fine-tuned model"})
+        tuned.eval()
+        after = seeded_sample(tuned, tok, prompt, st.seed, st.max_new_tokens, SAMPLE_T, SAMPLE_TOP_K)
+        ppl_after = evaluate(tuned, val_ids, st.context)
+        shifts = probability_shifts(base, tuned, tok, ids, st.context)
+        return {"before": before, "after": after, "ppl_before": ppl_before, "ppl_after": ppl_after, "shifts": shifts,
+                "result": result, "tuned": tuned, "seconds": time.perf_counter() - t0}
+    return job
+
+
 @user_errors
 def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, drop_boilerplate, prompt, seed,
                 trainable, steps, context, batch_size, lr, max_new_tokens, request: gr.Request = None,
                 progress=gr.Progress()):
-    """Stream (status, loss plot, before/after HTML, metrics markdown, probability-shift table)."""
+    """Stream (status, loss plot, before/after HTML, metrics markdown, probability-shift table).
+
+    Keyed by the settings, the prompt, the base model's weights and the cleaned text (a student who starts the same
+    follows the one computation) and budgeted before it starts (tinygpt.budget.estimate_finetune)."""
     cleaned, _ = prepare_text(file, text, lossy, drop_boilerplate, prefer_text=True)
     base, tok = get_model(models, model_name)
     st, notes = check_settings(steps, context, batch_size, lr, seed, max_new_tokens, base.config.block_size)
@@ -135,31 +169,45 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
     check_length(cleaned, 2 * (st.context + 2), len(ids))
     prompt = prompt.strip() if isinstance(prompt, str) and prompt.strip() else first_phrase(cleaned)
     train_ids, val_ids = holdout_split(ids, st.context)
-    entry = sessions.get(request)
+    cfg = finetune_config(st.steps, st.context, st.batch_size, st.lr, st.seed, spec)
+    key = run_key("finetune", {**asdict(st), "trainable": spec, "prompt": prompt, "sample_t": SAMPLE_T,
+                               "sample_top_k": SAMPLE_TOP_K}, model=base, text=cleaned)
+    estimate = estimate_finetune(base.config, spec, st.steps, st.batch_size, st.context, st.max_new_tokens,
+                                 text_tokens=len(ids), keep_best=cfg.keep_best,
+                                 prompt_tokens=len(encode_prompt(tok, prompt, base.config.block_size)))
     stop = STOP.fresh(sessions, request)
     note = (" ".join(notes) + " ").strip()
-    t0 = time.perf_counter()
-    yield (f"Sampling from the base model… {note}", loss_figure([]), before_after_html(prompt, None, None), "", None)
-    before = seeded_sample(base, tok, prompt, st.seed, st.max_new_tokens, SAMPLE_T, SAMPLE_TOP_K)
-    ppl_before = evaluate(base, val_ids, st.context)
-    tuned = trainable_copy(base, spec)
-    cfg = finetune_config(st.steps, st.context, st.batch_size, st.lr, st.seed, spec)
-    history = []
+    history, seen = [], {"phase": "Starting", "before": None}
+
+    def record(_, ev):
+        if "step" in ev:
+            history.append(ev)
+        else:
+            seen.update(ev)
 
     def view(clock):
-        e = history[-1]
-        eta = clock.tick(e["step"], st.steps, "fine-tuning")
-        status = (f"Step {e['step']}/{st.steps} · train loss {e['train_loss']:.3f} · "
-                  f"{e['tokens_per_s']:.0f} tokens/s · {eta}. {note}")
-        return status, loss_figure(history), before_after_html(prompt, before, None), "", None
+        if not history or history[-1]["step"] == st.steps:
+            status = f"{seen['phase']}… {note}"
+        else:
+            e = history[-1]
+            eta = clock.tick(e["step"], st.steps, "fine-tuning")
+            status = (f"Step {e['step']}/{st.steps} · train loss {e['train_loss']:.3f} · "
+                      f"{e['tokens_per_s']:.0f} tokens/s · {eta}. {note}")
+        return status, loss_figure(history), before_after_html(prompt, seen["before"], None), "", None
 
-    job = {"tuned": lambda cb, should_stop: tinygpt.train(tuned, train_ids, val_ids, cfg, cb, should_stop)}
-    result = (yield from stream(job, stop, lambda _, ev: history.append(ev), view, progress))["tuned"]
-    after = seeded_sample(tuned, tok, prompt, st.seed, st.max_new_tokens, SAMPLE_T, SAMPLE_TOP_K)
-    ppl_after = evaluate(tuned, val_ids, st.context)
-    shifts = probability_shifts(base, tuned, tok, ids, st.context)
-    entry["finetuned"] = (tuned, tok)
-    secs = time.perf_counter() - t0
+    def waiting(text):
+        return f"{text} {note}", loss_figure(history), before_after_html(prompt, None, None), "", None
+
+    out = (yield from stream({"tuned": finetune_job(base, tok, prompt, st, spec, ids, train_ids, val_ids)}, stop,
+                             record, view, progress, sessions=sessions, request=request, key=key, estimate=estimate,
+                             label="Fine-tune", waiting=waiting)).get("tuned")
+    if not out or out.get("abandoned"):
+        yield (f"Stopped before it started. {note}", loss_figure(history), before_after_html(prompt, None, None), "",
+               None)
+        return
+    result, ppl_before, ppl_after = out["result"], out["ppl_before"], out["ppl_after"]
+    sessions.get(request)["finetuned"] = (out["tuned"], tok)
+    secs = out["seconds"]
     stopped = " (stopped early)" if result["stopped"] else ""
     metrics = (f"### Before vs after{stopped}\n"
                f"| | before | after |\n|---|---|---|\n"
@@ -177,9 +225,9 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
                f"(mean gain in log-probability; +0.69 nats = twice as likely).")
     sig = lambda p: float(f"{p:.3g}")  # noqa: E731 - 3 significant digits: small probabilities stay visible
     rows = [[r["token"], r["count"], round(r["mean_logprob_gain"], 3), sig(r["p_before"]), sig(r["p_after"])]
-            for r in shifts]
-    yield (f"Done in {secs:.0f} s. {note}", loss_figure(history), before_after_html(prompt, before, after), metrics,
-           rows)
+            for r in out["shifts"]]
+    yield (f"Done in {secs:.0f} s. {note}", loss_figure(history),
+           before_after_html(prompt, out["before"], out["after"]), metrics, rows)
 
 
 def on_download(sessions: SessionStore, request: gr.Request = None):
@@ -232,8 +280,8 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                    [cleaned, steps_md, stats_md, prompt], api_name="finetune_prepare", concurrency_id="model")
         go.click(partial(on_finetune, models, sessions),
                  [model_dd, upload, cleaned, lossy, drop, prompt, seed, trainable, steps, context, batch, lr, max_new],
-                 [status, plot, compare, metrics, shifts], api_name="finetune", concurrency_id="train",
-                 concurrency_limit=1)
+                 [status, plot, compare, metrics, shifts], api_name="finetune", concurrency_id="finetune",
+                 concurrency_limit=None)  # the room's run hub schedules the runs
         dl.click(partial(on_download, sessions), None, files, api_visibility="private")
         register("finetune", fields={
             "model": model_dd, "lossy": lossy, "drop_boilerplate": drop, "prompt": prompt, "trainable": trainable,

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import time
+from dataclasses import asdict
 from functools import partial
 
 import gradio as gr
@@ -17,25 +18,32 @@ from matplotlib.ticker import FormatStrFormatter
 from tinygpt.beyond.scaling import (
     SweepConfig,
     analyse_sweep,
-    estimate_seconds,
     fit_power_law,
+    model_config,
     parse_budgets,
     parse_shapes,
     plan_sweep,
     scaling_sweep,
 )
+from tinygpt.budget import BudgetError, check, limits_from_env, machine_speed
+from tinygpt.budget.estimates import estimate_scaling
+from tinygpt.budget.terms import Work, windows
 from tinygpt.data import CORPORA, load_corpus, make_tokenizer, python_docs
 from tinygpt.defaults import SCALING
 
 from .kit.commands import cli, cli_python
 from .kit.registry import register
 from .kit.common import UserError, clamp_int, human, human_flops, new_figure, parse_float, user_errors
+from .kit.runs import run_key
 from .kit.sessions import SessionStore
 from .kit.stream import Stopper, stream
 
 DEFAULT_SWEEP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "scaling",
                              "default_sweep.json")
-TIME_CAP_S = 600  # a re-run predicted to take longer is refused, and one that runs longer stops there
+# A re-run is budgeted before it starts (tinygpt.budget: refused when its estimate passes a run's limits), and one
+# whose measured time passes this cap stops there with the runs finished so far. None: the budget's time per run
+# (10 minutes, or TINYGPT_RUN_MINUTES).
+TIME_CAP_S: float | None = None
 SCALING_CORPUS = "tiny-shakespeare"  # SCALING's text=None: Tiny Shakespeare (offline: the Python docs)
 MAX_SHAPES, MAX_LAYERS, MAX_EMBD, MAX_BUDGETS = 10, 6, 256, 5
 BUDGET_COLORS = ["#1c7ed6", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00"]
@@ -309,25 +317,49 @@ def get_text(corpus) -> tuple[str, str]:
         return python_docs(), f"python-docs ({e} The offline Python-docs corpus was used instead.)"
 
 
+def cap_s() -> float:
+    """The measured cap of a running sweep, in seconds: TIME_CAP_S, else the budget's time per run."""
+    return float(TIME_CAP_S) if TIME_CAP_S is not None else limits_from_env().run_seconds
+
+
+def run_costs(cfg: SweepConfig, vocab: int, plan: list, corpus_tokens: int) -> list:
+    """Each run's predicted seconds (the budget's time model: its training steps and its two evaluations at this
+    machine's measured speed): a step of a big model counts for more than one of a small model in the progress."""
+    speed = machine_speed()
+    n_windows = windows(corpus_tokens - int(0.9 * corpus_tokens), cfg.context, max(1, cfg.eval_windows // 8) * 8)
+    costs = []
+    for r in plan:
+        c = model_config(r["shape"], vocab, cfg.context)
+        work = Work().train(c, cfg.batch_size, cfg.context, n=r["steps"]).forward(c, n_windows, cfg.context, n=2)
+        costs.append(max(work.seconds(speed), 1e-9))
+    return costs
+
+
 @user_errors
 def on_estimate(corpus, shapes, steps, budgets, lr, batch, context, min_steps, max_steps) -> str:
-    """The plan (runs, steps, FLOPs) and its predicted time on this machine, without training."""
+    """The plan (runs, steps, FLOPs) and its predicted time on this machine (the budget's estimate: what decides
+    whether a re-run starts), without training."""
     cfg, notes = check_sweep_settings(shapes, steps, budgets, lr, batch, context, min_steps, max_steps)
     text, name = get_text(corpus)
     vocab = make_tokenizer(cfg.tokenizer, text).vocab_size
     plan = plan_sweep(cfg, vocab)
-    est = estimate_seconds(cfg, vocab, plan)
-    verdict = "within" if est["seconds"] <= TIME_CAP_S else "**over** (a re-run would be refused)"
+    est = estimate_scaling(cfg, vocab, corpus_tokens=len(text))
+    try:
+        check(est, limits_from_env())
+        verdict = f"within the budget of a run ({est.memory} of memory), under the {cap_words()} cap."
+    except BudgetError as e:
+        verdict = f"**refused** if you re-run it: {e}"
     return (f"{len(plan)} runs, {sum(r['steps'] for r in plan):,} steps, {human_flops(sum(r['flops'] for r in plan))} "
-            f"in total: predicted **{est['seconds'] / 60:.1f} min** from a 3-step timing of each size on this machine "
-            f"now, {verdict} the {cap_words()} cap. A prediction only: a machine that gets busier runs slower. Once "
-            "the sweep runs, the time left is measured from its own progress, and a sweep that reaches the cap stops "
-            f"there with the runs finished so far. {' '.join(notes)}")
+            f"in total: predicted **{est.seconds / 60:.1f} min** from this machine's measured speed, {verdict} "
+            "A prediction only: a machine that gets busier runs slower. Once the sweep runs, the time left is "
+            "measured from its own progress, and a sweep that reaches the cap stops there with the runs finished so "
+            f"far. {' '.join(notes)}")
 
 
 def cap_words() -> str:
     """The cap as words: "10-minute" (or "30-second" for a cap under a minute)."""
-    return f"{TIME_CAP_S / 60:g}-minute" if TIME_CAP_S >= 60 else f"{TIME_CAP_S:g}-second"
+    cap = cap_s()
+    return f"{cap / 60:g}-minute" if cap >= 60 else f"{cap:g}-second"
 
 
 def capped(should_stop, cap_s: float, flag: list):
@@ -345,67 +377,92 @@ def capped(should_stop, cap_s: float, flag: list):
     return stop_now
 
 
+def sweep_job(cfg: SweepConfig, text: str, name: str, planned: int):
+    """The sweep as the hub's job: it stops at its first step or at the measured cap (cap_s(), from when it
+    starts), and then says so in its result's note -> scaling_sweep's result (+ capped)."""
+    def job(callback, should_stop):
+        callback({"kind": "phase"})
+        hit, cap, t0 = [], cap_s(), time.perf_counter()
+        result = scaling_sweep(cfg, text, callback, capped(should_stop, cap, hit), corpus_name=name)
+        if hit:
+            result = {**result, "capped": True,
+                      "note": f"Stopped at the {cap_words()} cap after {time.perf_counter() - t0:.0f} s: "
+                              f"{len(result['runs'])} of {planned} runs finished (the fits use those)."}
+        return result
+    return job
+
+
 @user_errors
 def on_rerun(sessions: SessionStore, corpus, shapes, steps, budgets, lr, batch, context, min_steps, max_steps,
              request: gr.Request = None, progress=gr.Progress()):
-    """Stream (status, figure, tables, explanation) while the sweep trains. Settings predicted to take longer than
-    the cap are refused; once it runs, the time left is measured from its own progress, and a sweep whose measured
-    time passes the cap stops there with the runs finished so far."""
+    """Stream (status, figure, tables, explanation) while the sweep trains. Keyed by the sweep's settings and the
+    corpus (a student who starts the same follows the one computation); budgeted before it starts
+    (tinygpt.budget.estimate_scaling: refused when it does not fit a run's limits); once it runs, the time left is
+    measured from its own progress, and a sweep whose measured time passes the cap stops there with the runs
+    finished so far."""
     cfg, notes = check_sweep_settings(shapes, steps, budgets, lr, batch, context, min_steps, max_steps)
     text, name = get_text(corpus)
     vocab = make_tokenizer(cfg.tokenizer, text).vocab_size
     plan = plan_sweep(cfg, vocab)
-    estimate = estimate_seconds(cfg, vocab, plan)
-    est = estimate["seconds"]
-    if est > TIME_CAP_S:
-        raise UserError(f"These settings would take about {est / 60:.0f} minutes on this machine; the cap is "
-                        f"{TIME_CAP_S // 60} minutes. Use fewer or smaller sizes, fewer steps or smaller budgets.")
-    entry = sessions.get(request)
+    estimate = estimate_scaling(cfg, vocab, corpus_tokens=len(text))
+    est = estimate.seconds
+    key = run_key("scaling", {**asdict(cfg), "corpus": name}, text=text)
     stop = STOP.fresh(sessions, request)
     total = sum(r["steps"] for r in plan)
     # progress in predicted seconds: a step of a big model counts for more than one of a small model, so the time
     # left measured from it (elapsed × the work left ÷ the work done) does not assume every step costs the same
-    cost = [max(s, 1e-9) for s in estimate["per_run"]]
+    cost = run_costs(cfg, vocab, plan, len(text))
     before = np.cumsum([0.0] + cost).tolist()
     offsets = np.cumsum([0] + [r["steps"] for r in plan]).tolist()  # steps done before each run starts
     note = " ".join(notes)
     runs: list = []
     events: list = []  # the last event tells how far the sweep is
-    hit_cap: list = []
-    t0 = time.perf_counter()
-    yield (f"Training {len(plan)} runs ({total:,} steps). Predicted before starting (a 3-step timing of each size): "
-           f"about {est / 60:.1f} min; the time left is measured from the sweep's own progress once it runs, and it "
-           f"stops at the {cap_words()} cap whatever happens. {note}", sweep_figure(None),
-           tables_md(None), "")
+    predicted = (f"predicted before starting: about {est / 60:.1f} min, this machine's measured speed; the time left "
+                 f"is measured from the sweep's own progress once it runs, and it stops at the {cap_words()} cap "
+                 "whatever happens")
+    head = f"Training {len(plan)} runs ({total:,} steps), {predicted}."
+
+    def work_done(ev) -> float:
+        i = ev["run"]
+        frac = ev.get("step", 0) / max(plan[i]["steps"], 1) if ev["kind"] == "step" else 1.0
+        return before[i] + frac * cost[i]
+
+    def progress_of(_, ev):
+        return min(1.0, work_done(ev) / before[-1]) if ev.get("kind") in ("step", "run") else None
 
     def record(_, ev):
         if ev["kind"] == "run":
             runs.append(ev["result"])
-        events[:] = [ev]
+        if ev["kind"] in ("step", "run"):
+            events[:] = [ev]
 
     def view(clock):
+        if not events:
+            return f"{head} {note}", sweep_figure(None), tables_md(None), ""
         last = events[-1]
         i = last["run"]
-        frac = last.get("step", 0) / max(plan[i]["steps"], 1) if last["kind"] == "step" else 1.0
         done = offsets[i] + (last.get("step", 0) if last["kind"] == "step" else plan[i]["steps"])
-        eta = clock.tick(before[i] + frac * cost[i], before[-1], f"run {i + 1}/{len(plan)}", counted=False)
-        left = clock.left(before[i] + frac * cost[i], before[-1])
+        eta = clock.tick(work_done(last), before[-1], f"run {i + 1}/{len(plan)}", counted=False)
+        left = clock.left(work_done(last), before[-1])
         over = (f" At this pace it would pass the {cap_words()} cap: it will stop there with the runs "
-                "finished so far." if clock.elapsed + left > TIME_CAP_S else "")
+                "finished so far." if clock.elapsed + left > cap_s() else "")
         partial_result = {"runs": list(runs), **analyse_sweep(runs)}
         return (f"Run {i + 1} of {len(plan)} · {done:,}/{total:,} steps · {clock.elapsed:.0f} s, {eta} "
-                f"(measured).{over} {note}", sweep_figure(partial_result), tables_md(partial_result), "")
+                f"(measured); predicted before starting: {est / 60:.1f} min.{over} {note}",
+                sweep_figure(partial_result), tables_md(partial_result), "")
 
-    def job(cb, should_stop):
-        return scaling_sweep(cfg, text, cb, capped(should_stop, TIME_CAP_S, hit_cap), corpus_name=name)
+    def waiting(text):
+        return f"{text} {head} {note}", sweep_figure(None), tables_md(None), ""
 
-    result = (yield from stream({"sweep": job}, stop, record, view, progress))["sweep"]
-    secs = time.perf_counter() - t0
-    if hit_cap:
-        result["note"] = (f"Stopped at the {cap_words()} cap after {secs:.0f} s: {len(result['runs'])} "
-                          f"of {len(plan)} runs finished (the fits use those).")
-    entry["scaling"] = result
-    if hit_cap:
+    result = (yield from stream({"sweep": sweep_job(cfg, text, name, len(plan))}, stop, record, view, progress,
+                                sessions=sessions, request=request, key=key, estimate=estimate,
+                                label="Scaling sweep", waiting=waiting, progress_of=progress_of)).get("sweep")
+    if not result:
+        yield f"Stopped before it started. {note}", sweep_figure(None), tables_md(None), ""
+        return
+    sessions.get(request)["scaling"] = result
+    secs = result["seconds"]
+    if result.get("capped"):
         head = (f"Stopped at the {cap_words()} cap: {len(result['runs'])} of {len(plan)} runs finished "
                 f"in {secs:.0f} s (predicted: {est:.0f} s); the plots and fits below use the finished runs.")
     else:
@@ -424,8 +481,8 @@ def build(sessions: SessionStore, sweep_path: str = DEFAULT_SWEEP):
                     "small character-level GPTs on Tiny Shakespeare: **L(N) = a·N^-α + c** from models that all see "
                     "the same tokens, and Chinchilla-style **IsoFLOP** curves: for each budget C every size N trains "
                     "on D = C/(6N) tokens. The plots show a sweep made earlier with the command below; re-run it "
-                    f"live (one sweep at a time; settings that would take over {TIME_CAP_S // 60} minutes are "
-                    "refused).")
+                    "live (every re-run is budgeted before it starts: one that would need more memory or time than a "
+                    "run may take on this server is refused, with both figures).")
         status = gr.Markdown(f"Showing the shipped sweep ({len(shipped['runs'])} runs), made with "
                              f"`{shipped.get('command', '')}`. {shipped.get('note', '')}" if shipped else
                              "No shipped sweep found: press Re-run.", elem_id="sc-status")
@@ -455,10 +512,11 @@ def build(sessions: SessionStore, sweep_path: str = DEFAULT_SWEEP):
                 stop = gr.Button("Stop")
             est_md = gr.Markdown(elem_id="sc-estimate")
         inputs = [corpus, shapes, steps, budgets, lr, batch, context, min_steps, max_steps]
-        est.click(on_estimate, inputs, est_md, api_name="scaling_estimate", concurrency_id="train",
+        est.click(on_estimate, inputs, est_md, api_name="scaling_estimate", concurrency_id="scaling_estimate",
                   concurrency_limit=1)
+        # its own queue without a limit: the room's run hub schedules the sweeps (and shares identical ones)
         go.click(partial(on_rerun, sessions), inputs, [status, plot, tables, explain_md], api_name="scaling",
-                 concurrency_id="train", concurrency_limit=1)
+                 concurrency_id="scaling", concurrency_limit=None)
         STOP.wire(stop, sessions, status)
         register("scaling", fields=dict(zip(SHARE_FIELDS, inputs)), command=command, run=go)
 

@@ -65,8 +65,9 @@ def test_dpo_malformed_pairs_file_names_the_line(models, tiny_dir, tmp_path):
 
 
 def test_dpo_time_cap(models, tiny_dir, monkeypatch):
-    monkeypatch.setattr(alignment, "DPO_CAP_S", 0.01)
-    with pytest.raises(gr.Error, match="the limit here is"):
+    """The cap is the budget's (tinygpt.budget): refused before it starts, in one sentence with the figures."""
+    monkeypatch.setenv("TINYGPT_RUN_MINUTES", "0.0001")
+    with pytest.raises(gr.Error, match="This run needs about .* but a run on this server may use at most"):
         run_dpo(models, tiny_dir)
 
 
@@ -96,7 +97,8 @@ def test_rlhf_stages_then_ppo_again(tiny_rlhf):
     assert [r["kl_coef"] for r in sessions.get(req)["rlhf"]["ppo_runs"]] == [0.2, 0.0]
 
 
-def test_rlhf_stop(tiny_rlhf):
+def test_rlhf_stop(tiny_rlhf, monkeypatch):
+    monkeypatch.setenv("TINYGPT_RUN_MINUTES", "600")  # long enough to press Stop in, whatever this machine's speed
     sessions, req = SessionStore(), Req("stopper")
     gen = alignment.on_rlhf(sessions, 800, 100, 50, 0.2, 1, request=req, **NO_PROGRESS)
     next(gen)
@@ -107,17 +109,20 @@ def test_rlhf_stop(tiny_rlhf):
     assert sessions.get(req)["rlhf"]["sft"]["steps"] < 800
 
 
-@pytest.mark.parametrize("args,msg", [((2000, 500, 300, 0.2, 1), "the limit here is"),
+@pytest.mark.parametrize("args,msg", [((2000, 500, 300, 0.2, 1), "may use at most 2 GB and 1 second"),
                                       ((10, 5, 2, -1, 1), "at least 0"),
                                       ((10, 5, 2, "x", 1), "must be a number")])
-def test_rlhf_refusals(tiny_rlhf, args, msg):
+def test_rlhf_refusals(tiny_rlhf, args, msg, monkeypatch):
+    monkeypatch.setenv("TINYGPT_RUN_MINUTES", "0.01")  # the tiny pipeline's 2000 + 500 + 300 steps pass 0.6 s
     with pytest.raises(gr.Error, match=msg):
         drain(alignment.on_rlhf(SessionStore(), *args, request=Req(), **NO_PROGRESS))
 
 
 def test_rlhf_estimate_fits_the_cap_at_defaults():
-    rc = R.RLHFConfig()
-    assert alignment.rlhf_seconds(rc.sft_steps, rc.rm_steps, rc.ppo_steps) < alignment.RLHF_CAP_S
+    from tinygpt.budget import Limits, Speed, check, estimate_rlhf
+
+    space = Speed(flops_per_s=6.5e10, step_overhead_s=0.005, loss_s_per_logit=5e-9, score_s_per_logit=2e-9)
+    check(estimate_rlhf(R.RLHFConfig(), speed=space), Limits())  # a 2-vCPU Space: 2 GB and 10 minutes a run
 
 
 def test_api_names_and_a_dpo_call(models, tiny_dir):

@@ -171,7 +171,8 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
         gqa_go.click(partial(on_gqa, models, sessions), [model_dd, fast, groups, gqa_lens, gqa_batch],
                      [gqa_plot, gqa_table, gqa_md], api_name="gqa", **MEASURE)
         up_go.click(partial(on_uptrain, models, sessions), [model_dd, groups, up_steps, up_lr],
-                    [up_status, up_plot, up_md], api_name="gqa_uptrain", concurrency_id="train", concurrency_limit=1)
+                    [up_status, up_plot, up_md], api_name="gqa_uptrain", concurrency_id="gqa_uptrain",
+                    concurrency_limit=None)  # the room's run hub schedules uptraining runs
         fl_go.click(on_flash_trace, [fl_T, fl_bq, fl_bk, fl_hs, fl_causal, fl_seed],
                     [trace, fl_step, fl_plot, fl_md, fl_check], api_name="flash_attention")
         fl_step.change(on_flash_step, [trace, fl_step], [fl_plot, fl_md], api_visibility="private")

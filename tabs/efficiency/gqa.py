@@ -1,6 +1,6 @@
 """(b) MHA / GQA / MQA built from the loaded model by mean-pooling its key/value heads: the cache each allocates
 next to the calculator, ms per token, reference-passage perplexity, and optional uptraining of a private copy with
-a live held-out loss."""
+a live held-out loss (a job of the room's run hub: keyed, budgeted, shared by everyone who starts the same)."""
 from __future__ import annotations
 
 import time
@@ -9,6 +9,7 @@ from functools import lru_cache
 import gradio as gr
 import torch
 
+from tinygpt.budget import estimate_gqa_uptrain
 from tinygpt.data import split_tokens
 from tinygpt.efficiency import compare_kv_heads, convert_kv_heads, kv_label, uptrain, uptrain_corpus
 from tinygpt.efficiency.kv_measure import check_lengths
@@ -16,6 +17,7 @@ from tinygpt.evaluate import evaluate, perplexity
 from tinygpt.interpret.pruning import default_reference
 
 from ..kit.common import UserError, clamp_int, get_model, human_bytes, new_figure, parse_float, user_errors
+from ..kit.runs import abandoned, run_key
 from ..kit.sessions import SessionStore
 from ..kit.stream import stream
 from .shared import COLORS, STOP, mib, parse_lengths
@@ -157,10 +159,34 @@ def uptrain_figure(history, mha_loss, start_loss, label):
     return fig
 
 
+def uptrain_job(base, tok, g: int, ids, val_ids, n_steps: int, rate: float, context: int, text: str):
+    """GQA uptraining as the hub's job: the original's and the converted model's held-out loss and reference
+    perplexity (the base is only read), a converted copy uptrained, its perplexity after -> {mha_val, start_val,
+    ppl, result (tinygpt.train's), seconds}. Its first event carries the starting losses (the figure's lines)."""
+    def job(callback, should_stop):
+        t0 = time.perf_counter()
+        callback({"phase": "Converting and measuring the starting point"})
+        windows = dict(max_windows=16)  # the windows tinygpt.train evaluates with eval_batches=2
+        mha_val = evaluate(base, val_ids, context, **windows)["loss"]
+        model = convert_kv_heads(base, g)
+        start_val = evaluate(model, val_ids, context, **windows)["loss"]
+        callback({"phase": "Uptraining", "mha_val": mha_val, "start_val": start_val})
+        ppl = {"MHA": perplexity(base, tok, text)["perplexity"], "before": perplexity(model, tok, text)["perplexity"]}
+        result = uptrain(model, ids, n_steps, 8, context, rate, callback=callback, should_stop=should_stop)
+        if abandoned(should_stop):
+            return {"abandoned": True}
+        ppl["after"] = perplexity(model, tok, text)["perplexity"]
+        return {"mha_val": mha_val, "start_val": start_val, "ppl": ppl, "result": result,
+                "seconds": time.perf_counter() - t0}
+    return job
+
+
 @user_errors
 def on_uptrain(models, sessions: SessionStore, name, groups, steps, lr, request: gr.Request = None,
                progress=gr.Progress()):
-    """Stream (status, figure, markdown): convert to the chosen KV heads, then uptrain a private copy briefly."""
+    """Stream (status, figure, markdown): convert to the chosen KV heads, then uptrain a private copy briefly.
+    Keyed by the KV heads, steps, learning rate, the base model's weights and the corpus (a student who starts the
+    same follows the one computation), budgeted by tinygpt.budget.estimate_gqa_uptrain."""
     notes: list = []
     base, tok = get_model(models, name)  # training runs in fp32
     g = check_groups(base, groups)
@@ -168,31 +194,46 @@ def on_uptrain(models, sessions: SessionStore, name, groups, steps, lr, request:
         raise UserError(f"The model already has {g} KV heads: choose fewer to see a gap to close.")
     n_steps = clamp_int(steps, 1, 500, "Steps", notes)
     rate = parse_float(lr, "Learning rate", 1e-7, 1.0)
-    stop = STOP.fresh(sessions, request)
     cname, ids, cnote = corpus_ids(base.info.name, tok)
     context = min(128, base.config.block_size)
     _, val_ids = split_tokens(ids, 0.1)  # the held-out part uptrain evaluates (the end of the text)
     label = kv_label(base.config.n_head, g)
     note = " ".join([cnote] + notes).strip()
-    yield f"Converting to {label} and measuring the starting point… {note}", uptrain_figure([], None, None, label), ""
     text = default_reference(base.info.name)
-    windows = dict(max_windows=16)  # the windows tinygpt.train evaluates with eval_batches=2
-    mha_val = evaluate(base, val_ids, context, **windows)["loss"]
-    model = convert_kv_heads(base, g)
-    start_val = evaluate(model, val_ids, context, **windows)["loss"]
-    ppl = {"MHA": perplexity(base, tok, text)["perplexity"], "before": perplexity(model, tok, text)["perplexity"]}
-    history, t0 = [], time.perf_counter()
+    key = run_key("gqa_uptrain", {"n_kv_head": g, "steps": n_steps, "lr": rate, "batch": 8, "context": context,
+                                  "corpus": cname, "reference": text}, model=base, text=ids.numpy().tobytes())
+    estimate = estimate_gqa_uptrain(base.config, g, n_steps, 8, context, corpus_tokens=len(ids),
+                                    reference_tokens=len(tok.encode(text)))
+    stop = STOP.fresh(sessions, request)
+    history, seen = [], {"phase": f"Converting to {label} and measuring the starting point", "mha_val": None,
+                         "start_val": None}
+
+    def record(_, ev):
+        if "step" in ev:
+            history.append(ev)
+        else:
+            seen.update(ev)
+
+    def figure():
+        return uptrain_figure(history, seen["mha_val"], seen["start_val"], label)
 
     def view(clock):
+        if not history:
+            return f"{seen['phase']}… {note}", figure(), ""
         e = history[-1]
         eta = clock.tick(e["step"], n_steps, "uptraining")
-        return (f"Step {e['step']}/{n_steps} · train loss {e['train_loss']:.3f} · {eta}. {note}",
-                uptrain_figure(history, mha_val, start_val, label), "")
+        return f"Step {e['step']}/{n_steps} · train loss {e['train_loss']:.3f} · {eta}. {note}", figure(), ""
 
-    job = {"up": lambda cb, should_stop: uptrain(model, ids, n_steps, 8, context, rate, callback=cb,
-                                                 should_stop=should_stop)}
-    result = (yield from stream(job, stop, lambda _, ev: history.append(ev), view, progress))["up"]
-    ppl["after"] = perplexity(model, tok, text)["perplexity"]
+    def waiting(text):
+        return f"{text} {note}", figure(), ""
+
+    out = (yield from stream({"up": uptrain_job(base, tok, g, ids, val_ids, n_steps, rate, context, text)}, stop,
+                             record, view, progress, sessions=sessions, request=request, key=key, estimate=estimate,
+                             label="GQA uptraining", waiting=waiting)).get("up")
+    if not out or out.get("abandoned"):
+        yield f"Stopped before it started. {note}", figure(), ""
+        return
+    result, ppl, mha_val, start_val = out["result"], out["ppl"], out["mha_val"], out["start_val"]
     end_val = result["val_loss"]
     gap0, gap1 = start_val - mha_val, end_val - mha_val
     if gap0 <= 0:
@@ -213,4 +254,4 @@ def on_uptrain(models, sessions: SessionStore, name, groups, steps, lr, request:
           f" seen): {closed} on held-out text. (The GQA paper uptrains for 5 % of the pre-training steps; more steps"
           f" close more of the gap.) The shared model was not changed."
           + (f" {note}" if note else ""))
-    yield f"Done in {time.perf_counter() - t0:.0f} s. {note}", uptrain_figure(history, mha_val, start_val, label), md
+    yield f"Done in {out['seconds']:.0f} s. {note}", figure(), md

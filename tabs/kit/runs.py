@@ -125,6 +125,27 @@ def result_bytes(obj, seen=None) -> int:
     return 0
 
 
+class ShouldStop:
+    """A job's should_stop (callable, as everywhere): true once its run is stopped. `abandoned()` also tells whether
+    nobody follows the run any more (the page closed, the request cancelled): then the job may skip its
+    after-training work (samples, evaluations), since nobody will see it, and hand its memory back sooner."""
+
+    def __init__(self, run: "Run"):
+        self.run = run
+
+    def __call__(self) -> bool:
+        return self.run.stop.is_set()
+
+    def abandoned(self) -> bool:
+        return self.run.stop.is_set() and self.run.followers == 0
+
+
+def abandoned(should_stop) -> bool:
+    """Has the run of this should_stop been left by everyone? (False for a plain callable: run_jobs, the CLI.)"""
+    check = getattr(should_stop, "abandoned", None)
+    return bool(check()) if check is not None else False
+
+
 def step_fraction(name: str, ev) -> float | None:
     """How far a job is, from its event: step / steps_total (the training loop's events), else None."""
     if isinstance(ev, dict) and ev.get("steps_total"):
@@ -331,7 +352,7 @@ class RunHub:
 
         def worker(name, fn):
             try:
-                results[name] = fn(lambda ev: emit(name, ev), run.stop.is_set)
+                results[name] = fn(lambda ev: emit(name, ev), ShouldStop(run))
             except BaseException as e:  # noqa: BLE001 - handed to the followers
                 errors[name] = e
                 run.stop.set()

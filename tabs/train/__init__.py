@@ -116,13 +116,15 @@ def build(sessions: SessionStore):
             explain_md = gr.Markdown(elem_id="tr-explain")
         compare_b.change(lambda on: gr.update(value=run_label(on)), compare_b, go, queue=False,
                          api_visibility="private")
-        # the stream's call site (run.on_train) is where the shared-run hub plugs in; new inputs go last
+        # new inputs go last. Its own queue without a limit: the room's run hub schedules the runs (tabs/kit/runs.py),
+        # and a student following a run someone else started only waits on that run
         go.click(partial(on_train, sessions),
                  [corpus, upload, tokenizer, n_layer, n_head, n_embd, context, embd_p, attn_p, resid_p, steps, batch,
                   lr, a_causal, a_ln, a_scale, b_causal, b_ln, b_scale, sample_len, seed,
                   a_experts, a_top_k, a_aux, b_experts, b_top_k, b_aux, match_active, a_pos, b_pos,
                   compare_b, b_own, b_embd_p, b_attn_p, b_resid_p],
-                 [status, plot, samples, explain_md], api_name="train", concurrency_id="train", concurrency_limit=1
+                 [status, plot, samples, explain_md], api_name="train", concurrency_id="train",
+                 concurrency_limit=None
                  ).success(partial(on_route, sessions, "", quiet=True), None, routing, api_visibility="private")
         route_go.click(partial(on_route, sessions), route_text, routing, api_name="moe_routing")
         preset_outputs = [a_causal, a_ln, a_scale, b_causal, b_ln, b_scale, a_experts, a_top_k, a_aux, b_experts,
