@@ -216,10 +216,10 @@ def test_kv_cache_tab(models, tiny_dir):
     r = kv_cache_latency(model, tok.encode("Hello"), 70)  # crosses the tiny model's 64-token context
     assert r["same_tokens"] and len(r["cached_ms"]) == len(r["nocache_ms"]) == len(r["lengths"]) == 70
     assert r["lengths"][0] == len(tok.encode("Hello")) + 1
-    fig, md = eff.on_kv_cache(models, tiny_dir, False, "Hello", 16)
+    fig, md = drain(eff.on_kv_cache(models, SessionStore(), tiny_dir, False, "Hello", 16))
     assert fig.axes and "the same tokens" in md and "(equal)" in md
     with pytest.raises(gr.Error, match="prompt"):
-        eff.on_kv_cache(models, tiny_dir, False, "  ", 16)
+        drain(eff.on_kv_cache(models, SessionStore(), tiny_dir, False, "  ", 16))
 
 
 def test_gqa_tab(models, tiny_dir):

@@ -97,7 +97,7 @@ class Clock:
 
 def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, progress: Callable | None = None,
            every_s: float = UPDATE_S, *, sessions: SessionStore | None = None, request=None, key: str | None = None,
-           estimate=None, label: str = "run", waiting: Callable | None = None):
+           estimate=None, label: str = "run", waiting: Callable | None = None, lane: str | None = None):
     """Run `jobs` ({name: fn(callback, should_stop)}) in worker threads; yield the tab's page updates while they
     run and return {name: result} (use `results = yield from stream(...)`).
 
@@ -109,12 +109,13 @@ def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, 
     sessions (with request): run through the room's hub, as the user of this request — key: what decides the
     result (tabs.kit.runs.run_key; None = never shared), estimate: its tinygpt.budget.Estimate (refused in one
     sentence when it passes one run's limits), label: the run's name in messages, waiting(text) -> the tab's outputs
-    while it waits in a queue (else the progress bar alone shows the position and start time)."""
+    while it waits in a queue (else the progress bar alone shows the position and start time), lane: the hub's lane
+    (default: by the estimate's seconds; "measure" for timings, one at a time)."""
     clock = Clock(progress)
     ticket = None
     if sessions is not None:
         user = SessionStore.key(request) if request is not None else None
-        ticket = sessions.room.open(key, jobs, user=user, label=label, estimate=estimate)
+        ticket = sessions.room.open(key, jobs, user=user, label=label, estimate=estimate, lane=lane)
         events = ticket.follow(stop)
     else:
         events = run_jobs(jobs, stop)
