@@ -196,6 +196,7 @@ def test_profile_cli(tiny_dir):
     r = json.loads(res.stdout)
     assert set(r["seconds"]) == set(r["flops"]) == set(FORWARD_COMPONENTS)
     assert r["total_seconds"] > 0 and r["batch"] == 2 and r["seq_len"] == 16
+    assert r["budget"]["action"] == "profile" and r["budget"]["limits"]["run_memory_bytes"] is None
     assert abs(sum(r["seconds"].values()) - r["total_seconds"]) <= 0.15 * r["total_seconds"]
     res = run_cli("profile", "--model", tiny_dir, "--seq-len", "65")
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "longer than" in res.stderr
