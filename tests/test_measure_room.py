@@ -161,3 +161,27 @@ def test_a_benchmark_whose_page_goes_away_kills_its_child():
     assert wait_for(lambda: idle(sessions.room), timeout=10)
     assert wait_for(lambda: not set(children()) - before, timeout=10)
     assert time.perf_counter() - t < 10
+
+
+def test_a_quiet_run_still_updates_its_page_and_closing_it_stops_the_run():
+    """A run that reports nothing for a while (an evaluation, a child process): stream() yields an update that
+    skips every output about once a second, so a cancelled request's handler is closed there, promptly."""
+    from tabs.kit.stream import IDLE_S, stream
+
+    sessions, ended = SessionStore(), threading.Event()
+
+    def quiet(callback, should_stop):
+        callback({"kind": "start"})
+        while not should_stop():
+            time.sleep(0.02)
+        ended.set()
+
+    gen = stream({"A": quiet}, threading.Event(), lambda *_: None, lambda clock: ("plot", "status"),
+                 sessions=sessions, request=SimpleNamespace(session_hash="q"), key="quiet", lane="measure")
+    assert next(gen) == ("plot", "status")
+    t = time.perf_counter()
+    update = next(gen)  # nothing happened: an update that changes nothing
+    assert IDLE_S * 0.8 <= time.perf_counter() - t <= IDLE_S + 1.5
+    assert len(update) == 2 and all(isinstance(x, type(gr.skip())) for x in update)
+    gen.close()
+    assert ended.wait(5) and wait_for(lambda: idle(sessions.room), 5)

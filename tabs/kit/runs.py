@@ -182,8 +182,11 @@ class Ticket:
         self.hub, self.run, self.shared = hub, run, shared  # shared: attached to a run someone else started
         self._closed = False
 
-    def follow(self, stop: threading.Event | None = None, poll_s: float = 0.25):
+    def follow(self, stop: threading.Event | None = None, poll_s: float = 0.25, idle_s: float | None = None):
+        """idle_s: also yield ("idle", None) when nothing else was yielded for this long while the run is queued or
+        going (the page's handler then reaches a yield, where Gradio can close it when its request is cancelled)."""
         run, seen, last_info = self.run, 0, None
+        last_yield = time.perf_counter()
         try:
             while True:
                 with run.cond:
@@ -196,13 +199,18 @@ class Ticket:
                 if stop is not None and stop.is_set() and state in ("queued", "running"):
                     self._stop_pressed()
                     stop = None  # asked once; a lone follower now waits for the run's (stopped) result
+                if idle_s is not None and not batch and state in ("queued", "running") \
+                        and time.perf_counter() - last_yield >= idle_s:
+                    last_yield = time.perf_counter()
+                    yield "idle", None
                 if state == "queued":
                     info = self.hub.wait_info(run)
                     if info != last_info:
-                        last_info = info
+                        last_info, last_yield = info, time.perf_counter()
                         yield "queued", info
                     continue
                 if batch:
+                    last_yield = time.perf_counter()
                     yield "events", batch
                 if state in ("done", "stopped"):
                     yield "done", run.results

@@ -27,6 +27,10 @@ from .runs import wait_text
 from .sessions import SessionStore, run_jobs
 
 UPDATE_S = 0.25  # at most one page update per this many seconds: each one redraws the tab's figures
+# A run in the hub that reports nothing for this long (a long evaluation, a child process) still sends the page an
+# update that changes nothing: a cancelled request's handler is closed only when it yields, and Gradio's /cancel
+# (gradio_client's job.cancel()) waits for that.
+IDLE_S = 1.0
 STOPPING = "Stopping after the current step…"
 
 
@@ -116,18 +120,25 @@ def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, 
     if sessions is not None:
         user = SessionStore.key(request) if request is not None else None
         ticket = sessions.room.open(key, jobs, user=user, label=label, estimate=estimate, lane=lane)
-        events = ticket.follow(stop)
+        events = ticket.follow(stop, idle_s=IDLE_S)
     else:
         events = run_jobs(jobs, stop)
     last = None
+    shape = None  # the last update's shape: an idle update skips every output (gr.skip()), nothing is redrawn
     try:
         for kind, payload in events:
+            if kind == "idle":
+                if shape is not None:
+                    yield tuple(gr.skip() for _ in range(shape)) if shape else gr.skip()
+                continue
             if kind == "queued":
                 text = wait_text(payload)
                 if progress is not None:
                     progress(0.0, desc=text)
                 if waiting is not None:
-                    yield waiting(text)
+                    out = waiting(text)
+                    shape = len(out) if isinstance(out, tuple) else 0
+                    yield out
                 continue
             if kind == "done":
                 return payload
@@ -138,6 +149,8 @@ def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, 
             now = time.perf_counter()
             if last is None or now - last >= every_s:
                 last = now
-                yield view(clock)
+                out = view(clock)
+                shape = len(out) if isinstance(out, tuple) else 0
+                yield out
     finally:  # closed early (user left / cancelled): run_jobs stops and joins the workers
         events.close()
