@@ -26,8 +26,8 @@ def finetune_args(model):  # 300 steps of 16 x 64 tokens over GPT-2's vocabulary
     return [model, None, ESSAY, False, True, "The lighthouse", 1, "Top 2 blocks (fast)", 300, 64, 16, 1e-3, 10]
 
 
-def dpo_args(model):  # 300 steps of 16 pairs, two betas
-    return [model, "Synthetic pairs (kind vs unkind word)", 1000, None, 0.1, 0.5, 300, 16, 1e-3, "All weights",
+def dpo_args(model):  # 300 steps of 16 pairs, two betas (200 pairs: the reference's pass over them is short)
+    return [model, "Synthetic pairs (kind vs unkind word)", 200, None, 0.1, 0.5, 300, 16, 1e-3, "All weights",
             "ROMEO:", 1]
 
 
@@ -35,8 +35,10 @@ def flash_args():  # standard and tiled attention at 4,096 tokens, 5 timed repea
     return [["4,096"], ["standard", "tiled"], 64, 5]
 
 
-CASES = {"train": lambda m: train_args(), "finetune": finetune_args, "dpo": dpo_args, "flash_benchmark":
-         lambda m: flash_args()}
+# dpo last: a cancel that hangs (Gradio's /cancel holds the app's lock while it waits for the handler to yield)
+# would delay the cancels after it
+CASES = {"train": lambda m: train_args(), "finetune": finetune_args, "flash_benchmark": lambda m: flash_args(),
+         "dpo": dpo_args}
 
 
 def children() -> set:
