@@ -9,7 +9,10 @@ import gradio as gr
 import torch
 
 import tinygpt
+from tinygpt import budget
+from tinygpt.budget.estimates import estimate_sampling
 from tinygpt.defaults import SAMPLE_TAB
+from tinygpt.dtypes import dtype_name
 from tinygpt.sampling import DRAWABLE_MIN_P, distribution_summary, encode_prompt, next_token_logits
 
 from .kit.commands import cli
@@ -211,6 +214,15 @@ def on_dist(models, name, fast, prompt, temperature, top_k, top_p):
             explain(model, tok, v.prompt, v.temperature, v.top_k, v.top_p))
 
 
+def check_budget(model, tok, v) -> None:
+    """Refuse, in one sentence, sampling whose estimate (tinygpt.budget.estimate_sampling: the rows' KV cache and
+    the prefill) passes one run's limits. Not through the room's hub: the batcher already shares the work."""
+    prompt_tokens = len(encode_prompt(tok, v.prompt, model.config.block_size))
+    dtype = dtype_name(model.transformer.wte.weight.dtype, "fp32")
+    budget.check(estimate_sampling(model.config, v.num_samples, v.max_new_tokens, prompt_tokens, dtype),
+                 budget.limits_from_env())
+
+
 @user_errors
 def on_sample(models, name, fast, prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed,
               batchers=None):
@@ -219,6 +231,7 @@ def on_sample(models, name, fast, prompt, num_samples, max_new_tokens, temperatu
     v, notes = check_knobs(prompt, num_samples, max_new_tokens, temperature, top_k, top_p, seed, MAX_SAMPLES,
                            MAX_NEW_TOKENS)
     model, tok = get_model(models, name, fast)
+    check_budget(model, tok, v)
     batcher = batchers.get(model) if batchers is not None else None
     note = " ".join(notes)
     t0 = time.perf_counter()

@@ -168,7 +168,8 @@ def test_cli_dpo_json_keys(tiny_dir, tmp_path):
                 "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert set(report) == {"steps", "loss", "reward_accuracy", "reward_margin", "seconds"}
+    assert set(report) == {"steps", "loss", "reward_accuracy", "reward_margin", "seconds", "budget"}
+    assert report["budget"]["action"] == "dpo" and report["budget"]["fits"] is True
     assert report["steps"] == 2 and (out / "model.safetensors").exists()
 
 

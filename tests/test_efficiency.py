@@ -196,6 +196,7 @@ def test_profile_cli(tiny_dir):
     r = json.loads(res.stdout)
     assert set(r["seconds"]) == set(r["flops"]) == set(FORWARD_COMPONENTS)
     assert r["total_seconds"] > 0 and r["batch"] == 2 and r["seq_len"] == 16
+    assert r["budget"]["action"] == "profile" and r["budget"]["limits"]["run_memory_bytes"] is None
     assert abs(sum(r["seconds"].values()) - r["total_seconds"]) <= 0.15 * r["total_seconds"]
     res = run_cli("profile", "--model", tiny_dir, "--seq-len", "65")
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "longer than" in res.stderr
@@ -216,10 +217,10 @@ def test_kv_cache_tab(models, tiny_dir):
     r = kv_cache_latency(model, tok.encode("Hello"), 70)  # crosses the tiny model's 64-token context
     assert r["same_tokens"] and len(r["cached_ms"]) == len(r["nocache_ms"]) == len(r["lengths"]) == 70
     assert r["lengths"][0] == len(tok.encode("Hello")) + 1
-    fig, md = eff.on_kv_cache(models, tiny_dir, False, "Hello", 16)
+    fig, md = drain(eff.on_kv_cache(models, SessionStore(), tiny_dir, False, "Hello", 16))
     assert fig.axes and "the same tokens" in md and "(equal)" in md
     with pytest.raises(gr.Error, match="prompt"):
-        eff.on_kv_cache(models, tiny_dir, False, "  ", 16)
+        drain(eff.on_kv_cache(models, SessionStore(), tiny_dir, False, "  ", 16))
 
 
 def test_gqa_tab(models, tiny_dir):

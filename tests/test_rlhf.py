@@ -174,7 +174,8 @@ def test_cli_rlhf_json_keys_and_bad_flags():
                 "--threads", "1", "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert set(report) == {"sft", "reward_model", "ppo", "seconds"}
+    assert set(report) == {"sft", "reward_model", "ppo", "seconds", "budget"}
+    assert report["budget"]["action"] == "rlhf" and report["budget"]["limits"]["run_seconds"] is None
     assert set(report["ppo"]) == {"reward_start", "reward_end", "kl_end"}
     r = run_cli("rlhf", "--kl-coef", "-1")
     assert r.returncode == 2 and "kl-coef" in r.stderr and "Traceback" not in r.stderr

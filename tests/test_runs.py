@@ -202,7 +202,7 @@ def test_runs_are_budgeted_before_they_start():
         hub.open("big", {"A": counting_job()}, user="u", estimate=huge)
     msg = str(e.value)
     assert "9.6 GB" in msg and "31 hours" in msg and "2 GB" in msg and "10 minutes" in msg and "\n" not in msg
-    assert hub.load() == {"short": {"running": 0, "queued": 0}, "long": {"running": 0, "queued": 0}}
+    assert hub.load() == {lane: {"running": 0, "queued": 0} for lane in ("short", "long", "measure")}
 
 
 def test_a_queued_run_waits_for_memory_and_the_ledger_is_released():

@@ -156,7 +156,9 @@ def test_cli_scaling_tiny_sweep(tmp_path):
                 "--eval-windows", "8", "--out", str(out_file), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert {"runs", "fit", "budgets"} <= set(out)
+    assert {"runs", "fit", "budgets", "budget"} <= set(out)
+    assert out["budget"]["action"] == "scaling" and out["budget"]["fits"] is True
+    assert "budget" not in json.loads(out_file.read_text())  # the sweep's file holds the sweep
     assert all({"params", "tokens", "flops", "val_loss"} <= set(run) for run in out["runs"])
     assert set(out["fit"]) == {"a", "alpha", "c", "r2"}
     assert len(out["budgets"]) == 2 and all(b["flops"] in (1e7, 3e7) for b in out["budgets"])

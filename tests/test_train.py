@@ -110,7 +110,8 @@ def test_cli_train_json_and_sample(tmp_path):
     d = json.loads(r.stdout)
     assert set(d) == {"steps", "train_loss", "val_loss", "val_accuracy", "tokens_per_s", "seconds", "params_total",
                       "params_active",  # a dense model: params_active == params_total, no expert_load
-                      "world_size", "grad_accum", "global_batch", "device", "losses"}  # where and how it trained
+                      "world_size", "grad_accum", "global_batch", "device", "losses",  # where and how it trained
+                      "budget"}  # its estimate (tinygpt.budget), not limited: the CLI is limited only with --budget
     assert d["world_size"] == 1 and d["global_batch"] == 4 and len(d["losses"]) == 20
     assert d["steps"] == 20
     m, tok = load_model(str(out))

@@ -16,8 +16,10 @@ from functools import partial
 
 import gradio as gr
 
+from tinygpt import budget
+from tinygpt.budget.estimates import estimate_attention
 from tinygpt.defaults import ATTENTION_TAB
-from tinygpt.interpret.attention import HEAD_VIEWS, AttentionCache, check_model, head_weights
+from tinygpt.interpret.attention import HEAD_VIEWS, AttentionCache, check_model, head_weights, prompt_ids
 
 from ..kit.commands import cli
 from ..kit.common import UserError, banner, check_prompt, get_model, model_card, model_picker, user_errors
@@ -73,12 +75,15 @@ def pick_query(query, T: int) -> int:
 
 # ---- handlers ----------------------------------------------------------------------------------------
 def analysed(cache: AttentionCache, models, name, prompt) -> tuple:
-    """(model, the prompt's analysis, notes about the prompt): the prompt checked as every tab checks one, then
-    analysed (or found in the cache)."""
+    """(model, the prompt's analysis, notes about the prompt): the prompt checked as every tab checks one and its
+    analysis budgeted (tinygpt.budget.estimate_attention at the length it is cropped to: refused in one sentence
+    when it passes one run's limits), then analysed (or found in the cache)."""
     model, tok = get_model(models, name)
     check_model(model)  # a model without attention weights: that sentence first
     notes: list = []
     prompt = check_prompt(prompt, notes)
+    ids, _ = prompt_ids(model, tok, prompt)
+    budget.check(estimate_attention(model.config, len(ids)), budget.limits_from_env())
     return model, cache.get(model, tok, prompt), notes
 
 

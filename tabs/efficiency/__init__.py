@@ -3,8 +3,10 @@ model (cache bytes, ms per token, perplexity, optional uptraining), FlashAttenti
 benchmarked against standard attention and SDPA (time and measured peak memory), and a forward-pass profile by
 component next to the FLOPs the calculator predicts.
 
-Every number is measured when the button is pressed. Heavy measurements (GQA, the attention benchmark, the profile)
-share one queue slot (concurrency_id "measure"): one runs at a time and the others show their queue position.
+Every number is measured when the button is pressed. The KV-cache timing, the attention benchmark and the profile
+run through the room's run hub in its "measure" lane (one slot: one timing at a time, identical requests computed
+once, each budgeted before it starts, the others shown their place in the queue; shared.py says why); GQA keeps
+Gradio's "measure" queue slot.
 
     kv_cache.py  (a)    gqa.py  (b)    flash.py  (c)    profile.py  (d)    shared.py  Stop, lengths, colours
 """
@@ -29,7 +31,7 @@ from .flash import bench_estimate, bench_explain, flash_trace, on_flash_bench, o
 from .gqa import default_groups, on_gqa, on_uptrain, variants_for
 from .kv_cache import DEFAULT_PROMPT, on_kv_cache  # noqa: F401 - DEFAULT_PROMPT: a public name
 from .profile import on_profile
-from .shared import MEASURE, STOP, default_lengths, fresh_stop, on_stop
+from .shared import MEASURE, ROOM, STOP, default_lengths, fresh_stop, on_stop
 
 __all__ = ["build", "command", "on_kv_cache", "on_gqa", "on_uptrain", "on_flash_trace", "on_flash_step", "step_by",
            "on_flash_bench", "bench_explain", "bench_estimate", "SECTIONS",
@@ -53,7 +55,7 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
         gr.Markdown("Where inference time and memory go, **measured on this machine**: the KV cache, grouped-query"
                     " attention, FlashAttention's tiling, and a forward pass broken down by component. Heavy"
                     " measurements run one at a time; if another is running, yours waits and shows its place in"
-                    " the queue.")
+                    " the queue (the same measurement asked by several people runs once, for all of them).")
         model_dd, fast, banner_md, card_md, model0 = model_picker(models, default_model, with_fast=True)
         for c in (model_dd, fast):
             c.change(partial(on_model_change, models), [model_dd, fast], [banner_md, card_md], api_visibility="private")
@@ -65,9 +67,11 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                 kv_prompt = gr.Textbox(K["prompt"], label="Prompt", scale=3)
                 kv_n = gr.Slider(8, 256, K["n_new"], step=8, label="Tokens to time", scale=2)
                 kv_go = gr.Button("Measure", scale=1)
+                kv_stop = gr.Button("Stop", scale=1)
             kv_plot = gr.Plot(label="Latency per token", elem_id="eff-kv", elem_classes="tg-until-run")
             kv_md = gr.Markdown("*Press **Measure** to time greedy decoding with and without the cache (a few"
                                 " seconds).*", elem_id="eff-kv-md")
+            STOP.wire(kv_stop, sessions, kv_md)
 
         with gr.Accordion(SECTION_TITLES["gqa"], open=False, elem_id=SECTIONS["gqa"]) as gqa_section:
             gr.Markdown("Build MHA, GQA and MQA versions of the loaded model (key/value heads mean-pooled in groups,"
@@ -166,8 +170,8 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
                 p_md = gr.Markdown("*Press **Profile**: the time and FLOPs shares per component appear here, with"
                                    " what they mean.*", elem_id="eff-prof-md")
 
-        kv_go.click(partial(on_kv_cache, models), [model_dd, fast, kv_prompt, kv_n], [kv_plot, kv_md],
-                    api_name="kv_cache", concurrency_id="model")
+        kv_go.click(partial(on_kv_cache, models, sessions), [model_dd, fast, kv_prompt, kv_n], [kv_plot, kv_md],
+                    api_name="kv_cache", **ROOM)
         gqa_go.click(partial(on_gqa, models, sessions), [model_dd, fast, groups, gqa_lens, gqa_batch],
                      [gqa_plot, gqa_table, gqa_md], api_name="gqa", **MEASURE)
         up_go.click(partial(on_uptrain, models, sessions), [model_dd, groups, up_steps, up_lr],
@@ -182,9 +186,9 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
         for c in bench_in:  # the estimate follows the choices before anything runs
             c.change(bench_estimate, bench_in, b_estimate, api_visibility="private", queue=False)
         b_go.click(partial(on_flash_bench, sessions), bench_in, [b_table, b_plot, b_md],
-                   api_name="flash_benchmark", **MEASURE)
+                   api_name="flash_benchmark", **ROOM)
         p_go.click(partial(on_profile, models, sessions), [model_dd, fast, p_batch, p_lens, p_rep],
-                   [p_plot, p_table, p_md], api_name="profile", **MEASURE)
+                   [p_plot, p_table, p_md], api_name="profile", **ROOM)
         register("efficiency", fields={
             "model": model_dd, "fast": fast, "kv_prompt": kv_prompt, "kv_tokens": kv_n, "groups": groups,
             "gqa_lengths": gqa_lens, "gqa_batch": gqa_batch, "flash_tokens": fl_T, "flash_block_q": fl_bq,

@@ -1,21 +1,26 @@
 """(c) FlashAttention-2: its tiling stepped through on a small random example (running max m, sum l, the rescale,
 skipped causal tiles, equality with SDPA), and the exercise's benchmark of standard vs tiled vs SDPA attention
-(time and measured peak memory, one child process per case)."""
+(time and measured peak memory, one child process per case). The benchmark runs through the room's hub (shared.py:
+the "measure" lane)."""
 from __future__ import annotations
 
 import html
+import time
 
 import gradio as gr
 import torch
 from matplotlib.patches import Rectangle
 
+from tinygpt.budget.estimates import estimate_flash_benchmark
 from tinygpt.efficiency import flash_attention_trace, lengths_offered, measure_attention
 from tinygpt.device import cpu_name
 from tinygpt.efficiency.measure import METHODS, predicted_bytes
 
 from ..kit.common import UserError, clamp_int, new_figure, user_errors
+from ..kit.runs import run_key
 from ..kit.sessions import SessionStore
-from .shared import COLORS, STOP, mib
+from ..kit.stream import stream
+from .shared import COLORS, LANE, STOP, mib, ticking
 
 METHOD_LABELS = {"standard": "standard softmax(QKᵀ)V", "tiled": "tiled FlashAttention-2 (pure PyTorch)",
                  "sdpa": "PyTorch SDPA"}
@@ -227,7 +232,9 @@ def bench_estimate(lengths, methods, head_dim, repeats) -> str:
 
 @user_errors
 def on_flash_bench(sessions: SessionStore, lengths, methods, head_dim, repeats, request: gr.Request = None):
-    """Stream (table rows, figure, markdown): each case measured in its own process; Stop kills the running one."""
+    """Stream (table rows, figure, markdown): each case measured in its own process, in the room's "measure" lane
+    (budgeted by tinygpt.budget.estimate_flash_benchmark, shared by everyone asking the same); Stop, or the last
+    follower leaving, kills the running child."""
     notes: list = []
     offered, note = lengths_offered()
     try:
@@ -244,18 +251,51 @@ def on_flash_bench(sessions: SessionStore, lengths, methods, head_dim, repeats, 
         raise UserError("Choose at least one attention method.")
     hs = clamp_int(head_dim, 8, 256, "Head size", notes)
     reps = clamp_int(repeats, 1, 5, "Repeats", notes)
+    estimate = estimate_flash_benchmark(Ts, chosen, hs, reps)
     stop = STOP.fresh(sessions, request)
-    results = []
     note = (note + " " + " ".join(notes)).strip()
-    total = len(Ts) * len(chosen)
-    for T in Ts:
-        for m in chosen:
-            status = f"**Measuring {m} at {T:,} tokens** ({len(results) + 1}/{total})… Stop ends it."
-            yield bench_rows(results), bench_figure(results), status + "\n\n" + bench_explain(results, note)
-            r = measure_attention(m, T, head_dim=hs, repeats=reps, should_stop=stop.is_set)
-            if r is None:
-                yield (bench_rows(results), bench_figure(results),
-                       f"**Stopped** after {len(results)} of {total} cases.\n\n" + bench_explain(results, note))
-                return
-            results.append(r)
+    cases = [(T, m) for T in Ts for m in chosen]
+    total = len(cases)
+
+    def job(callback, should_stop):
+        check, done = ticking(callback, should_stop), []
+        for T, m in cases:
+            callback({"kind": "case", "T": T, "method": m})
+            r = measure_attention(m, T, head_dim=hs, repeats=reps, should_stop=check)
+            if r is None:  # stopped: the child was killed
+                return {"results": done, "stopped": True}
+            done.append(r)
+            callback({"kind": "result", "result": r, "step": len(done), "steps_total": total})
+        return {"results": done, "stopped": False}
+
+    results, now, shown = [], {}, [-1]
+
+    def record(_, ev):
+        if ev.get("kind") == "case":
+            now.update(ev, t0=time.perf_counter())
+        elif ev.get("kind") == "result":
+            results.append(ev["result"])
+
+    def view(clock):
+        status = ""
+        if now and len(results) < total:
+            status = (f"**Measuring {now['method']} at {now['T']:,} tokens** ({len(results) + 1}/{total})…"
+                      f" {time.perf_counter() - now['t0']:.0f} s. Stop ends it.")
+        text = status + "\n\n" + bench_explain(results, note)
+        if shown[0] == len(results):  # nothing new measured: only the status line moves
+            return gr.skip(), gr.skip(), text
+        shown[0] = len(results)
+        return bench_rows(results), bench_figure(results), text
+
+    out = yield from stream({"bench": job}, stop, record, view, sessions=sessions, request=request,
+                            key=run_key("flash_benchmark", {"lengths": Ts, "methods": chosen, "head_dim": hs,
+                                                            "repeats": reps}),
+                            estimate=estimate, label="Attention benchmark", lane=LANE,
+                            waiting=lambda text: (gr.skip(), gr.skip(), f"*{text}*"))
+    out = (out or {}).get("bench") or {"results": [], "stopped": True}
+    results = out["results"]
+    if out["stopped"]:
+        yield (bench_rows(results), bench_figure(results),
+               f"**Stopped** after {len(results)} of {total} cases.\n\n" + bench_explain(results, note))
+        return
     yield bench_rows(results), bench_figure(results), "**Done.**\n\n" + bench_explain(results, note)

@@ -1,17 +1,22 @@
 """(d) A forward pass profiled by component (embedding, attention, feed-forward, LayerNorm, LM head, other): the
-time share measured next to the FLOPs share the calculator predicts, at several sequence lengths, with an Explain."""
+time share measured next to the FLOPs share the calculator predicts, at several sequence lengths, with an Explain.
+The profile runs through the room's hub (shared.py: the "measure" lane)."""
 from __future__ import annotations
 
 import gradio as gr
 
+from tinygpt.budget.estimates import estimate_profile
 from tinygpt.compute import FORWARD_COMPONENTS
+from tinygpt.dtypes import dtype_name
 from tinygpt.efficiency import profile_forward
 from tinygpt.efficiency.profile import check_profile_size, shares
 from tinygpt.params import count_parameters
 
 from ..kit.common import clamp_int, get_model, new_figure, user_errors
+from ..kit.runs import run_key
 from ..kit.sessions import SessionStore
-from .shared import STOP, parse_lengths
+from ..kit.stream import stream
+from .shared import LANE, STOP, parse_lengths, ticking
 
 PART_COLORS = {"embedding": "#868e96", "attention": "#1c7ed6", "feed_forward": "#e8590c", "layer_norm": "#f59f00",
                "lm_head": "#7048e8", "other": "#ced4da"}
@@ -98,7 +103,8 @@ def profile_explain(model, results, batch) -> str:
 
 @user_errors
 def on_profile(models, sessions: SessionStore, name, fast, batch, seq_lens, repeats, request: gr.Request = None):
-    """Stream (figure, table rows, explanation): one profile per sequence length; Stop ends between runs."""
+    """Stream (figure, table rows, explanation): one profile per sequence length, in the room's "measure" lane
+    (budgeted by tinygpt.budget.estimate_profile, shared by everyone asking the same); Stop ends between runs."""
     notes: list = []
     model, _ = get_model(models, name, fast)
     b = clamp_int(batch, 1, 64, "Batch", notes)
@@ -106,15 +112,46 @@ def on_profile(models, sessions: SessionStore, name, fast, batch, seq_lens, repe
     lens = sorted(set(parse_lengths(seq_lens)))
     for T in lens:
         check_profile_size(model, b, T)  # refuse before measuring anything: the estimate and the limit
+    dtype = dtype_name(model.transformer.wte.weight.dtype, "fp32")
+    estimate = estimate_profile(model.config, b, lens, reps, dtype)
     stop = STOP.fresh(sessions, request)
-    results = []
     note = " ".join(notes)
-    for T in lens:
-        try:
-            results.append(profile_forward(model, b, T, reps, should_stop=stop.is_set))
-        except InterruptedError:
-            yield (profile_figure(results), profile_rows(results),
-                   f"**Stopped.** {note}\n\n" + profile_explain(model, results, b))
-            return
-        yield profile_figure(results), profile_rows(results), (note + "\n\n" + profile_explain(model, results,
-                                                                                               b)).strip()
+
+    def job(callback, should_stop):
+        check, done = ticking(callback, should_stop), []
+        for T in lens:
+            try:
+                done.append(profile_forward(model, b, T, reps, should_stop=check))
+            except InterruptedError:
+                return {"results": done, "stopped": True}
+            callback({"kind": "result", "result": done[-1], "step": len(done), "steps_total": len(lens)})
+        return {"results": done, "stopped": False}
+
+    results, shown = [], [-1]
+
+    def record(_, ev):
+        if ev.get("kind") == "result":
+            results.append(ev["result"])
+
+    def view(clock):
+        status = (f"*Profiling T = {lens[len(results)]:,} ({len(results) + 1} of {len(lens)} lengths)…"
+                  f" {clock.elapsed:.0f} s*") if len(results) < len(lens) else ""
+        text = "\n\n".join(p for p in (status, note, profile_explain(model, results, b)) if p)
+        if shown[0] == len(results):  # nothing new measured: only the status line moves
+            return gr.skip(), gr.skip(), text
+        shown[0] = len(results)
+        return profile_figure(results), profile_rows(results), text
+
+    out = yield from stream({"profile": job}, stop, record, view, sessions=sessions, request=request,
+                            key=run_key("profile", {"batch": b, "seq_lens": lens, "repeats": reps,
+                                                    "fast": bool(fast)}, model),
+                            estimate=estimate, label="Profile", lane=LANE,
+                            waiting=lambda text: (gr.skip(), gr.skip(), f"*{text}*"))
+    out = (out or {}).get("profile") or {"results": [], "stopped": True}
+    results = out["results"]
+    if out["stopped"]:
+        yield (profile_figure(results), profile_rows(results),
+               f"**Stopped.** {note}\n\n" + profile_explain(model, results, b))
+        return
+    yield profile_figure(results), profile_rows(results), (note + "\n\n" + profile_explain(model, results,
+                                                                                           b)).strip()

@@ -8,7 +8,9 @@
 * **Lanes by expected length.** A run expected to take at most `short_s` seconds waits in the short lane, a longer
   one in the long lane, each with its own slots: a 10-second run is never stuck behind a 10-minute one. While a
   run waits, its followers see their position and an estimated start time computed from the running runs'
-  measured progress (elapsed ÷ fraction done), not from a constant.
+  measured progress (elapsed ÷ fraction done), not from a constant. A caller may name its lane instead: the
+  Efficiency tab's timings use the "measure" lane (one slot), so two measurements never time each other and none
+  waits behind a training run.
 * **One heavy run per visitor.** A visitor with a run queued or going cannot start a different one.
 * **The work ends with its audience.** When the last follower leaves (page closed, request cancelled, Stop), the
   run is stopped at its next step (a queued one is dropped); its memory is handed back to the operating system.
@@ -34,6 +36,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 SHORT_S = 60.0  # runs expected to take at most this long wait in the short lane
+# slots per lane: short and long runs by their expected length, and the measurements (timings, one at a time)
+LANES = {"short": 1, "long": 1, "measure": 1}
+LANE_NAMES = {"short": "short-runs", "long": "long-runs", "measure": "measurements"}
 KEEP_BYTES = 2 * 1024 ** 3  # finished results kept for the room (their models included), all together
 
 
@@ -198,8 +203,11 @@ class Ticket:
         self.hub, self.run, self.shared = hub, run, shared  # shared: attached to a run someone else started
         self._closed = False
 
-    def follow(self, stop: threading.Event | None = None, poll_s: float = 0.25):
+    def follow(self, stop: threading.Event | None = None, poll_s: float = 0.25, idle_s: float | None = None):
+        """idle_s: also yield ("idle", None) when nothing else was yielded for this long while the run is queued or
+        going (the page's handler then reaches a yield, where Gradio can close it when its request is cancelled)."""
         run, seen, last_info = self.run, 0, None
+        last_yield = time.perf_counter()
         try:
             while True:
                 with run.cond:
@@ -212,13 +220,18 @@ class Ticket:
                 if stop is not None and stop.is_set() and state in ("queued", "running"):
                     self._stop_pressed()
                     stop = None  # asked once; a lone follower now waits for the run's (stopped) result
+                if idle_s is not None and not batch and state in ("queued", "running") \
+                        and time.perf_counter() - last_yield >= idle_s:
+                    last_yield = time.perf_counter()
+                    yield "idle", None
                 if state == "queued":
                     info = self.hub.wait_info(run)
                     if info != last_info:
-                        last_info = info
+                        last_info, last_yield = info, time.perf_counter()
                         yield "queued", info
                     continue
                 if batch:
+                    last_yield = time.perf_counter()
                     yield "events", batch
                 if state in ("done", "stopped"):
                     yield "done", run.results
@@ -254,7 +267,7 @@ class RunHub:
         from tinygpt import budget
 
         self.short_s = short_s
-        self.slots = dict(slots or {"short": 1, "long": 1})
+        self.slots = dict(slots or LANES)
         self.keep_bytes = keep_bytes
         self.sharing = sharing
         self.ledger = ledger if ledger is not None else budget.LEDGER  # memory of the runs in progress
@@ -275,12 +288,13 @@ class RunHub:
 
     def open(self, key: str | None, jobs: dict, *, user: str | None = None, seconds: float | None = None,
              label: str = "run", keep_bytes: int = 0, progress_of: Callable = step_fraction,
-             estimate=None) -> Ticket:
+             estimate=None, lane: str | None = None) -> Ticket:
         """A ticket for the run with this key: a finished one (served at once), a running or queued one (attach),
         or a new one (queued in its lane). key None: never shared. Raises RunRefused when `user` already has a
         different run queued or going, and tinygpt.budget.BudgetError when a new run's estimate passes one run's
         limits (joining a run that is already going costs nothing and is never refused).
-        seconds: the expected duration (default: the estimate's)."""
+        seconds: the expected duration (default: the estimate's). lane: one of the hub's lanes (default: short or
+        long by `seconds`)."""
         from tinygpt import budget
 
         if seconds is None:
@@ -306,7 +320,10 @@ class RunHub:
                                      " press its Stop first.")
             if estimate is not None:
                 budget.check(estimate, self.limits())  # one run's limits; the app total is kept by _pump
-            lane = "short" if seconds <= self.short_s else "long"
+            if lane is None:
+                lane = "short" if seconds <= self.short_s else "long"
+            elif lane not in self.slots:
+                raise ValueError(f"Unknown lane {lane!r}: this hub has {', '.join(self.slots)}.")
             run = Run(key if key is not None else f"private:{next(self._ids)}", jobs, user, label, float(seconds),
                       lane, estimate=estimate, keep_bytes=int(keep_bytes), progress_of=progress_of, followers=1)
             if key is not None:
@@ -436,7 +453,7 @@ def wait_text(info: dict) -> str:
     """"Queued: 2nd in the short-runs lane, starts in about 40 s." for the page."""
     n = info["position"]
     nth = {1: "next", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
-    lane = "short-runs" if info["lane"] == "short" else "long-runs"
+    lane = LANE_NAMES.get(info["lane"], info["lane"])
     eta = info["start_in_s"]
     when = f"in about {eta:.0f} s" if eta < 120 else f"in about {eta / 60:.0f} min"
     return f"Queued: {nth} in the {lane} lane, starts {when} (measured from the runs ahead)."

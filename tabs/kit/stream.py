@@ -27,6 +27,10 @@ from .runs import wait_text
 from .sessions import SessionStore, run_jobs
 
 UPDATE_S = 0.25  # at most one page update per this many seconds: each one redraws the tab's figures
+# A run in the hub that reports nothing for this long (a long evaluation, a child process) still sends the page an
+# update that changes nothing: a cancelled request's handler is closed only when it yields, and Gradio's /cancel
+# (gradio_client's job.cancel()) waits for that.
+IDLE_S = 1.0
 STOPPING = "Stopping after the current step…"
 
 
@@ -97,7 +101,8 @@ class Clock:
 
 def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, progress: Callable | None = None,
            every_s: float = UPDATE_S, *, sessions: SessionStore | None = None, request=None, key: str | None = None,
-           estimate=None, label: str = "run", waiting: Callable | None = None, progress_of: Callable | None = None):
+           estimate=None, label: str = "run", waiting: Callable | None = None, progress_of: Callable | None = None,
+           lane: str | None = None):
     """Run `jobs` ({name: fn(callback, should_stop)}) in worker threads; yield the tab's page updates while they
     run and return {name: result} (use `results = yield from stream(...)`).
 
@@ -111,25 +116,33 @@ def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, 
     sentence when it passes one run's limits), label: the run's name in messages, waiting(text) -> the tab's outputs
     while it waits in a queue (else the progress bar alone shows the position and start time), progress_of(name,
     event) -> the fraction done or None (default: step / steps_total; the hub's start times for the runs waiting
-    behind this one come from it)."""
+    behind this one come from it), lane: the hub's lane (default: by the estimate's seconds; "measure" for timings,
+    one at a time)."""
     clock = Clock(progress)
     ticket = None
     if sessions is not None:
         user = SessionStore.key(request) if request is not None else None
         more = {} if progress_of is None else {"progress_of": progress_of}
-        ticket = sessions.room.open(key, jobs, user=user, label=label, estimate=estimate, **more)
-        events = ticket.follow(stop)
+        ticket = sessions.room.open(key, jobs, user=user, label=label, estimate=estimate, lane=lane, **more)
+        events = ticket.follow(stop, idle_s=IDLE_S)
     else:
         events = run_jobs(jobs, stop)
     last = None
+    shape = None  # the last update's shape: an idle update skips every output (gr.skip()), nothing is redrawn
     try:
         for kind, payload in events:
+            if kind == "idle":
+                if shape is not None:
+                    yield tuple(gr.skip() for _ in range(shape)) if shape else gr.skip()
+                continue
             if kind == "queued":
                 text = wait_text(payload)
                 if progress is not None:
                     progress(0.0, desc=text)
                 if waiting is not None:
-                    yield waiting(text)
+                    out = waiting(text)
+                    shape = len(out) if isinstance(out, tuple) else 0
+                    yield out
                 continue
             if kind == "done":
                 return payload
@@ -140,6 +153,8 @@ def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, 
             now = time.perf_counter()
             if last is None or now - last >= every_s:
                 last = now
-                yield view(clock)
+                out = view(clock)
+                shape = len(out) if isinstance(out, tuple) else 0
+                yield out
     finally:  # closed early (user left / cancelled): run_jobs stops and joins the workers
         events.close()

@@ -7,7 +7,8 @@ import argparse
 import json
 
 from ..defaults import DPO, RLHF, SCALING
-from .common import add_json, add_seed, emit, load, model_options, say, summary_line
+from .common import (add_budget, add_json, add_seed, budget_report, emit, load, model_options, say, summary_line,
+                     with_budget)
 
 
 # ---- scaling ------------------------------------------------------------------------------------------------------
@@ -78,6 +79,7 @@ def cmd_scaling(a) -> int:
     text, name = (read_text(a.text), a.text) if a.text else sweep_corpus()
     if not a.text and name != "tiny-shakespeare":
         say(f"note: using {name}")
+    budget = budget_report(a, lambda: sweep_estimate(cfg, text))
 
     def progress(ev):
         if ev["kind"] == "run":
@@ -103,7 +105,19 @@ def cmd_scaling(a) -> int:
         with open(a.out, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)
             f.write("\n")
-    return emit(a, result, scaling_lines)
+    return emit(a, with_budget(result, budget), scaling_lines)
+
+
+def sweep_estimate(cfg, text: str):
+    """tinygpt.budget.estimate_scaling for the sweep on `text` (the whole sweep in one process: its largest run's
+    memory, every run's time). GPT-2 BPE token counts are taken at Tiny Shakespeare's characters per token rather
+    than encoding the corpus twice."""
+    from ..budget.estimates import SHAKESPEARE_CHARS, SHAKESPEARE_GPT2_TOKENS, estimate_scaling
+    from ..data import make_tokenizer
+
+    tok = make_tokenizer(cfg.tokenizer, text)
+    tokens = len(text) if cfg.tokenizer == "char" else int(len(text) * SHAKESPEARE_GPT2_TOKENS / SHAKESPEARE_CHARS)
+    return estimate_scaling(cfg, tok.vocab_size, tokens)
 
 
 # ---- dpo / rlhf ------------------------------------------------------------------------------------------------------
@@ -117,6 +131,7 @@ def cmd_dpo(a) -> int:
     base, tok = load(a)
     cfg = DPOConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, beta=a.beta, seed=a.seed, trainable=a.trainable,
                     eval_interval=max(1, a.steps // 10))
+    budget = budget_report(a, lambda: dpo_estimate(base, tok, pairs, cfg))
 
     def progress(ev):
         if ev["val"] is not None:
@@ -131,13 +146,26 @@ def cmd_dpo(a) -> int:
     if a.out:
         save_checkpoint(result["policy"], tok, a.out)
     report = {k: result[k] for k in ("steps", "loss", "reward_accuracy", "reward_margin", "seconds")}
-    return emit(a, report, [summary_line(report)] + ([f"saved to {a.out}"] if a.out else []))
+    return emit(a, with_budget(report, budget), [summary_line(report)] + ([f"saved to {a.out}"] if a.out else []))
+
+
+def dpo_estimate(base, tok, pairs, cfg):
+    """tinygpt.budget.estimate_dpo for one policy on these pairs, padded as train_dpo pads them (prompt + the longer
+    response, at most the context)."""
+    from ..budget.estimates import estimate_dpo
+    from ..sampling import encode_prompt
+
+    seq = max(len(encode_prompt(tok, p.prompt)) + max(len(tok.encode(p.chosen)), len(tok.encode(p.rejected)))
+              for p in pairs)
+    return estimate_dpo(base.config, cfg.trainable, cfg.steps, cfg.batch_size, min(seq, base.config.block_size),
+                        len(pairs), runs=1, eval_interval=cfg.eval_interval)
 
 
 def cmd_rlhf(a) -> int:
     import torch
 
     from ..beyond.rlhf import RLHFConfig, run_rlhf, summary
+    from ..budget.estimates import estimate_rlhf
 
     changes = {k: getattr(a, k) for k in ("seed", "sft_steps", "rm_steps", "ppo_steps", "kl_coef", "ppo_lr")
                if getattr(a, k) is not None}
@@ -148,6 +176,7 @@ def cmd_rlhf(a) -> int:
     cfg = RLHFConfig(**changes)
     if a.threads:
         torch.set_num_threads(a.threads)
+    budget = budget_report(a, lambda: estimate_rlhf(cfg))
 
     def progress(ev):
         s = ev["stage"]
@@ -173,7 +202,7 @@ def cmd_rlhf(a) -> int:
         yield "samples, same prompts and seed (SFT | PPO):"
         for (pa, sa, _), (_, sb, _) in list(zip(p["samples"]["sft"], p["samples"]["ppo"]))[:a.samples]:
             yield f"  {(pa + sa).strip()!r:<50} | {(pa + sb).strip()!r}"
-    return emit(a, summary(result), lines)
+    return emit(a, with_budget(summary(result), budget), lines)
 
 
 # ---- parsers ---------------------------------------------------------------------------------------------------------
@@ -198,6 +227,7 @@ def register(sub) -> None:
     c.add_argument("--workers", type=int, default=d["workers"],
                    help="train the sweep's runs in this many processes on this machine (under torchrun: the ranks)")
     add_json(c)
+    add_budget(c)
     c.set_defaults(func=cmd_scaling)
 
     d = DPO
@@ -213,6 +243,7 @@ def register(sub) -> None:
     p.add_argument("--trainable", default=d["trainable"], help='"all" or "top:N" (last N blocks)')
     add_seed(p, d["seed"])
     p.add_argument("--out", default=None, help="checkpoint directory for the trained policy")
+    add_budget(p)
     p.set_defaults(func=cmd_dpo)
 
     # None = RLHFConfig's value (tinygpt.defaults.RLHF), so only what was given is passed on
@@ -228,4 +259,5 @@ def register(sub) -> None:
     r.add_argument("--threads", type=int, default=d["threads"], help="torch threads (default: torch's choice)")
     r.add_argument("--samples", type=int, default=d["samples"], help="SFT vs PPO samples to print (text output)")
     add_json(r)
+    add_budget(r)
     r.set_defaults(func=cmd_rlhf)

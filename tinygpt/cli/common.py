@@ -1,5 +1,10 @@
 """What every subcommand shares: one-line errors, loading a model, printing text or one JSON object, and the
-options several commands take (--model and --hub-timeout, --seed, --dtype, --json), each defined once here.
+options several commands take (--model and --hub-timeout, --seed, --dtype, --json, --budget), each defined once here.
+
+The budget (tinygpt.budget): train, finetune, dpo, rlhf, scaling and profile put their run's estimate in the --json
+report as "budget" (Estimate.as_dict with the limits in force). The command line is not limited unless asked:
+--budget applies the server's limits (limits_from_env(): TINYGPT_RUN_MEMORY_GB, TINYGPT_RUN_MINUTES, default 2 GB
+and 10 minutes per run) and refuses a run over them before any work, with the one-sentence message and exit code 2.
 
 Defaults come from tinygpt.defaults; a subcommand passes its own table's value where it differs from COMMON's.
 """
@@ -64,6 +69,41 @@ def read_start(start: str) -> str:
 # ---- options shared by several commands ---------------------------------------------------------------------------
 def add_json(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_budget(p) -> None:
+    """--budget: refuse a run over the server's per-run limits before it starts (see the module's docstring)."""
+    p.add_argument("--budget", action="store_true",
+                   help="apply the server's per-run limits ($TINYGPT_RUN_MEMORY_GB, $TINYGPT_RUN_MINUTES; default 2 GB "
+                        "and 10 minutes) and refuse a run over them before it starts (exit code 2); without it the "
+                        "command is not limited and --json only reports the estimate")
+
+
+def budget_report(a, estimate) -> dict | None:
+    """The run's budget, checked before any work: `estimate` is a tinygpt.budget.Estimate or a function making one
+    (called only when needed: --json or --budget; estimating calibrates this machine's speed once, ~1 s).
+    --budget: limits_from_env(), and a run over them raises CliError with the one-sentence refusal (exit code 2).
+    Returns Estimate.as_dict(limits) for the --json report (limits unlimited without --budget), else None."""
+    from .. import budget
+
+    asked = bool(getattr(a, "budget", False))
+    if not asked and not getattr(a, "json", False):
+        return None
+    est = estimate() if callable(estimate) else estimate
+    limits = budget.limits_from_env() if asked else budget.Limits.unlimited()
+    if asked:
+        try:
+            budget.check(est, limits)
+        except budget.BudgetError as e:
+            raise CliError(str(e)) from None
+        say(f"budget: about {est.memory} and {est.time}, within {budget.human_bytes(limits.run_memory_bytes)} and "
+            f"{budget.human_seconds(limits.run_seconds)} per run")
+    return est.as_dict(limits)
+
+
+def with_budget(report: dict, budget: dict | None) -> dict:
+    """The report with "budget" added (when budget_report gave one)."""
+    return report if budget is None else {**report, "budget": budget}
 
 
 def add_seed(p, default=COMMON["seed"], **kw) -> None:

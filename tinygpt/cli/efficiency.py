@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..defaults import PROFILE
 from ..dtypes import FAST
-from .common import add_dtype, emit, load, model_options
+from .common import add_budget, add_dtype, budget_report, emit, load, model_options, with_budget
 
 
 def profile_lines(r: dict):
@@ -29,13 +29,17 @@ def set_threads(threads) -> None:
 
 
 def cmd_profile(a) -> int:
+    from ..budget.estimates import estimate_profile
     from ..efficiency import profile_forward
+    from ..efficiency.profile import check_profile_size
 
     set_threads(a.threads)
     model, _ = load(a, a.dtype)
+    check_profile_size(model, a.batch, a.seq_len)  # a bad size is its own sentence, before the budget's
+    budget = budget_report(a, lambda: estimate_profile(model.config, a.batch, [a.seq_len], a.repeats, a.dtype))
     r = profile_forward(model, a.batch, a.seq_len, a.repeats)
     report = {**r, "model": model.info.name, "fallback": model.info.fallback, "dtype": a.dtype}
-    return emit(a, report, profile_lines)
+    return emit(a, with_budget(report, budget), profile_lines)
 
 
 def register(sub) -> None:
@@ -48,4 +52,5 @@ def register(sub) -> None:
                    help="timed runs after 2 warm-up runs; medians are reported")
     add_dtype(r, ("fp32", FAST), d["dtype"])
     r.add_argument("--threads", type=int, default=d["threads"], help="torch threads (default: torch's choice)")
+    add_budget(r)
     r.set_defaults(func=cmd_profile)

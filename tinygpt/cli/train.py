@@ -13,11 +13,12 @@ the same checkpoint a single process would; --json reports the world size and th
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 from ..config import POS_ENCODINGS
 from ..defaults import EVAL, FINETUNE, TRAIN
-from .common import (Parser, add_device, add_dtype, add_json, add_seed, emit, load, model_options, say,
-                     summary_line)
+from .common import (Parser, add_budget, add_device, add_dtype, add_json, add_seed, budget_report, emit, load,
+                     model_options, say, summary_line, with_budget)
 
 
 CORPUS_NAMES = ("tiny-shakespeare", "python-docs")  # tinygpt.data.CORPORA's values (no torch import here)
@@ -62,8 +63,18 @@ def finish_training(a, model, tok, result, ctx, device, extra: dict | None = Non
     summary = {**{k: result[k] for k in keys}, "world_size": ctx.world_size, "grad_accum": a.grad_accum,
                "global_batch": a.batch_size * a.grad_accum * ctx.world_size, "device": str(device),
                "losses": [ev["train_loss"] for ev in result["history"]], **(extra or {})}
-    return emit(a, summary, lambda s: [summary_line({k: v for k, v in s.items() if k != "losses"}),
+    return emit(a, summary, lambda s: [summary_line({k: v for k, v in s.items() if k not in ("losses", "budget")}),
                                        f"saved to {a.out}"])
+
+
+def training_budget(a, estimate, **settings) -> dict | None:
+    """The run's budget (common.budget_report), estimated per process: its micro-batches (--grad-accum of them per
+    step) run one after another, so memory is one micro-batch's and time counts every micro-batch; under torchrun
+    each rank checks its own share."""
+    ga = max(1, a.grad_accum)
+    interval = a.eval_interval if a.eval_interval is not None else max(1, a.steps // 10)
+    return budget_report(a, lambda: estimate(steps=a.steps * ga, batch_size=a.batch_size,
+                                             eval_interval=interval * ga, **settings))
 
 
 def train_config(a, context, **extra):
@@ -102,6 +113,9 @@ def cmd_train(a) -> int:
                     causal=not a.no_causal_mask, layernorm=not a.no_layernorm, attn_scale=not a.no_attn_scale,
                     n_inner=a.n_inner, n_experts=a.n_experts, moe_top_k=a.moe_top_k, moe_aux_weight=a.moe_aux_weight,
                     pos_encoding=a.pos_encoding)
+    from ..budget.estimates import estimate_train
+    budget = training_budget(a, partial(estimate_train, cfg), context=a.block_size, eval_batches=a.eval_batches,
+                             sample_len=0, corpus_tokens=len(train_data) + len(val_data))
     torch.manual_seed(a.seed)
     model = GPT(cfg).to(device)  # the same initial weights on every rank (same seed)
     if ctx.is_main:
@@ -111,7 +125,7 @@ def cmd_train(a) -> int:
                    train_config(a, a.block_size, eval_batches=a.eval_batches, eval_train=True),
                    callback=print_progress if ctx.is_main else None, dist=ctx)
     extra = moe_report(model, val_data, a.block_size) if ctx.is_main else {}
-    return finish_training(a, model, tok, result, ctx, device, extra)
+    return finish_training(a, model, tok, result, ctx, device, with_budget(extra, budget))
 
 
 def moe_report(model, val_data, context) -> dict:
@@ -144,9 +158,13 @@ def cmd_finetune(a) -> int:
                           grad_accum=a.grad_accum,
                           **({"warmup": a.warmup} if a.warmup is not None else {}),
                           **({"eval_interval": a.eval_interval} if a.eval_interval is not None else {}))
+    from ..budget.estimates import estimate_finetune
+    budget = training_budget(a, lambda steps, batch_size, eval_interval: estimate_finetune(
+        base.config, cfg.trainable, steps, batch_size, context, max_new_tokens=0,
+        text_tokens=len(train_data) + len(val_data), keep_best=cfg.keep_best))
     model = trainable_copy(base, cfg.trainable)  # the loaded model stays as it was (it may be shared)
     result = train(model, train_data, val_data, cfg, callback=print_progress if ctx.is_main else None, dist=ctx)
-    return finish_training(a, model, tok, result, ctx, device, {"best_step": result["best_step"]})
+    return finish_training(a, model, tok, result, ctx, device, with_budget({"best_step": result["best_step"]}, budget))
 
 
 def cmd_eval(a) -> int:
@@ -187,6 +205,7 @@ def training_options(d, text: bool = True) -> Parser:
                    help="micro-batches per optimizer step on each process (global batch = batch size x this x "
                         "processes)")
     t.add_argument("--out", required=True, help="checkpoint directory to write")
+    add_budget(t)
     return t
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -129,11 +129,13 @@ def kv_cache_measurement(model: GPT, seq_lens: Sequence[int], batch: int = 1, dt
 
 
 @torch.inference_mode()
-def kv_cache_latency(model, ids: Sequence[int], n_new: int, layers=None) -> dict:
+def kv_cache_latency(model, ids: Sequence[int], n_new: int, layers=None,
+                     should_stop: Optional[Callable[[], bool]] = None) -> dict:
     """Time greedy decoding token by token with and without the KV cache (batch 1).
 
     Returns per-step milliseconds for both ways against the sequence length at that step, the total seconds,
     and whether both produced the same tokens (they must: the cache changes the cost, not the result).
+    should_stop() is checked after every token (outside the timed step): InterruptedError when it says so.
     """
     x = torch.tensor([list(ids)[-model.config.block_size:]], dtype=torch.long)
     out = {}
@@ -144,7 +146,9 @@ def kv_cache_latency(model, ids: Sequence[int], n_new: int, layers=None) -> dict
             now = time.perf_counter()
             times.append((now - t) * 1e3)
             tokens.append(int(nxt[0, 0]))
-            t = now
+            if should_stop is not None and should_stop():
+                raise InterruptedError("The KV-cache measurement was stopped.")
+            t = time.perf_counter()  # the check is not part of the next token's time
         out[name] = {"ms": times, "tokens": tokens, "seconds": sum(times) / 1e3}
     lengths = list(range(x.size(1) + 1, x.size(1) + 1 + n_new))  # sequence length once each token is added
     return {"lengths": lengths, "cached_ms": out["cached"]["ms"], "nocache_ms": out["nocache"]["ms"],
