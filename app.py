@@ -4,6 +4,7 @@ Run `python app.py` (works offline: the embedded model stands in for GPT-2 with 
 """
 from __future__ import annotations
 
+import asyncio
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no analytics unless the host opts in
@@ -25,14 +26,15 @@ from tabs import (  # noqa: E402
     train,
 )
 from tabs.kit import gpu, registry  # noqa: E402
-from tabs.kit.common import SAMPLE_CSS  # noqa: E402
+from tabs.kit.common import SAMPLE_CSS, plain_errors  # noqa: E402
 from tabs.kit.lecture import LECTURE_CSS  # noqa: E402
-from tabs.kit.sessions import SessionStore  # noqa: E402
+from tabs.kit.sessions import GradioSessions, SessionStore  # noqa: E402
 from tinygpt import ModelCache  # noqa: E402
 from tinygpt.batching import Batchers  # noqa: E402
 
 CSS = SAMPLE_CSS + LECTURE_CSS + registry.SHARE_CSS
 MAX_THREADS = 256  # worker threads for handlers (see launch_kwargs)
+STATE_SESSIONS = 2000  # sessions Gradio keeps at most (~2 MB each); the oldest beyond are dropped
 
 
 def make_batchers() -> Batchers | None:
@@ -56,7 +58,8 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
     models = models or ModelCache()
     sessions = sessions or SessionStore()
     batchers = make_batchers() if batchers == "env" else batchers
-    with gr.Blocks(title="TinyGPT Lab") as demo:
+    # delete_cache: uploads and downloads in Gradio's cache are deleted an hour after they were written
+    with gr.Blocks(title="TinyGPT Lab", delete_cache=(1800, 3600)) as demo:
         gr.Markdown("# 🔬 TinyGPT Lab\nOpen up a GPT and see how it works: every number on these tabs is computed"
                     " live from the model.")
         registry.header(sessions)  # lecture-mode toggle + the note shown when a link had parameters we ignored
@@ -81,13 +84,16 @@ def build_demo(models: ModelCache | None = None, default_model: str = "gpt2",
                 alignment.build(models, sessions, default_model)
         registry.install(demo)  # after the last tab: a link's state is restored on load; course-map buttons work
 
-        def end_session(request: gr.Request):
-            sessions.drop(request)  # free this user's fine-tuned / trained models
+        released = demo.released_sessions = GradioSessions(demo)  # Gradio's per-visitor state, released
+
+        async def end_session(request: gr.Request):
+            await asyncio.to_thread(sessions.drop, request)  # free this user's fine-tuned / trained models
+            await released.close(getattr(request, "session_hash", None))
 
         demo.unload(end_session)
     gpu.wrap_handlers(demo)  # ZeroGPU hardware only: the GPU-heavy handlers borrow the GPU per call
     demo.queue(default_concurrency_limit=1)
-    return demo
+    return plain_errors(demo)  # every bad input, through the page or the API, answered in one plain sentence
 
 
 def launch_kwargs() -> dict:
@@ -95,7 +101,9 @@ def launch_kwargs() -> dict:
     # traceback) instead of a generic "error" with no explanation.
     # max_threads: a streaming handler holds a worker thread while it waits for its next token; with batching a
     # whole lecture hall is in the Sampling handler at once (Gradio's default of 40 would queue the rest).
-    return dict(css=CSS, theme=gr.themes.Soft(), footer_links=["api"], show_error=True, max_threads=MAX_THREADS)
+    # state_session_capacity: a backstop for Gradio's per-visitor state (GradioSessions releases it on close)
+    return dict(css=CSS, theme=gr.themes.Soft(), footer_links=["api"], show_error=True, max_threads=MAX_THREADS,
+                state_session_capacity=STATE_SESSIONS)
 
 
 if __name__ == "__main__":

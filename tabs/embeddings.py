@@ -45,6 +45,8 @@ DEFAULT_WORD = D["ctx_word"]
 DEFAULT_SENTENCES = D["ctx_sentences"]
 MAX_WORDS = 20  # per group: the heatmap stays readable
 MAX_SENTENCES = 8
+MAX_SENTENCE_CHARS = 2_000  # a sentence of the contextual section: well within any model's context
+MAX_WORD_CHARS = 100  # a word (or short phrase): its label must fit the heatmap, its BPE stays instant
 BASELINE_TOKENS = 500  # random vocabulary pairs for the "unrelated tokens" cosine
 SAME_MODEL = "the model picked above (GPT)"
 CONTEXT_MODELS = [SAME_MODEL, BERT_NAME]
@@ -57,7 +59,18 @@ def parse_words(text, group: str) -> list[str]:
         raise UserError(f"Enter at least one {group} word (separate words with commas).")
     if len(words) > MAX_WORDS:
         raise UserError(f"At most {MAX_WORDS} {group} words, please (got {len(words)}).")
+    for w in words:
+        check_word(w)
     return words
+
+
+def check_word(word: str) -> str:
+    """A word is at most MAX_WORD_CHARS characters, printable (no control characters)."""
+    if len(word) > MAX_WORD_CHARS:
+        raise UserError(f"A word here is at most {MAX_WORD_CHARS} characters (one is {len(word):,}).")
+    if any(not (ch.isprintable() or ch == " ") for ch in word):
+        raise UserError("Words cannot contain control characters (such as tabs or escape codes): type plain text.")
+    return word
 
 
 def check_pool(pool) -> str:
@@ -304,7 +317,7 @@ def on_neighbours(models, name, word, k, pool, space):
         raise UserError("Type a word or token to find its neighbours.")
     k = clamp_int(k, 1, 50, "Number of neighbours", [])
     model, tok = get_model(models, name, False)
-    res = nearest_neighbours(model, tok, str(word).strip(), k, check_pool(pool), bool(space))
+    res = nearest_neighbours(model, tok, check_word(str(word).strip()), k, check_pool(pool), bool(space))
     rows = [[n + 1, repr(x["piece"]), x["id"], round(x["cosine"], 4)] for n, x in enumerate(res["neighbours"])]
     return pd.DataFrame(rows, columns=["rank", "piece", "id", "cosine"])
 
@@ -316,6 +329,9 @@ def on_contextual(models, name, word, sentences, ctx_model=SAME_MODEL):
     lines = [s for s in str(sentences or "").splitlines() if s.strip()]
     if len(lines) > MAX_SENTENCES:
         raise UserError(f"At most {MAX_SENTENCES} sentences, please.")
+    if any(len(s) > MAX_SENTENCE_CHARS for s in lines):
+        raise UserError(f"A sentence here is at most {MAX_SENTENCE_CHARS:,} characters.")
+    check_word(str(word or "").strip())
     model, tok = get_model(models, name, False)
     if str(ctx_model or "").strip() not in ("", SAME_MODEL):
         return bert_contextual(models, model, tok, lines, str(word or ""), str(ctx_model).strip())

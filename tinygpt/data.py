@@ -26,6 +26,7 @@ import torch
 from .tokenizer import CharTokenizer, gpt2_tokenizer
 
 MAX_CHARS = 200_000  # upload cap: a CPU Space fine-tunes on essays, not books
+MAX_UPLOAD_BYTES = 1_000_000  # a text upload is refused from its size, before it is read: 200,000 characters fit
 
 
 class TextError(ValueError):
@@ -40,19 +41,28 @@ def read_text(path: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise TextError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}).") from None
+        raise TextError(f"{os.path.basename(path)} is not UTF-8 text ({e.reason} at byte {e.start}).") from None
 
 
-def read_upload(path) -> bytes:
-    """The bytes of an uploaded file (a path, or an object with .name), refused early when far too big."""
+def read_upload(path, max_bytes: int = MAX_UPLOAD_BYTES, what: str = "a text upload") -> bytes:
+    """The bytes of an uploaded file (a path, or an object with .name), refused from its size before it is read.
+    Messages name the file's own name, never the server's path to it."""
     if path is None:
         return b""
-    path = getattr(path, "name", path)
-    size = os.path.getsize(path)
-    if size > 8 * MAX_CHARS:  # bytes: even 4-byte UTF-8 could not fit under the character cap
-        raise TextError(f"The file is {size:,} bytes; the limit is {MAX_CHARS:,} characters. Use a shorter excerpt.")
+    path = os.fspath(getattr(path, "name", path))
+    size = upload_size(path)
+    if size > max_bytes:
+        raise TextError(f"{os.path.basename(path)} is {size:,} bytes; {what} may be at most {max_bytes:,} bytes.")
     with open(path, "rb") as f:
-        return f.read()
+        return f.read(max_bytes + 1)
+
+
+def upload_size(path: str) -> int:
+    """The size of an uploaded file, or TextError naming it when there is no such file."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        raise TextError(f"{os.path.basename(path) or 'The file'} could not be read: upload it again.") from None
 
 
 def prepare_text(file=None, text=None, lossy: bool = False, drop_boilerplate: bool = True,

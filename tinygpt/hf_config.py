@@ -31,6 +31,9 @@ NOT_COUNTED = {"gemma2": "four norms per block", "gemma3": "four norms per block
 # transformers' own default for tie_word_embeddings when config.json leaves it out
 TIED_BY_DEFAULT = {"gpt2": True, "llama": False, "mistral": False, "qwen2": False, "gemma": True, "mixtral": False}
 MAX_JSON_BYTES = 1_000_000  # a config.json is a few kB; refuse pastes and uploads beyond this
+MAX_JSON_DEPTH = 32  # a config.json nests 3 or 4 levels; Python's json parser fails ~1,000 levels deep
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?")
 
 
@@ -180,17 +183,37 @@ def hf_config_notes(d: dict) -> list[str]:
     return notes
 
 
-def parse_config_json(text: str) -> dict:
-    """A pasted config.json -> dict, with one sentence for empty, oversized or invalid JSON."""
+def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Do the arrays and objects of a JSON text nest more than `limit` levels deep? Counted without parsing it
+    (brackets inside strings do not count), stopping at the first level past the limit."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for ch in _NOT_BRACKET.sub("", _JSON_STRING.sub('""', text)):
+        depth = depth + 1 if ch in "[{" else max(depth - 1, 0)
+        if depth > limit:
+            return True
+    return False
+
+
+def parse_config_json(text: str, name: str = "config.json") -> dict:
+    """A pasted config.json -> dict, with one sentence for empty, oversized, too deeply nested or invalid JSON
+    (all refused before the text is parsed)."""
     text = "" if text is None else str(text)
     if not text.strip():
         raise ValueError("Paste the text of a config.json first.")
-    if len(text.encode("utf-8", "replace")) > MAX_JSON_BYTES:
-        raise ValueError(f"That is over {MAX_JSON_BYTES // 1000:,} kB: a config.json is a few kB.")
+    size = len(text.encode("utf-8", "replace"))
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"{name} is {size:,} bytes, over the {MAX_JSON_BYTES:,}-byte limit for a config.json.")
+    if json_too_deep(text):
+        raise ValueError(f"{name} nests arrays or objects more than {MAX_JSON_DEPTH} levels deep, the limit here (a "
+                         "config.json uses 3 or 4).")
     try:
         d = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"config.json is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}).") from None
+        raise ValueError(f"{name} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}).") from None
+    except (RecursionError, ValueError):  # a number too long for Python's int() (nesting was checked above)
+        raise ValueError(f"{name} cannot be read as JSON: it holds a number thousands of digits long.") from None
     if not isinstance(d, dict):
         raise ValueError("config.json must be a JSON object ({...}) with the model's fields.")
     return d
@@ -203,15 +226,18 @@ def load_config_json(path) -> dict:
         path = os.path.join(path, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No config.json at {path}.")
-    if os.path.getsize(path) > MAX_JSON_BYTES:
-        raise ValueError(f"{os.path.basename(path)} is over {MAX_JSON_BYTES // 1000:,} kB: not a config.json.")
+    name, size = os.path.basename(path), os.path.getsize(path)
+    if size > MAX_JSON_BYTES:  # refused from its size, before it is read
+        raise ValueError(f"{name} is {size:,} bytes, over the {MAX_JSON_BYTES:,}-byte limit for a config.json.")
     with open(path, "rb") as f:
-        raw = f.read()
+        raw = f.read(MAX_JSON_BYTES + 1)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ValueError(f"{os.path.basename(path)} is not UTF-8 text, so it is not a config.json.") from None
-    return parse_config_json(text)
+        raise ValueError(f"{name} is not UTF-8 text, so it is not a config.json.") from None
+    if not text.strip():
+        raise ValueError(f"{name} is empty: a config.json holds the model's fields.")
+    return parse_config_json(text, name)
 
 
 def _hub_error(hub_id: str, err) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from ..defaults import DPO
 from ..evaluate import masked_logprobs
 from ..finetune import trainable_copy
+from ..hf_config import MAX_JSON_DEPTH, json_too_deep
 from ..sampling import encode_prompt
 from ..train import TrainConfig, lr_at, make_optimizer, trainable_parameters
 
@@ -120,10 +122,15 @@ def parse_pairs(text: str, source: str = "the pairs file") -> list[Pair]:
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        if json_too_deep(line):
+            raise PairsError(f"Line {n} of {source} nests arrays or objects more than {MAX_JSON_DEPTH} levels deep; "
+                             'a pair is one flat object {"prompt", "chosen", "rejected"}.')
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise PairsError(f"Line {n} of {source} is not valid JSON ({e.msg} at column {e.colno}).") from None
+        except (RecursionError, ValueError):  # a number too long for Python's int()
+            raise PairsError(f"Line {n} of {source} holds a number thousands of digits long.") from None
         if not isinstance(obj, dict):
             raise PairsError(f'Line {n} of {source} must be a JSON object like {{"prompt": ..., "chosen": ..., '
                              f'"rejected": ...}}.')
@@ -144,15 +151,33 @@ def parse_pairs(text: str, source: str = "the pairs file") -> list[Pair]:
     return pairs
 
 
-def read_pairs(path: str) -> list[Pair]:
-    """A UTF-8 JSONL file of preference pairs (see parse_pairs)."""
+MAX_PAIRS_BYTES = 4_000_000  # a pairs file: ~100-400 bytes a pair
+MAX_PAIRS_LINES = 10_000  # pairs read from a file (every pair is tokenized before training starts)
+
+
+def read_pairs(path: str, max_bytes: int = MAX_PAIRS_BYTES, max_lines: int = MAX_PAIRS_LINES) -> list[Pair]:
+    """A UTF-8 JSONL file of preference pairs (see parse_pairs), refused from its size before it is read and from
+    its line count before it is parsed. Messages name the file's own name, never the server's path to it."""
+    path = os.fspath(path)
+    name = os.path.basename(path) or "the pairs file"
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        raise PairsError(f"{name} could not be read: upload it again.") from None
+    if size > max_bytes:
+        raise PairsError(f"{name} is {size:,} bytes; a pairs file may be at most {max_bytes:,} bytes "
+                         f"({max_lines:,} lines).")
     with open(path, "rb") as f:
-        raw = f.read()
+        raw = f.read(max_bytes + 1)
+    lines = raw.count(b"\n") + (not raw.endswith(b"\n") and bool(raw))
+    if lines > max_lines:
+        raise PairsError(f"{name} has {lines:,} lines; a pairs file may have at most {max_lines:,} (one pair per "
+                         "line).")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise PairsError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}).") from None
-    return parse_pairs(text, source=str(path))
+        raise PairsError(f"{name} is not UTF-8 text ({e.reason} at byte {e.start}).") from None
+    return parse_pairs(text, source=name)
 
 
 # The synthetic preference data (exercise 7): the rule is visible in every pair.
