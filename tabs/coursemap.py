@@ -49,6 +49,7 @@ class Entry:
     tab: str  # id of the tab that answers it (tabs.kit.registry.register's first argument)
     settings: dict = field(default_factory=dict)  # field key -> value, as in a link (section: the part to open)
     needs: str = ""  # what must be merged for the row to light up (shown while it cannot)
+    id: str = ""  # a heavy row's stable name: its recording is assets/recordings/<id>.json (tabs.kit.recordings)
 
 
 # Tabs other helpers are adding; their rows are greyed out until the tab registers under this id.
@@ -114,23 +115,23 @@ ENTRIES = [
           " with standard multi-head attention?", G_ATTN, "calculator", shape("gpt2", n_head=8, n_kv_head=2)),
     # 5 · training and fine-tuning
     Entry("Train a small GPT from scratch and report its loss curve and accuracy.", G_TRAIN, "train",
-          dict(n_layer=2, compare_b=False)),
+          dict(n_layer=2, compare_b=False), id="train-small"),
     Entry("Train with and without the causal mask: what happens to the loss and to the generated text?",
-          G_TRAIN, "train", dict(a_causal=True, b_causal=False)),
+          G_TRAIN, "train", dict(a_causal=True, b_causal=False), id="train-mask"),
     Entry("Why normalise inside the block? Train with and without LayerNorm.", G_TRAIN, "train",
-          dict(b_causal=True, b_layernorm=False)),
+          dict(b_causal=True, b_layernorm=False), id="train-layernorm"),
     Entry("Remove the 1/√d_k scaling and train: what does saturated attention do to learning?", G_TRAIN, "train",
-          dict(b_causal=True, b_attn_scale=False)),
+          dict(b_causal=True, b_attn_scale=False), id="train-attn-scale"),
     Entry("Separate dropout rates for the embeddings, attention and residual connections: train with and"
           " without them.", G_TRAIN, "train",
-          dict(b_causal=True, embd_pdrop=0.1, attn_pdrop=0.2, resid_pdrop=0.1, b_own_dropout=True)),
+          dict(b_causal=True, embd_pdrop=0.1, attn_pdrop=0.2, resid_pdrop=0.1, b_own_dropout=True), id="train-dropout"),
     Entry("Learned positions against RoPE (or none at all): train both and compare the curves.", G_TRAIN, "train",
-          dict(b_causal=True, b_pos_encoding="rope")),
+          dict(b_causal=True, b_pos_encoding="rope"), id="train-positions"),
     Entry("Fine-tune GPT-2 on an essay of your own (5,000–15,000 characters): how do style, vocabulary and tone"
-          " change for the same prompt?", G_TRAIN, "finetune", {}),
+          " change for the same prompt?", G_TRAIN, "finetune", {}, id="finetune-essay"),
     Entry("A Mixture-of-Experts layer (4 experts, top-1 routing, load-balancing loss) against a dense model with"
           " as many active parameters.", G_TRAIN, "train",
-          dict(b_causal=True, b_experts=4, b_top_k=1, match_active=True)),
+          dict(b_causal=True, b_experts=4, b_top_k=1, match_active=True), id="train-moe"),
     # 6 · compute, memory, speed
     Entry("Roughly how much GPU memory does training GPT-2 take in 32-bit precision with batch size 1?",
           G_COMPUTE, "calculator", shape("gpt2", dtype="fp32", optimizer="adamw", batch_size=1)),
@@ -139,17 +140,17 @@ ENTRIES = [
     Entry("How big is the KV cache of a 7B model at 4,096 tokens in fp16?", G_COMPUTE, "calculator",
           shape("llama-7b", dtype="fp16", seq_len=4096, batch_size=1)),
     Entry("Measure the KV-cache speed-up: latency per token against sequence length, with and without the"
-          " cache.", G_COMPUTE, "efficiency", dict(kv_tokens=128, section="kv")),
+          " cache.", G_COMPUTE, "efficiency", dict(kv_tokens=128, section="kv"), id="efficiency-kv"),
     Entry("Profile a forward pass: how is the time split between attention, feed-forward, LayerNorm and"
-          " embeddings?", G_COMPUTE, "efficiency", dict(section="profile")),
+          " embeddings?", G_COMPUTE, "efficiency", dict(section="profile"), id="efficiency-profile"),
     Entry("FlashAttention-2 tiling in plain PyTorch: memory and speed against standard attention at 1,024, 4,096 and"
           " 16,384 tokens.", G_COMPUTE, "efficiency",
-          dict(section="flash", bench_lengths=["1,024", "4,096", "16,384"])),
+          dict(section="flash", bench_lengths=["1,024", "4,096", "16,384"]), id="efficiency-flash"),
     # 7 · scaling and alignment
     Entry("Fit a scaling law: loss against model size, and the compute-optimal (Chinchilla) split of a budget.",
-          G_SCALE, "scaling"),
-    Entry("Implement the DPO loss and watch it converge on synthetic preference pairs.", G_SCALE, "dpo"),
-    Entry("The RLHF pipeline on a toy model: supervised fine-tuning, a reward model, then PPO.", G_SCALE, "rlhf"),
+          G_SCALE, "scaling", id="scaling-law"),
+    Entry("Implement the DPO loss and watch it converge on synthetic preference pairs.", G_SCALE, "dpo", id="dpo-loss"),
+    Entry("The RLHF pipeline on a toy model: supervised fine-tuning, a reward model, then PPO.", G_SCALE, "rlhf", id="rlhf-pipeline"),
 ]
 
 
@@ -170,4 +171,4 @@ def build():
                     gr.Markdown(f"{e.question} · [link](?{link})", elem_classes="tg-map-q")
                     note = gr.Markdown()
                 button = gr.Button("Open ▸", size="sm", scale=1, min_width=180, elem_id=f"map-{k}")
-            course_button(button, note, e.tab, e.settings, e.needs or UPCOMING.get(e.tab, ""))
+            course_button(button, note, e.tab, e.settings, e.needs or UPCOMING.get(e.tab, ""), row=e)

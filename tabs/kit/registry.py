@@ -64,6 +64,7 @@ class TabShare:
     outputs: dict = field(default_factory=dict)  # name -> component shown in the tab (figures, tables, ...)
     sections: dict = field(default_factory=dict)  # link `section=` name -> block (an accordion is opened)
     remount: list = field(default_factory=list)  # outputs a link hides so that its refresh shows them drawn afresh
+    runs: list = field(default_factory=list)  # [(section or None, button)]: the buttons that run the tab
     link_box: Any = None
     link_note: Any = None
     command_box: Any = None
@@ -79,6 +80,7 @@ class Registry:
         self.lecture = None
         self.applied = None  # gr.State: which tab a link / the course map just filled
         self.course: list = []  # (button, note markdown, tab id, settings, needs)
+        self.course_rows: list = []  # the course map's rows (tabs.coursemap.Entry), for tabs.kit.recordings
         self.installed = False
 
     # ---- links ---------------------------------------------------------------------------------------------
@@ -269,6 +271,7 @@ def register(tab_id: str, fields: dict, command: Callable | None = None, run=Non
         runs = list(run.items())
     else:
         runs = [(None, b) for b in (run if isinstance(run, (list, tuple)) else [run] if run is not None else [])]
+    t.runs = list(runs)
     _share_bar(reg, t, runs)
     reg.tabs[tab_id] = t
     return t
@@ -343,9 +346,13 @@ def header(sessions: SessionStore | None = None):
     return reg
 
 
-def course_button(button, note, tab_id: str, settings: dict, needs: str = "") -> None:
-    """A course-map entry: the button opens `tab_id` filled with `settings` once that tab exists (install())."""
-    registry().course.append((button, note, tab_id, dict(settings), needs))
+def course_button(button, note, tab_id: str, settings: dict, needs: str = "", row=None) -> None:
+    """A course-map entry: the button opens `tab_id` filled with `settings` once that tab exists (install()).
+    `row`: the course map's row itself (kept for the recorder, tabs.kit.recordings)."""
+    reg = registry()
+    reg.course.append((button, note, tab_id, dict(settings), needs))
+    if row is not None:
+        reg.course_rows.append(row)
 
 
 def install(demo: gr.Blocks | None = None) -> Registry:
