@@ -149,8 +149,10 @@ ENTRIES = [
     # 7 · scaling and alignment
     Entry("Fit a scaling law: loss against model size, and the compute-optimal (Chinchilla) split of a budget.",
           G_SCALE, "scaling", id="scaling-law"),
-    Entry("Implement the DPO loss and watch it converge on synthetic preference pairs.", G_SCALE, "dpo", id="dpo-loss"),
-    Entry("The RLHF pipeline on a toy model: supervised fine-tuning, a reward model, then PPO.", G_SCALE, "rlhf", id="rlhf-pipeline"),
+    Entry("Implement the DPO loss and watch it converge on synthetic preference pairs.", G_SCALE, "dpo",
+          id="dpo-loss"),
+    Entry("The RLHF pipeline on a toy model: supervised fine-tuning, a reward model, then PPO.", G_SCALE, "rlhf",
+          id="rlhf-pipeline"),
 ]
 
 
