@@ -8,12 +8,14 @@ fields (tabs.kit.registry.register).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import gradio as gr
 
 from tinygpt import GPTConfig
 from tinygpt.defaults import EMBED_TAB, PARAMS, SAMPLE_TAB
 
+from .kit import recordings
 from .kit.links import settings_query
 from .kit.registry import course_button
 
@@ -156,8 +158,23 @@ ENTRIES = [
 ]
 
 
+def recorded_answer(e: Entry, folder: str = recordings.RECORDINGS) -> str:
+    """The heavy row's recorded answer as HTML, with a "Run live" link that opens the tab with the row's settings
+    ("" when the row has no recording)."""
+    rec = recordings.load(e.id, folder) if e.id else None
+    return recordings.render(rec, folder, live=f"?{settings_query(e.tab, e.settings)}")
+
+
+def _shown(page: str) -> str:
+    return page
+
+
 def build():
-    """The Course map tab (top level, first). tabs.kit.registry.install() enables the buttons once the tabs exist."""
+    """The Course map tab (top level, first). tabs.kit.registry.install() enables the buttons once the tabs exist.
+    A heavy row with a recording (assets/recordings, `python -m tinygpt record-course-map`) gets a collapsed
+    "Recorded answer" under it: its HTML is sent when it is opened (never part of the page's config, which every
+    visitor's session holds), its figures are static files."""
+    recordings.serve()
     with gr.Tab("Course map", id="coursemap"):
         gr.Markdown("## What are you asked to find out?\nEach question opens the tab that answers it, **with the"
                     " settings filled in**. Every tab also has *Copy link to this setup* (a link that reopens exactly"
@@ -174,3 +191,8 @@ def build():
                     note = gr.Markdown()
                 button = gr.Button("Open ▸", size="sm", scale=1, min_width=180, elem_id=f"map-{k}")
             course_button(button, note, e.tab, e.settings, e.needs or UPCOMING.get(e.tab, ""), row=e)
+            page = recorded_answer(e)
+            if page:
+                with gr.Accordion("Recorded answer", open=False, elem_id=f"map-rec-{e.id}") as acc:
+                    shown = gr.HTML(elem_id=f"map-rec-{e.id}-html")
+                acc.expand(partial(_shown, page), None, shown, queue=False, api_visibility="private")

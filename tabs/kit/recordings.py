@@ -428,13 +428,27 @@ def _short(v) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-def render(rec: dict | None, out: str = RECORDINGS) -> str:
-    """A recording as HTML for the course map ("" without one): the label line, then each output."""
+def serve(folder: str = RECORDINGS) -> None:
+    """Let Gradio serve the recordings' PNGs as static files (once per process)."""
+    import gradio as gr
+
+    if os.path.isdir(folder) and folder not in _SERVED:
+        gr.set_static_paths([folder])
+        _SERVED.add(folder)
+
+
+_SERVED: set = set()
+
+
+def render(rec: dict | None, out: str = RECORDINGS, live: str | None = None) -> str:
+    """A recording as HTML for the course map ("" without one): the label line (and a "Run live" link to `live`),
+    then each output."""
     if not rec:
         return ""
-    parts = [f'<div class="tg-rec"><p class="tg-rec-label"><em>{html.escape(label_line(rec))}</em></p>']
+    run = f' · <a href="{html.escape(live)}" target="_self">Run live ▸</a>' if live else ""
+    parts = [f'<div class="tg-rec"><p class="tg-rec-label"><em>{html.escape(label_line(rec))}</em>{run}</p>']
     for item in rec["outputs"]:
-        title = f"<h4>{html.escape(item['label'])}</h4>"
+        title = f"<h4>{html.escape(item['label'])}</h4>" if is_title(item["label"]) else ""
         if item["kind"] == "figure":
             src = html.escape(file_url(os.path.join(out, item["png"])))
             parts.append(f'{title}<img src="{src}" alt="{html.escape(item["label"])}" loading="lazy"'
@@ -454,18 +468,18 @@ def render(rec: dict | None, out: str = RECORDINGS) -> str:
     return "\n".join(parts)
 
 
+def is_title(label: str) -> bool:
+    """A component's label ("DPO curves") is shown as a heading; an elem_id used as the name ("dpo-status") is not."""
+    return not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)+", label)
+
+
 def _markdown(text: str) -> str:
     try:
-        import markdown  # noqa: PLC0415 - Gradio's own dependency (its Markdown component uses markdown-it)
+        from markdown_it import MarkdownIt  # noqa: PLC0415 - Gradio's own dependency
 
-        return markdown.markdown(text, extensions=["tables"])
+        return MarkdownIt("commonmark").enable("table").render(text)
     except ImportError:
-        try:
-            from markdown_it import MarkdownIt  # noqa: PLC0415
-
-            return MarkdownIt("commonmark").enable("table").render(text)
-        except ImportError:
-            return f"<pre>{html.escape(text)}</pre>"
+        return f"<pre>{html.escape(text)}</pre>"
 
 
 # ---- the command ---------------------------------------------------------------------------------------------

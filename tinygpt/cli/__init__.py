@@ -2,7 +2,8 @@
 
 One module per group of subcommands, each holding its `cmd_*` functions and a `register(sub)` that adds their
 parsers: sample.py (sample), params.py (params), train.py (train, finetune, eval), inspect.py (embed, attention),
-efficiency.py (profile), beyond.py (scaling, dpo, rlhf). common.py holds what they share (loading, printing, the
+efficiency.py (profile), beyond.py (scaling, dpo, rlhf), course.py (record-course-map: runs the app's recorder in
+a child process). common.py holds what they share (loading, printing, the
 common options); every default comes from tinygpt.defaults.
 
 A `cmd_*` function checks the arguments, loads a model through `common.load()` (which prints the offline-fallback
@@ -12,10 +13,10 @@ on stderr and a non-zero exit code, never a traceback.
 """
 from __future__ import annotations
 
-from . import beyond, efficiency, inspect, params, sample, train
+from . import beyond, course, efficiency, inspect, params, sample, train
 from .common import CliError, Parser, say
 
-GROUPS = (sample, params, train, inspect, efficiency, beyond)  # the order of the subcommands in --help
+GROUPS = (sample, params, train, inspect, efficiency, beyond, course)  # the order of the subcommands in --help
 
 __all__ = ["main", "build_parser", "CliError", "Parser"]
 
