@@ -371,11 +371,37 @@ def record_row(demo, entry, out: str = RECORDINGS) -> dict:
             "measured": entry.tab in MEASURED_TABS, "seconds": round(seconds, 1)}
 
 
+def rounded(v, digits: int = 6):
+    """Floats to `digits` significant digits (the curves' last digits are float noise, and bytes in the repo)."""
+    if isinstance(v, float):
+        return float(f"{v:.{digits}g}")
+    if isinstance(v, list):
+        return [rounded(x, digits) for x in v]
+    if isinstance(v, dict):
+        return {k: rounded(x, digits) for k, x in v.items()}
+    return v
+
+
+def dumps(rec: dict) -> str:
+    """Compact JSON, one line per top-level key and per output (readable in a diff, a few tens of KB a row); the
+    outputs' floats rounded."""
+    def one(v):
+        return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+
+    lines = []
+    for k, v in rec.items():
+        if k == "outputs":  # the settings stay exact (a test compares them with the tab's)
+            body = ",\n".join("  " + one(rounded(item)) for item in v)
+            lines.append(f" {one(k)}: [\n{body}\n ]")
+        else:
+            lines.append(f" {one(k)}: {one(v)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
 def write(rec: dict, out: str = RECORDINGS) -> str:
     path = path_of(rec["id"], out)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(rec, f, indent=1, ensure_ascii=False)
-        f.write("\n")
+        f.write(dumps(rec))
     return path
 
 
