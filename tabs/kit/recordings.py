@@ -46,6 +46,7 @@ DPI = 72  # PNG resolution: a 10x4 inch figure is 720x288 pixels, a few tens of 
 MAX_POINTS = 400  # points kept per curve in the JSON (evenly spaced, the last one always kept)
 FINETUNE_TEXT_CHARS = 10_000  # the row asks for an essay of 5,000-15,000 characters: the built-in Python docs' start
 RERUN = "python -m tinygpt record-course-map --rows {id}"
+RECORDER_LIMITS = {"TINYGPT_RUN_MINUTES": "180", "TINYGPT_RUN_MEMORY_GB": "8"}  # tinygpt.budget's, for the recorder
 
 
 def heavy_rows(entries) -> list:
@@ -368,6 +369,7 @@ def record_row(demo, entry, out: str = RECORDINGS) -> dict:
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"), "cpu": cpu_name(),
             "torch": torch.__version__, "python": sys.version.split()[0], "commit": git_commit(),
             "code": code_version(), "fingerprint": fingerprint(files), "fingerprint_files": files,
+            "limits": {k: os.environ.get(k) for k in RECORDER_LIMITS},
             "measured": entry.tab in MEASURED_TABS, "seconds": round(seconds, 1)}
 
 
@@ -409,8 +411,10 @@ def record(rows: list[str] | None = None, out: str = RECORDINGS, log=print) -> l
     """Record the named heavy rows (all when None), one after another; each JSON is written as soon as its run
     ends."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # what the offline app does: the embedded model, the Python docs
-    # a busy machine must not refuse a row for time (the limit only gates a run; it never changes its result)
-    os.environ.setdefault("TINYGPT_RUN_MINUTES", "180")
+    # a row is recorded even where a Space's limits would refuse it (FlashAttention at 16,384 tokens needs ~2.6 GB;
+    # a busy machine is slow): the limits only gate a run, they never change its result
+    for name, value in RECORDER_LIMITS.items():
+        os.environ.setdefault(name, value)
     demo = build_app()
     entries = heavy_rows(app_rows(demo))
     known = [e.id for e in entries]
