@@ -162,7 +162,7 @@ def recorded_answer(e: Entry, folder: str = recordings.RECORDINGS) -> str:
     """The heavy row's recorded answer as HTML, with a "Run live" link that opens the tab with the row's settings
     ("" when the row has no recording)."""
     rec = recordings.load(e.id, folder) if e.id else None
-    return recordings.render(rec, folder, live=f"?{settings_query(e.tab, e.settings)}")
+    return recordings.render(rec, folder, live=f"?{settings_query(e.tab, e.settings)}", changed=e.settings)
 
 
 def _shown(page: str) -> str:

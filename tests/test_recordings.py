@@ -12,6 +12,7 @@ run, made by `python -m tinygpt record-course-map` (tabs/kit/recordings.py), and
 (c) every file is under 10 MB and all of them together under 2 MB;
 (d) the course map renders the recorded answer: date, CPU, commit, settings, the PNG's static URL, "Run live".
 """
+import html
 import json
 import math
 import os
@@ -134,8 +135,9 @@ def test_course_map_renders_the_recorded_answer():
     row = next(e for e in ROWS if e.id == "dpo-loss")
     rec = recordings.load(row.id)
     page = coursemap.recorded_answer(row)
+    text = html.unescape(page)
     assert f"Recorded on {rec['date']}" in page and rec["cpu"] in page and f"commit {rec['commit'][:8]}" in page
-    assert "settings: " in page and "beta_a=" in page
+    assert "settings: the tab's start-up values" in text and "beta_a=0.1" in text  # every setting, in a fold
     png = next(i["png"] for i in rec["outputs"] if i["kind"] == "figure")
     assert 'src="/gradio_api/file=' in page and page.count(png) == 1
     assert "data:image" not in page  # a static file, never base64 in the page

@@ -447,9 +447,13 @@ def file_url(path: str) -> str:
     return "/gradio_api/file=" + (rel.replace(os.sep, "/") if not rel.startswith("..") else path)
 
 
-def label_line(rec: dict) -> str:
-    shown = {k: v for k, v in rec["settings"].items() if k != "section"}
+def label_line(rec: dict, changed: dict | None = None) -> str:
+    """"Recorded on <date> · <cpu> · commit <short> · <seconds> · settings: ...": `changed` (the row's own settings)
+    when given, else every field."""
+    shown = {k: v for k, v in (rec["settings"] if changed is None else changed).items() if k != "section"}
     settings = ", ".join(f"{k}={_short(v)}" for k, v in shown.items())
+    if changed is not None:
+        settings = f"{settings} (the rest at the tab's start-up values)" if settings else "the tab's start-up values"
     extra = "".join(f"; {k}: {v}" for k, v in (rec.get("inputs") or {}).items())
     return (f"Recorded on {rec['date']} · {rec['cpu']} · commit {(rec.get('commit') or 'unknown')[:8]} · "
             f"{rec['seconds']:.0f} s · settings: {settings}{extra}")
@@ -472,13 +476,16 @@ def serve(folder: str = RECORDINGS) -> None:
 _SERVED: set = set()
 
 
-def render(rec: dict | None, out: str = RECORDINGS, live: str | None = None) -> str:
-    """A recording as HTML for the course map ("" without one): the label line (and a "Run live" link to `live`),
-    then each output."""
+def render(rec: dict | None, out: str = RECORDINGS, live: str | None = None, changed: dict | None = None) -> str:
+    """A recording as HTML for the course map ("" without one): the label line (the row's own settings `changed`
+    when given, every field in a fold below; a "Run live" link to `live`), then each output."""
     if not rec:
         return ""
     run = f' · <a href="{html.escape(live)}" target="_self">Run live ▸</a>' if live else ""
-    parts = [f'<div class="tg-rec"><p class="tg-rec-label"><em>{html.escape(label_line(rec))}</em>{run}</p>']
+    parts = [f'<div class="tg-rec"><p class="tg-rec-label"><em>{html.escape(label_line(rec, changed))}</em>{run}</p>']
+    if changed is not None:
+        every = ", ".join(f"{k}={_short(v)}" for k, v in rec["settings"].items())
+        parts.append(f"<details><summary>Every setting of the run</summary><p>{html.escape(every)}</p></details>")
     for item in rec["outputs"]:
         title = f"<h4>{html.escape(item['label'])}</h4>" if is_title(item["label"]) else ""
         if item["kind"] == "figure":
