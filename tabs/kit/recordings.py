@@ -10,8 +10,8 @@ Figure becomes a PNG (plus its curves as numbers), text stays text, a table beco
 `assets/recordings/<row id>.json` holds the question, the tab, the full settings, the outputs, the date, the CPU,
 torch's version, the commit, `code` (runs.code_version(): all sources) and `fingerprint`: a hash of only the files
 that decide the result (the tab's own sources and the tinygpt modules they import, directly or not; never the other
-tabs, tabs.kit or the command line), with `fingerprint_files` naming them. tests/test_recordings.py fails when a
-row's settings or those files changed since it was recorded.
+tabs, tabs.kit or the command line), with `fingerprint_files` naming them ({file: its own hash}).
+tests/test_recordings.py fails when a row's settings or those files changed since it was recorded.
 
 Nothing here imports a tab at module level (the kit imports no tab): the app is built by app.build_demo inside
 record().
@@ -140,6 +140,15 @@ def fingerprint_files(tab_id: str) -> list[str]:
                 seen.add(f)
                 todo.append(f)
     return sorted(seen)
+
+
+def file_hashes(files: list[str]) -> dict:
+    """{file: short hash}: which of a row's files changed since it was recorded (the test's message names them)."""
+    out = {}
+    for rel in sorted(files):
+        with open(os.path.join(ROOT, rel), "rb") as f:
+            out[rel] = hashlib.sha256(f.read()).hexdigest()[:12]
+    return out
 
 
 def fingerprint(files: list[str]) -> str:
@@ -368,7 +377,7 @@ def record_row(demo, entry, out: str = RECORDINGS) -> dict:
             "inputs": used, "outputs": convert(entry.id, comps, values, out),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"), "cpu": cpu_name(),
             "torch": torch.__version__, "python": sys.version.split()[0], "commit": git_commit(),
-            "code": code_version(), "fingerprint": fingerprint(files), "fingerprint_files": files,
+            "code": code_version(), "fingerprint": fingerprint(files), "fingerprint_files": file_hashes(files),
             "limits": {k: os.environ.get(k) for k in RECORDER_LIMITS},
             "measured": entry.tab in MEASURED_TABS, "seconds": round(seconds, 1)}
 
