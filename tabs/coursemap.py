@@ -114,13 +114,13 @@ ENTRIES = [
           " with standard multi-head attention?", G_ATTN, "calculator", shape("gpt2", n_head=8, n_kv_head=2)),
     # 5 · training and fine-tuning
     Entry("Train a small GPT from scratch and report its loss curve and accuracy.", G_TRAIN, "train",
-          dict(n_layer=2, compare_b=False)),
+          dict(n_layer=2, compare_b=False, steps=500, lr=2e-3)),  # one run: 500 steps fit the minute
     Entry("Train with and without the causal mask: what happens to the loss and to the generated text?",
           G_TRAIN, "train", dict(a_causal=True, b_causal=False)),
     Entry("Why normalise inside the block? Train with and without LayerNorm.", G_TRAIN, "train",
           dict(b_causal=True, b_layernorm=False)),
     Entry("Remove the 1/√d_k scaling and train: what does saturated attention do to learning?", G_TRAIN, "train",
-          dict(b_causal=True, b_attn_scale=False)),
+          dict(b_causal=True, b_attn_scale=False, n_head=2)),  # d_k = 64: unscaled logits are 8x, not 5.7x, too big
     Entry("Separate dropout rates for the embeddings, attention and residual connections: train with and"
           " without them.", G_TRAIN, "train",
           dict(b_causal=True, embd_pdrop=0.1, attn_pdrop=0.2, resid_pdrop=0.1, b_own_dropout=True)),
@@ -130,7 +130,7 @@ ENTRIES = [
           " change for the same prompt?", G_TRAIN, "finetune", {}),
     Entry("A Mixture-of-Experts layer (4 experts, top-1 routing, load-balancing loss) against a dense model with"
           " as many active parameters.", G_TRAIN, "train",
-          dict(b_causal=True, b_experts=4, b_top_k=1, match_active=True)),
+          dict(b_causal=True, b_experts=4, b_top_k=1, b_aux=0.05, match_active=True)),  # balanced in 300 steps
     # 6 · compute, memory, speed
     Entry("Roughly how much GPU memory does training GPT-2 take in 32-bit precision with batch size 1?",
           G_COMPUTE, "calculator", shape("gpt2", dtype="fp32", optimizer="adamw", batch_size=1)),
