@@ -7,8 +7,8 @@ or neutral (big, old, red, ...). The "human" labeller prefers the cheerful sente
 minus gloomy words (`gold_score`).
 
 1. SFT: a small character-level GPT (~0.35M parameters at the defaults: policy_parameters) learns the grammar's
-   sentences (the toy has no pretraining, so supervised fine-tuning starts from random weights: it is the whole language model here). It writes kind and
-   gloomy sentences equally often.
+   sentences (the toy has no pretraining, so supervised fine-tuning starts from random weights: it is the whole
+   language model here). It writes kind and gloomy sentences equally often.
 2. Reward model: the SFT transformer with a scalar head on the last token (`RewardModel`), trained on pairs of
    sentences for the same subject that the labeller ranked, with the Bradley-Terry loss -log sigmoid(r_c - r_r).
 3. PPO (Schulman et al. 2017) with a KL penalty against the SFT model: every response token gets the reward
