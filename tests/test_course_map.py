@@ -28,12 +28,14 @@ from tinygpt.defaults import EMBED_TAB, PARAMS, POSITIONS, SAMPLE_TAB
 
 ROWS = list(enumerate(ENTRIES))  # (index as in the map's button id map-<k>, entry); the report numbers rows k + 1
 HEAVY = {"train", "finetune", "dpo", "rlhf", "pruning"}  # answered only after a run: restored, never pressed
-BUTTON_ROWS = [k for k, e in ROWS if (e.tab, e.settings.get(SECTION)) in {
-    ("calculator", None), ("sampling", None), ("pruning", None), ("attention", "graph"), ("train", None),
-    ("efficiency", "flash")}]
-# one row per tab above (the first that matches), each a different tab: a button's state cannot be the last one's
-BUTTON_ROWS = [next(k for k in BUTTON_ROWS if ENTRIES[k].tab == t) for t in dict.fromkeys(ENTRIES[k].tab
-                                                                                           for k in BUTTON_ROWS)]
+# rows also opened with their Open button, one per tab, each setting something the start-up page does not show
+BUTTON_ROWS = [next(k for k, e in ROWS if pick(e)) for pick in (
+    lambda e: e.tab == "calculator" and e.settings.get("n_layer") == 96,  # GPT-3
+    lambda e: e.settings == {"temperature": 10, "top_k": 2},
+    lambda e: e.settings == {"configs": ["full", "even"]},
+    lambda e: e.settings.get(SECTION) == "graph",
+    lambda e: e.tab == "train" and e.settings.get("b_own_dropout"),
+    lambda e: e.settings.get(SECTION) == "flash")]
 
 
 def row_id(row) -> str:
