@@ -11,4 +11,4 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 python3 -m pip install -q -r requirements-dev.txt
 python3 -m ruff check .
-python3 -m pytest -q tests "$@"
+python3 -m pytest -q --durations=15 tests "$@"  # the 15 slowest tests are printed

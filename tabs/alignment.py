@@ -2,7 +2,7 @@
 PPO), both trained live with curves that update and an explanation that reads the run's numbers.
 
 DPO trains a per-session copy of the chosen model (tinygpt.beyond.dpo.train_dpo); two values of beta can run side
-by side. RLHF trains its own ~1M-parameter character model (tinygpt.beyond.rlhf); "Re-run PPO only" reuses the
+by side. RLHF trains its own small character model (tinygpt.beyond.rlhf); "Re-run PPO only" reuses the
 session's SFT model and reward model with another KL coefficient, which is how reward hacking is shown.
 Both are long jobs, run by the room's run hub (tabs/kit/runs.py): budgeted before they start (tinygpt.budget), shared
 by everyone who starts the same settings (one computation, followed by all), with a Stop button.
@@ -573,7 +573,8 @@ def build(models, sessions: SessionStore, default_model: str = "gpt2"):
 
     with gr.Tab("RLHF", id="rlhf"):
         gr.Markdown(
-            "**A toy RLHF pipeline** (Ouyang et al. 2022), trained live on a ~1M-parameter character model: "
+            "**A toy RLHF pipeline** (Ouyang et al. 2022), trained live on a character model of"
+            f" {R.policy_parameters(RC):,} parameters: "
             "**1. SFT** on demonstration sentences, **2. a reward model** (the transformer with a scalar head on the "
             "last token) trained on labelled pairs with the Bradley–Terry loss, **3. PPO** (Schulman et al. 2017) "
             "against the reward model, with a KL penalty that keeps the policy near the SFT model.\n\n"

@@ -117,13 +117,14 @@ ENTRIES = [
           " with standard multi-head attention?", G_ATTN, "calculator", shape("gpt2", n_head=8, n_kv_head=2)),
     # 5 · training and fine-tuning
     Entry("Train a small GPT from scratch and report its loss curve and accuracy.", G_TRAIN, "train",
-          dict(n_layer=2, compare_b=False), id="train-small"),
+          dict(n_layer=2, compare_b=False, steps=500, lr=2e-3), id="train-small"),  # one run: 500 steps fit
     Entry("Train with and without the causal mask: what happens to the loss and to the generated text?",
           G_TRAIN, "train", dict(a_causal=True, b_causal=False), id="train-mask"),
     Entry("Why normalise inside the block? Train with and without LayerNorm.", G_TRAIN, "train",
           dict(b_causal=True, b_layernorm=False), id="train-layernorm"),
     Entry("Remove the 1/√d_k scaling and train: what does saturated attention do to learning?", G_TRAIN, "train",
-          dict(b_causal=True, b_attn_scale=False), id="train-attn-scale"),
+          dict(b_causal=True, b_attn_scale=False, n_head=2),  # d_k = 64: unscaled logits 8x, not 5.7x, too big
+          id="train-attn-scale"),
     Entry("Separate dropout rates for the embeddings, attention and residual connections: train with and"
           " without them.", G_TRAIN, "train",
           dict(b_causal=True, embd_pdrop=0.1, attn_pdrop=0.2, resid_pdrop=0.1, b_own_dropout=True), id="train-dropout"),
@@ -133,7 +134,8 @@ ENTRIES = [
           " change for the same prompt?", G_TRAIN, "finetune", {}, id="finetune-essay"),
     Entry("A Mixture-of-Experts layer (4 experts, top-1 routing, load-balancing loss) against a dense model with"
           " as many active parameters.", G_TRAIN, "train",
-          dict(b_causal=True, b_experts=4, b_top_k=1, match_active=True), id="train-moe"),
+          dict(b_causal=True, b_experts=4, b_top_k=1, b_aux=0.05, match_active=True),  # balanced in 300 steps
+          id="train-moe"),
     # 6 · compute, memory, speed
     Entry("Roughly how much GPU memory does training GPT-2 take in 32-bit precision with batch size 1?",
           G_COMPUTE, "calculator", shape("gpt2", dtype="fp32", optimizer="adamw", batch_size=1)),

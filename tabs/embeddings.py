@@ -345,12 +345,18 @@ def probe_sentences(lines, word: str) -> list[str]:
     return [f"The {word}, {t}" for t in tails]
 
 
+def offline_md(ctx_model: str) -> str:
+    """What the BERT option says when the Hugging Face Hub cannot be reached: one sentence."""
+    return (f"⚠️ **BERT ({ctx_model}) cannot be shown here:** it must be downloaded from the Hugging Face Hub, and"
+            " this server is offline (it cannot reach the Hub).")
+
+
 def bert_contextual(models, model, tok, lines, word, ctx_model):
     """BERT's per-layer plot, explained against the picked GPT on the same sentences and on a probe."""
     try:
         bert, btok = load_bert(ctx_model, getattr(models, "hub_timeout", 5.0))
-    except ConnectionError as e:
-        return None, f"⚠️ **{ctx_model} cannot be fetched** ({e}), so this section cannot show BERT here."
+    except ConnectionError:  # offline (or the Hub is down): one plain sentence, no exception names
+        return None, offline_md(ctx_model)
     except OSError as e:
         raise UserError(f"{ctx_model} could not be loaded: {str(e).splitlines()[0] if str(e) else e}") from None
     res = bert_contextual_similarity(bert, btok, lines, word)
@@ -438,7 +444,7 @@ def build(models, default_model: str = "gpt2"):
         ctx_go = gr.Button("Compare contexts")
         ctx_fig0, ctx_md0 = on_contextual(models, name0, DEFAULT_WORD, DEFAULT_SENTENCES, SAME_MODEL)
         ctx_plot = gr.Plot(ctx_fig0, label="Cosine between contexts, per layer", elem_id="emb-context")
-        ctx_md = gr.Markdown(ctx_md0)
+        ctx_md = gr.Markdown(ctx_md0, elem_id="emb-context-md")
 
         go.click(partial(on_embeddings, models), [model_dd, common, rare, pool, space],
                  [banner_md, card_md, words_df, tokens_df, heat, vocab, summary, explain_md], api_name="embeddings",

@@ -100,6 +100,7 @@ def test_embeddings_tab_bert_option(bert_dir, models, tiny_dir, monkeypatch):
     monkeypatch.setattr(tinygpt.loading, "hub_snapshot", unreachable)
     load_bert.cache_clear()
     fig, md = embeddings.on_contextual(models, tiny_dir, "channel", "\n".join(SENTENCES), "bert-base-uncased")
-    assert fig is None and "cannot be fetched" in md and md.count(".") <= 3
+    assert fig is None and md == embeddings.offline_md("bert-base-uncased") and md.count(".") == 1
+    assert "downloaded from the Hugging Face Hub" in md and "offline" in md and "Error" not in md
     with pytest.raises(gr.Error):
         embeddings.on_contextual(models, tiny_dir, "channel", "\n".join(SENTENCES), "not-a-bert")

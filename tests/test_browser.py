@@ -4,75 +4,10 @@ The app runs on the embedded model (the Hub is unreachable, HF_HUB_OFFLINE=1), s
 Screenshots of each tab are saved to test-artifacts/. If Chromium or Playwright is missing the suite fails
 loudly: scripts/test.sh installs both.
 """
-import os
-import shutil
-import subprocess
-import sys
-import time
-import urllib.request
+from conftest import map_button, open_map, shot
 
-import pytest
-from conftest import ROOT, free_port
-
-ART = os.path.join(ROOT, "test-artifacts")
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ESSAY = ("The lighthouse keeper wrote every evening about the weather, the ships and the gulls. "
          "Some nights the fog was so thick that the lamp seemed to float in the air. ") * 30
-
-
-
-@pytest.fixture(scope="module")
-def server():
-    port = free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
-               GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    env.pop("TINYGPT_MODEL", None)
-    os.makedirs(ART, exist_ok=True)
-    log = open(os.path.join(ART, "app.log"), "w")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(240):
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited with {proc.returncode}; see test-artifacts/app.log")
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except Exception:
-                time.sleep(0.5)
-        else:
-            pytest.fail("app.py did not serve its page within 120 s")
-        print(f"\ncold start (process start -> page served): {time.perf_counter() - t0:.1f} s")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def page(server):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: run scripts/test.sh (apt-get install chromium).")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: pip install -r requirements-dev.txt")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(60_000)
-        pg.goto(server, wait_until="load")
-        pg.wait_for_selector("text=TinyGPT Lab", timeout=180_000)  # the first render of every tab: slow under load
-        yield pg
-        browser.close()
-
-
-def shot(pg, name):
-    pg.screenshot(path=os.path.join(ART, f"{name}.png"), full_page=True)
 
 
 def set_number(pg, elem_id, value):
@@ -304,22 +239,10 @@ def test_scaling_tab(page):
 
 
 # ---- for lecturers and students: course map, links, downloads, lecture mode (tabs/kit) ------------------------------
-def map_button(pred) -> str:
-    """The course-map button of the first entry matching pred."""
-    from tabs.coursemap import ENTRIES
-
-    return f"#map-{next(k for k, e in enumerate(ENTRIES) if pred(e))}"
-
-
 def field(pg, label):
     """The visible input of a number field or slider with this label."""
     return pg.locator(f"input[aria-label='{label}']:visible, "
                       f"input[aria-label='number input for {label}']:visible").first
-
-
-def open_map(pg):
-    pg.get_by_role("tab", name="Course map", exact=True).click()
-    pg.wait_for_timeout(300)
 
 
 def test_course_map_opens_tabs_with_presets(page, server):

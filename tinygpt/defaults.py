@@ -105,10 +105,12 @@ TRAIN = table(
 )
 # The tab trains two models side by side while a class watches: shorter context, fewer steps, a higher lr;
 # warm-up (min(100, steps // 10)) and evaluations (steps // 20) scale with the Steps slider.
-TRAIN_TAB = variant(TRAIN, block_size=64, batch_size=12, steps=500, lr=2e-3, warmup=None, eval_interval=None,
+# 300 steps at lr 3e-3: every course-map row's effect shows (causal-mask collapse, the LayerNorm and RoPE gaps,
+# dropout's train-loss cost, balanced experts) in about 25 s of 2 idle cores per run pair (benchmarks/bench_rows.py)
+TRAIN_TAB = variant(TRAIN, block_size=64, batch_size=12, steps=300, lr=3e-3, warmup=None, eval_interval=None,
                     eval_batches=4,
                     corpus="tiny-shakespeare",  # tinygpt.data.CORPORA (offline: the Python docs, with a note)
-                    sample_len=500,  # characters or tokens sampled from each run after training
+                    sample_len=300,  # characters or tokens sampled from each run after training
                     embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0,  # run A's rates (and B's unless it has its own)
                     causal=True, layernorm=True, attn_scale=True,  # run A's switches (B's too, except b_causal)
                     compare_b=True,  # train run B beside A (off: one run, e.g. "train a small GPT")
@@ -240,7 +242,7 @@ DPO = table(
     seed=SEED,
 )
 # The tab compares two betas in one run, so each run is shorter; 200 synthetic pairs unless a file is uploaded.
-DPO_TAB = variant(DPO, steps=40, synthetic=200,
+DPO_TAB = variant(DPO, steps=30, lr=2e-4, synthetic=200,  # both betas' margins clear 0.5 in ~17 s (bench_rows)
                   source="synthetic",  # "synthetic" pairs, or "upload" a JSONL file
                   beta_b=0.5,  # run B's beta (0 = no second run)
                   prompt="ROMEO:\nThou art most",  # the before/after samples: an adjective comes next
@@ -249,11 +251,16 @@ DPO_TAB = variant(DPO, steps=40, synthetic=200,
 # ---- rlhf (RLHF tab); the rest of the pipeline's settings are tinygpt.beyond.rlhf.RLHFConfig's -------------------
 RLHF = table(
     seed=SEED,
+    # sized for a lecture (benchmarks/bench_rows.py: ~25 s on 2 idle cores; SFT grammatical, the reward model's
+    # held-out accuracy ~0.95, PPO's reward up by ~1 and, at KL 0, reward hacking)
+    n_layer=3,  # the toy model: 3 blocks of d=96, characters
+    n_embd=96,
     sft_steps=500,
-    rm_steps=100,
-    ppo_steps=60,  # rollouts (each followed by 2 passes over it)
+    sft_lr=5e-3,
+    rm_steps=60,
+    ppo_steps=40,  # rollouts (each followed by 2 passes over it)
     kl_coef=0.2,  # the KL penalty; 0 lets the policy drift anywhere: reward hacking
-    ppo_lr=1e-4,
+    ppo_lr=2e-4,
     threads=None,  # None = torch's choice
     samples=8,  # SFT vs PPO samples the command line prints (text output)
 )

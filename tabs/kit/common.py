@@ -423,6 +423,8 @@ def check_input(block, value, start=None):
             for v in value:
                 _choice(block, v, name, block.allow_custom_value)
             return value
+        if value is None and isinstance(block, gr.Dropdown):
+            return None  # a cleared dropdown (Gradio's own None): the handler picks its default
         return _choice(block, value, name, isinstance(block, gr.Dropdown) and block.allow_custom_value)
     if isinstance(block, (gr.Textbox, gr.Code)):
         if value is None or isinstance(value, str):

@@ -8,7 +8,8 @@ A tab gets links, the command line, downloads and the report with ONE call at th
              command=command, run=go, refresh=(partial(on_dist, models), knobs, [dist_plot, explain_md]))
 
 * fields: the settings a link carries (URL key -> input component); a link holds only those that differ from
-  the tab's start-up values, and opening it resets the tab's other fields to those start-up values.
+  the tab's start-up values, and opening it resets the tab's other fields to those start-up values. Each field
+  gets the CSS class tg-field-<tab id>-<key> (field_class), so the page shows which input a link key fills.
 * command(values: dict) -> the equivalent `python -m tinygpt ...` line(s), or None; shown after each `run` click.
 * refresh: (fn, inputs, outputs) re-run after a link or the course map filled the fields (cheap views only).
 * remount: outputs a link hides while it fills the tab, for the refresh to show them drawn afresh (a native plot
@@ -251,6 +252,8 @@ def register(tab_id: str, fields: dict, command: Callable | None = None, run=Non
     for name, block in sections.items():
         if not getattr(block, "elem_id", None):
             raise ValueError(f"register({tab_id!r}): section {name!r} needs an elem_id to scroll to.")
+    for key, comp in fields.items():  # each field findable in the page by its link key (the browser tests)
+        mark_field(comp, tab_id, key)
     tab = enclosing_tab(Context.block)
     label = getattr(tab, "label", None) or tab_id
     if tab is not None and tab.id is not None and tab.id != tab_id:
@@ -275,6 +278,18 @@ def register(tab_id: str, fields: dict, command: Callable | None = None, run=Non
     _share_bar(reg, t, runs)
     reg.tabs[tab_id] = t
     return t
+
+
+def field_class(tab_id: str, key: str) -> str:
+    """The CSS class that marks a tab's field in the page: tg-field-<tab id>-<link key>."""
+    return f"tg-field-{tab_id}-{key}"
+
+
+def mark_field(comp, tab_id: str, key: str) -> None:
+    classes = comp.elem_classes or []
+    classes = [classes] if isinstance(classes, str) else list(classes)
+    if field_class(tab_id, key) not in classes:
+        comp.elem_classes = classes + [field_class(tab_id, key)]
 
 
 def _share_bar(reg: Registry, t: TabShare, run_buttons: list) -> None:

@@ -263,13 +263,14 @@ class RunHub:
     """The room's runs: shared by key, scheduled in lanes, kept when finished (LRU within `keep_bytes`)."""
 
     def __init__(self, short_s: float = SHORT_S, slots: dict | None = None, keep_bytes: int = KEEP_BYTES,
-                 sharing: bool = True, ledger=None, limits=None):
+                 sharing: bool | None = None, ledger=None, limits=None):
         from tinygpt import budget
 
         self.short_s = short_s
         self.slots = dict(slots or LANES)
         self.keep_bytes = keep_bytes
-        self.sharing = sharing
+        # sharing None: on unless TINYGPT_SHARING=0 (the class benchmark's "before": every request computes alone)
+        self.sharing = os.environ.get("TINYGPT_SHARING", "1") != "0" if sharing is None else bool(sharing)
         self.ledger = ledger if ledger is not None else budget.LEDGER  # memory of the runs in progress
         self._limits = limits  # None: tinygpt.budget.limits_from_env() each time (the env can raise them)
         self.lock = threading.RLock()
@@ -357,6 +358,8 @@ class RunHub:
 
     def _execute(self, run: Run) -> None:
         self.computations[run.key] = self.computations.get(run.key, 0) + 1
+        # one line per computation in the server's log: operators (and benchmarks/load_test.py) count them
+        print(f"[room] computing {run.label} ({run.lane} lane, key {run.key[:12]})", flush=True)
         results, errors = {}, {}
 
         def emit(name, ev):

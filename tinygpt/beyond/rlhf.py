@@ -6,9 +6,9 @@ The task (what a student can see in the text). A tiny grammar writes short sente
 or neutral (big, old, red, ...). The "human" labeller prefers the cheerful sentence: the one with more kind words
 minus gloomy words (`gold_score`).
 
-1. SFT: a ~1M-parameter character-level GPT learns the grammar's sentences (the toy has no pretraining, so
-   supervised fine-tuning starts from random weights: it is the whole language model here). It writes kind and
-   gloomy sentences equally often.
+1. SFT: a small character-level GPT (~0.35M parameters at the defaults: policy_parameters) learns the grammar's
+   sentences (the toy has no pretraining, so supervised fine-tuning starts from random weights: it is the whole
+   language model here). It writes kind and gloomy sentences equally often.
 2. Reward model: the SFT transformer with a scalar head on the last token (`RewardModel`), trained on pairs of
    sentences for the same subject that the labeller ranked, with the Bradley-Terry loss -log sigmoid(r_c - r_r).
 3. PPO (Schulman et al. 2017) with a KL penalty against the SFT model: every response token gets the reward
@@ -235,16 +235,16 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
 class RLHFConfig:
     """The pipeline's settings; those a user sets (command line, tab) default to tinygpt.defaults.RLHF."""
     seed: int = RLHF["seed"]
-    # the toy model: ~1.0M parameters, characters
-    n_layer: int = 4
+    # the toy model (characters)
+    n_layer: int = RLHF["n_layer"]
     n_head: int = 4
-    n_embd: int = 144
+    n_embd: int = RLHF["n_embd"]
     block_size: int = 64
     # 1. SFT (tinygpt.train on the demonstrations)
     sft_sentences: int = 4000
     sft_steps: int = RLHF["sft_steps"]
     sft_batch: int = 16
-    sft_lr: float = 3e-3
+    sft_lr: float = RLHF["sft_lr"]
     # 2. reward model
     rm_pairs: int = 900  # labelled pairs; 1/6 held out for the validation accuracy
     rm_steps: int = RLHF["rm_steps"]
@@ -271,6 +271,14 @@ class RLHFConfig:
 
 def _stopper(should_stop):
     return should_stop if should_stop is not None else (lambda: False)
+
+
+def policy_parameters(cfg: RLHFConfig) -> int:
+    """Parameters of the pipeline's toy model (its character vocabulary is the SFT sentences')."""
+    from ..params import count_parameters
+
+    vocab = CharTokenizer.from_text(sft_text(cfg.sft_sentences, cfg.seed)).vocab_size
+    return count_parameters(cfg.model_config(vocab))["total"]
 
 
 def run_sft(cfg: RLHFConfig, callback=None, should_stop=None):

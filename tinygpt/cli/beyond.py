@@ -248,7 +248,7 @@ def register(sub) -> None:
 
     # None = RLHFConfig's value (tinygpt.defaults.RLHF), so only what was given is passed on
     d = RLHF
-    r = sub.add_parser("rlhf", help="the toy RLHF pipeline: SFT, a reward model, PPO (a ~1M-parameter model)")
+    r = sub.add_parser("rlhf", help="the toy RLHF pipeline: SFT, a reward model, PPO (a small character model)")
     r.add_argument("--sft-steps", type=int, default=None, help=f"default {d['sft_steps']}")
     r.add_argument("--rm-steps", type=int, default=None, help=f"default {d['rm_steps']}")
     r.add_argument("--ppo-steps", type=int, default=None, help=f"default {d['ppo_steps']}")
