@@ -6,6 +6,11 @@ counts, p50/p95 latency, the largest queue position seen, and checks that nobody
 
     python benchmarks/load_test.py [--clients 20] [--finetunes 2] [--tokens 30]
 
+The class scenario (--course-map): 40 students press course-map rows at once, the room's run sharing off vs on
+(see benchmarks/course_map_load.py).
+
+    python benchmarks/load_test.py --course-map [--students 40] [--live-row train-mask] [--off-cap 300]
+
 The lecture scenario (--lecture): a whole room presses Generate at once. A GPT-2-124M-sized model (random
 weights, transformers' GPT2Config() written with save_pretrained) is served by `python app.py` with
 TINYGPT_MODEL pointing at it, once with batching off (TINYGPT_BATCHING=0: before) and once with it on (after);
@@ -36,15 +41,18 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def start_server(extra_env: dict | None = None):
+def start_server(extra_env: dict | None = None, log_path: str | None = None):
+    """`python app.py` offline on a free loopback port -> (process, url, seconds to the first page). log_path: the
+    server's output goes there (the class benchmark counts the room's computations in it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
                **(extra_env or {}))
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the server's lifetime
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=dict(env, PYTHONUNBUFFERED="1"), stdout=out,
+                            stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     for _ in range(240):
         try:
@@ -279,7 +287,21 @@ def main():
     ap.add_argument("--modes", default="before,after",
                     help="--lecture: servers to compare: before (TINYGPT_BATCHING=0), after, after-unpadded"
                          " (TINYGPT_BATCH_EXACT=0)")
+    ap.add_argument("--course-map", action="store_true",
+                    help="the class scenario: students press course-map rows at once (benchmarks/course_map_load.py)")
+    ap.add_argument("--students", type=int, default=40, help="--course-map: students in the room")
+    ap.add_argument("--live-row", default="train-mask", help="--course-map: the row run live in round (a)")
+    ap.add_argument("--recorded-row", default=None, help="--course-map: the recorded row of round (a)")
+    ap.add_argument("--off-cap", type=float, default=300.0,
+                    help="--course-map: seconds the sharing-off live round may take (runs are served one by one)")
+    ap.add_argument("--seed", type=int, default=7, help="--course-map: the students' random rows")
     a = ap.parse_args()
+    if a.course_map:
+        from course_map_load import course_map
+
+        a.timeout = a.timeout or 900
+        a.modes = a.modes if a.modes != "before,after" else "off,on"
+        return course_map(a)
     if a.lecture:
         a.tokens, a.timeout = a.tokens or 40, a.timeout or 1800
         return lecture(a)
