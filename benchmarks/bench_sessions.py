@@ -83,7 +83,9 @@ class Page:
             if d.get("trigger_after") in ids:
                 chain.append(d)
                 ids.add(d["id"])
-        self.load_fns = [(d["id"], bool(d.get("queue")), [values.get(i) for i in d["inputs"]]) for d in chain]
+        # (a step that only runs JavaScript in the browser, e.g. a scroll, has no server function: skipped)
+        self.load_fns = [(d["id"], bool(d.get("queue")), [values.get(i) for i in d["inputs"]]) for d in chain
+                         if d.get("backend_fn", True)]
         self.fn = {d["api_name"]: d["id"] for d in deps if d.get("api_name")}
 
 

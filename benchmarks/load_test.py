@@ -121,7 +121,8 @@ def page_load_fns(url) -> tuple:
     """The fn indices of the page's load events (not queued), read once per server from its /config."""
     with urllib.request.urlopen(url + "config", timeout=60) as r:
         deps = json.load(r)["dependencies"]
-    return tuple(d["id"] for d in deps if any(t[1] == "load" for t in d["targets"]) and not d.get("queue"))
+    return tuple(d["id"] for d in deps if any(t[1] == "load" for t in d["targets"]) and not d.get("queue")
+                 and d.get("backend_fn", True))  # a JavaScript-only step has no server function
 
 
 def connect(url, timeout):

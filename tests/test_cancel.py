@@ -77,7 +77,12 @@ def served(models, tiny_dir):
 
     from app import build_demo
 
-    sessions = SessionStore()
+    from tabs.kit.runs import RunHub
+    from tinygpt.budget import GB, Limits
+
+    # the runs here are long on purpose (so they are still going when cancelled); on a busy machine the measured
+    # speed would put the train case past the Space's 10 minutes: what is tested is cancelling, not the budget
+    sessions = SessionStore(room=RunHub(limits=Limits(run_memory_bytes=8 * GB, run_seconds=3 * 3600)))
     demo = build_demo(models, default_model=tiny_dir, sessions=sessions, batchers=None)
     yield Client(serve(demo), verbose=False), sessions
     demo.close()

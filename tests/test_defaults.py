@@ -17,7 +17,8 @@ GIVEN = {"cmd", "func", "json", "text", "out", "words", "synthetic", "pairs"}  #
 # None on purpose: the callee applies the table's value (params_config: PARAMS' preset; finetune_config: warm-up
 # and evaluations from --steps; RLHFConfig: RLHF's values), so only what was given is passed on
 NONE_ON_PURPOSE = {("params", "preset"), ("finetune", "warmup"), ("finetune", "eval_interval"),
-                   *(("rlhf", k) for k in ("seed", "sft_steps", "rm_steps", "ppo_steps", "kl_coef", "ppo_lr"))}
+                   *(("rlhf", k) for k in ("seed", "n_layer", "n_embd", "sft_steps", "sft_lr", "rm_steps",
+                                           "ppo_steps", "kl_coef", "ppo_lr"))}
 
 
 @pytest.mark.parametrize("cmd", list(REQUIRED))

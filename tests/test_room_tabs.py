@@ -167,8 +167,8 @@ def test_a_room_computes_identical_runs_once(action, models, tiny_dir):
     assert norm(outs[0][-1]) == norm(outs[1][-1]) == lone
     third = drain(start(action, sessions, req(f"{action}-3"), models, tiny_dir))  # after it finished
     assert room.computations[key] == 1 and norm(third) == lone
-    assert not room.active and room.load() == {"short": {"running": 0, "queued": 0},
-                                               "long": {"running": 0, "queued": 0}}
+    assert not room.active and room.load() == {lane: {"running": 0, "queued": 0} for lane in ("short", "long",
+                                                                                             "measure")}
 
 
 def test_followers_keep_the_shared_models_read_only(models, tiny_dir):
@@ -368,6 +368,6 @@ def test_closing_the_page_stops_the_job_within_two_steps(action, models, tiny_di
     after = steps_done(run)
     assert max(after[k] - at_close.get(k, 0) for k in after) <= 2, (at_close, after)
     assert run.state == "stopped" and run.hold is None and run.followers == 0
-    assert not room.active and room.load() == {"short": {"running": 0, "queued": 0},
-                                               "long": {"running": 0, "queued": 0}}
+    assert not room.active and room.load() == {lane: {"running": 0, "queued": 0} for lane in ("short", "long",
+                                                                                             "measure")}
     assert run.key not in room.finished  # nothing kept

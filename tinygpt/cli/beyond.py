@@ -167,10 +167,16 @@ def cmd_rlhf(a) -> int:
     from ..beyond.rlhf import RLHFConfig, run_rlhf, summary
     from ..budget.estimates import estimate_rlhf
 
-    changes = {k: getattr(a, k) for k in ("seed", "sft_steps", "rm_steps", "ppo_steps", "kl_coef", "ppo_lr")
-               if getattr(a, k) is not None}
+    changes = {k: getattr(a, k) for k in ("seed", "n_layer", "n_embd", "sft_steps", "sft_lr", "rm_steps", "ppo_steps",
+                                          "kl_coef", "ppo_lr") if getattr(a, k) is not None}
     if any(getattr(a, k, 0) is not None and getattr(a, k) < 0 for k in ("sft_steps", "rm_steps", "ppo_steps")):
         raise ValueError("Step counts must be >= 0.")
+    if any(getattr(a, k) is not None and getattr(a, k) < 1 for k in ("n_layer", "n_embd")):
+        raise ValueError("--n-layer and --n-embd must be >= 1.")
+    if a.n_embd is not None and a.n_embd % RLHFConfig.n_head:
+        raise ValueError(f"--n-embd must be a multiple of the {RLHFConfig.n_head} heads (got {a.n_embd}).")
+    if a.sft_lr is not None and not a.sft_lr > 0:
+        raise ValueError("--sft-lr must be > 0.")
     if a.kl_coef is not None and a.kl_coef < 0:
         raise ValueError("--kl-coef must be >= 0.")
     cfg = RLHFConfig(**changes)
@@ -249,7 +255,10 @@ def register(sub) -> None:
     # None = RLHFConfig's value (tinygpt.defaults.RLHF), so only what was given is passed on
     d = RLHF
     r = sub.add_parser("rlhf", help="the toy RLHF pipeline: SFT, a reward model, PPO (a small character model)")
+    r.add_argument("--n-layer", type=int, default=None, help=f"the toy model's blocks (default {d['n_layer']})")
+    r.add_argument("--n-embd", type=int, default=None, help=f"its width (default {d['n_embd']})")
     r.add_argument("--sft-steps", type=int, default=None, help=f"default {d['sft_steps']}")
+    r.add_argument("--sft-lr", type=float, default=None, help=f"SFT's peak learning rate (default {d['sft_lr']})")
     r.add_argument("--rm-steps", type=int, default=None, help=f"default {d['rm_steps']}")
     r.add_argument("--ppo-steps", type=int, default=None, help=f"default {d['ppo_steps']}")
     r.add_argument("--kl-coef", type=float, default=None,
