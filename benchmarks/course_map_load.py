@@ -60,7 +60,7 @@ def _api_args(demo, entry, recordings, seed=None) -> tuple[str, list]:
     """(api name, inputs) of the row's run: the tab's start-up values overlaid with the row's settings."""
     import inspect
 
-    fn = recordings.main_handler(demo, entry)
+    fn = _public_fn(demo, entry, recordings)
     t = demo._tinygpt_share.tabs[entry.tab]
     values = {**t.defaults, **entry.settings}
     if seed is not None and "seed" in t.fields:
@@ -79,6 +79,24 @@ def _api_args(demo, entry, recordings, seed=None) -> tuple[str, list]:
         else:
             args.append(recordings.jsonable(getattr(comp, "value", None)))
     return "/" + fn.api_name, recordings.jsonable(args)
+
+
+def _public_fn(demo, entry, recordings):
+    """The row's run as the API offers it: the recorder's handler, or the first public event of the tab's run
+    buttons (the calculator's button first hides a chart in the page, privately, then computes)."""
+    fn = recordings.main_handler(demo, entry)
+    if fn.api_name and getattr(fn, "api_visibility", "public") == "public":
+        return fn
+    t = demo._tinygpt_share.tabs[entry.tab]
+    for _, button in t.runs:
+        chain = [f for f in demo.fns.values() if [button._id, "click"] in [list(x) for x in f.targets]]
+        while chain:  # the click's events, then those chained after them with .then()
+            for f in chain:
+                if f.api_name and getattr(f, "api_visibility", "public") == "public":
+                    return f
+            ids = {f._id for f in chain}
+            chain = [f for f in demo.fns.values() if getattr(f, "trigger_after", None) in ids]
+    raise ValueError(f"the {entry.tab} tab has no public run")
 
 
 def _post(url, fn_index, session, timeout) -> dict:
@@ -235,7 +253,7 @@ def run_mode(mode, a, demo, rows, recordings, recorded, live, rec_row, picks) ->
                 extra = f", computations {r['computations']}" if "computations" in r else ""
                 pend = f", not answered within {cap:.0f} s: {r['pending']}" if r["pending"] else ""
                 print(f"[{mode}] {name}: ok {r['ok']}/{r['n']}, failed {r['failed']}{pend}, p50 {r['p50']:.1f} s,"
-                      f" p95 {r['p95']:.1f} s, max {r['max']:.1f} s{extra}", flush=True)
+                      f" p95 {r['p95']:.2f} s, max {r['max']:.2f} s{extra}", flush=True)
                 for f in r["fails"]:
                     print("    failure:", f)
         return res

@@ -31,6 +31,11 @@ UPDATE_S = 0.25  # at most one page update per this many seconds: each one redra
 # update that changes nothing: a cancelled request's handler is closed only when it yields, and Gradio's /cancel
 # (gradio_client's job.cancel()) waits for that.
 IDLE_S = 1.0
+# An update costs its figures' drawing here and Gradio's postprocess (a PNG per plot) while the handler waits at its
+# yield; updates come at most every UPDATE_S and no sooner than DRAW_RATIO times that measured cost, so drawing takes
+# at most ~1/DRAW_RATIO of the time (measured: at 4 updates a second a two-run Train took 2.5x as long as its
+# training alone, the 2 cores busy drawing), and 40 followers of one run, each drawing its own page, slow down alike.
+DRAW_RATIO = 5.0
 STOPPING = "Stopping after the current step…"
 
 
@@ -128,6 +133,7 @@ def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, 
     else:
         events = run_jobs(jobs, stop)
     last = None
+    cost = 0.0  # seconds one page update takes (moving average), see DRAW_RATIO
     shape = None  # the last update's shape: an idle update skips every output (gr.skip()), nothing is redrawn
     try:
         for kind, payload in events:
@@ -151,10 +157,12 @@ def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, 
             for name, ev in payload:
                 record(name, ev)
             now = time.perf_counter()
-            if last is None or now - last >= every_s:
-                last = now
+            if last is None or now - last >= max(every_s, DRAW_RATIO * cost):
                 out = view(clock)
                 shape = len(out) if isinstance(out, tuple) else 0
                 yield out
+                last = time.perf_counter()
+                spent = last - now  # drawing here + Gradio's postprocess while we waited at the yield
+                cost = spent if cost == 0.0 else 0.7 * cost + 0.3 * spent
     finally:  # closed early (user left / cancelled): run_jobs stops and joins the workers
         events.close()
