@@ -13,6 +13,7 @@ Rounds, per mode:
   (a-live)     one student runs the live row alone (seed S + 1), then N students press it at once (seed S + 2: a
                key nobody computed yet); computations = "[room] computing" lines in the server's log;
   (b)          N students each open a random row (seeded), recorded answers for the heavy rows.
+Rounds run in the order a-recorded, b, a-live (sharing off leaves its unserved live runs queued on the server).
 Sharing off serves N live runs one after another: the round stops at --off-cap seconds and reports how many
 students had their answer by then.
 
@@ -225,6 +226,15 @@ def run_mode(mode, a, demo, rows, recordings, recorded, live, rec_row, picks) ->
             fid = _expand_fn(demo, rec_row)
             res["a-recorded"] = _round(url, a.students, lambda i, c: _recorded(url, fid, c.session_hash, a.timeout),
                                        a.timeout)
+
+        def one(i, c):
+            e = rows[picks[i]]
+            if e.id in recorded:
+                return _recorded(url, _expand_fn(demo, e.id), c.session_hash, a.timeout) or "no recording"
+            api_, args_ = _api_args(demo, e, recordings)  # an instant row (or a heavy one not recorded: live)
+            return True if c.predict(*args_, api_name=api_) is not None else "empty answer"
+
+        res["b-random"] = _round(url, a.students, one, a.timeout)
         api, args = _api_args(demo, live, recordings, seed=a.seed + 1)
         c0 = _count_computations(log_path)
         t = time.perf_counter()
@@ -238,15 +248,6 @@ def run_mode(mode, a, demo, rows, recordings, recorded, live, rec_row, picks) ->
                    a.timeout, cap=cap)
         r["computations"] = _count_computations(log_path) - c0
         res["a-live"] = r
-
-        def one(i, c):
-            e = rows[picks[i]]
-            if e.id in recorded:
-                return _recorded(url, _expand_fn(demo, e.id), c.session_hash, a.timeout) or "no recording"
-            api_, args_ = _api_args(demo, e, recordings)  # an instant row (or a heavy one not recorded: live)
-            return True if c.predict(*args_, api_name=api_) is not None else "empty answer"
-
-        res["b-random"] = _round(url, a.students, one, a.timeout)
         for name in ("a-recorded", "a-live", "b-random"):
             r = res.get(name)
             if r:
