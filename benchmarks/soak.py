@@ -7,7 +7,7 @@ Each student loops until the time is up, picking one action at a time (seeded):
   train     a small Train run (1 layer, d=32, 20 steps, one run, its own seed: never shared)
   upload    a text file uploaded to /finetune (5 steps of the top 2 blocks)
   cancel    a longer Train run submitted, then cancelled after a second
-  bad       /sample with a NaN temperature: must be refused in one plain sentence
+  bad       /sample with a text temperature: must be refused in one plain sentence
   maxima    Train at the sliders' maxima: must be refused by the budget in one sentence
 Prints failures (an action that did not end as it should: goal 0), requests served, p50/p95 per action, the
 server's RSS every `--every` seconds, its slope after the warm-up (the first third; goal <= 5 MB/min) and its peak
@@ -15,7 +15,8 @@ server's RSS every `--every` seconds, its slope after the warm-up (the first thi
 
     python benchmarks/soak.py [--minutes 30] [--students 40] [--every 60] [--seed 0]
 
-tests/test_soak.py runs a 2-minute version.
+A 2-minute version (`--minutes 2 --students 6 --every 20`) is not in the test suite yet: its queued small runs
+waited minutes behind the cancelled long ones (see the closing note of issue 19), which made it a 7-minute test.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 ACTIONS = {"visit": 3, "sample": 4, "prune": 1, "train": 1, "upload": 1, "cancel": 1, "bad": 2, "maxima": 1}
-SMALL_TRAIN = dict(n_layer=1, n_head=2, n_embd=32, steps=20, sample_len=20, compare_b=False)
+SMALL_TRAIN = dict(n_layer=1, n_head=2, n_embd=32, steps=20, sample_len=50, compare_b=False)
 LONG_TRAIN = dict(n_layer=2, n_head=2, n_embd=64, steps=3000, compare_b=False)  # cancelled after a second
 MAX_TRAIN = dict(tokenizer="GPT-2 BPE", n_layer=8, n_head=8, n_embd=256, context=256, batch_size=64, steps=3000,
                  a_experts=8, a_top_k=4, b_experts=8, b_top_k=4, sample_len=1000)
@@ -122,7 +123,7 @@ class Soak:
                     time.sleep(1.0)
                     job.cancel()
                 elif action == "bad":
-                    ok = self._refused(partial(c.predict, "tiny-shakespeare", False, "x", 1, 8, float("nan"), 50, 1.0,
+                    ok = self._refused(partial(c.predict, "tiny-shakespeare", False, "x", 1, 8, "very hot", 50, 1.0,
                                                n, api_name="/sample"))
                 elif action == "maxima":
                     ok = self._refused(partial(c.predict, *self._seeded("max", n), api_name="/train"))
