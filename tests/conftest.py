@@ -46,6 +46,17 @@ def serve(demo):
     return f"http://127.0.0.1:{port}/"
 
 
+@pytest.fixture(scope="module")
+def app(models, tiny_dir):
+    """The whole app on the tiny model, served on loopback: (demo, url); one per test module."""
+    from app import build_demo
+
+    demo = build_demo(models, default_model=tiny_dir)
+    url = serve(demo)
+    yield demo, url
+    demo.close()
+
+
 def drain(gen):
     """Run a streaming (generator) handler to the end and return its last output."""
     out = None

@@ -16,7 +16,6 @@ import uuid
 
 import gradio as gr
 import httpx
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MB_TEXT = "x" * 1_000_000
@@ -53,18 +52,6 @@ def cases_for(block) -> dict:
     if isinstance(block, gr.File):
         return FILE_CASES
     return TEXT_CASES
-
-
-@pytest.fixture(scope="module")
-def app(models, tiny_dir):
-    from conftest import serve
-
-    from app import build_demo
-
-    demo = build_demo(models, default_model=tiny_dir)
-    url = serve(demo)
-    yield demo, url
-    demo.close()
 
 
 def endpoints(demo) -> dict:

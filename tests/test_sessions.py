@@ -7,7 +7,6 @@ import os
 import sys
 import time
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -17,18 +16,6 @@ from tabs.kit.runs import release_memory  # noqa: E402
 
 N = 100  # fresh sessions in the measured round
 BYTES_PER_SESSION = bench.GOAL_BYTES_PER_SESSION  # 100 kB: 100 MB for the benchmark's 1,000
-
-
-@pytest.fixture(scope="module")
-def app(models, tiny_dir):
-    from conftest import serve
-
-    from app import build_demo
-
-    demo = build_demo(models, default_model=tiny_dir)
-    url = serve(demo)
-    yield demo, url
-    demo.close()
 
 
 def held(demo) -> dict:
