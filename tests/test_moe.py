@@ -9,6 +9,7 @@ import torch
 from conftest import drain, run_cli
 
 from tabs import train as train_tab
+from tabs.kit.exports import figure_of
 from tabs.kit.sessions import SessionStore
 from tinygpt import GPT, CharTokenizer, GPTConfig, TrainConfig, count_parameters, train
 from tinygpt.data import split_tokens
@@ -192,7 +193,7 @@ def test_tab_dense_vs_moe_equal_active(text_file):
     assert all(sum(row) == pytest.approx(1.0) for row in res["B"]["expert_load"])
     assert "Mixture-of-Experts" in explain and "Equal active parameters" in explain
     assert "MoE 4 experts" in samples
-    assert len(fig.axes) == 3  # loss, accuracy, and run B's expert load
+    assert len(figure_of(fig).axes) == 3  # loss, accuracy, and run B's expert load
     html = train_tab.on_route(sessions, "", request=Req())  # B's prompt and sample, one row per layer
     assert html.count("layer 0") == 1 and html.count("layer 1") == 1 and "expert 3" in html
     html = train_tab.on_route(sessions, "the lazy dog", request=Req())
@@ -207,7 +208,7 @@ def test_tab_aux_on_and_off(text_file):
     res = sessions.get(Req())["train_results"]
     assert res["A"]["params_total"] == res["B"]["params_total"]
     assert "without** the load-balancing loss" in explain and "auxiliary loss" in explain
-    assert len(fig.axes) == 4
+    assert len(figure_of(fig).axes) == 4
 
 
 def test_tab_moe_bad_input_and_defaults(text_file):

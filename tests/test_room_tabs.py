@@ -25,6 +25,7 @@ from tabs import alignment, finetune, scaling
 from tabs import train as train_tab
 from tabs.efficiency import gqa
 from tabs.kit.runs import RunHub
+from tabs.kit.exports import figure_of
 from tabs.kit.sessions import SessionStore
 from tinygpt import GPT, GPTConfig
 from tinygpt.beyond import rlhf as R
@@ -110,7 +111,9 @@ def untimed(text: str) -> str:
 
 
 def norm(outputs) -> tuple:
-    return tuple(fig_data(o) if isinstance(o, Figure) else untimed(o) if isinstance(o, str) else o for o in outputs)
+    """Figures by their data (a shared run sends encoded frames: exports.figure_of finds their Figure)."""
+    return tuple(fig_data(figure_of(o)) if figure_of(o) is not None else untimed(o) if isinstance(o, str) else o
+                 for o in outputs)
 
 
 _LONE: dict = {}

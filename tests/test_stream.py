@@ -114,3 +114,65 @@ def test_an_error_in_a_job_is_raised_after_stopping_the_others():
         drive(stream({"ok": counting_job(10_000, 0.001), "broken": broken}, flag, lambda *a: None,
                      lambda clock: "update"))
     assert flag.is_set()
+
+
+def test_followers_of_one_run_share_each_drawing_and_the_final_frame():
+    """20 pages following one run through the hub: each frame is drawn (and its figure encoded) by one of them and
+    sent to the others, so the room draws about as often as one page would, not 20 times as often; every page gets
+    every event, the same final outputs, and the final frame (once) is drawn once and served from the results."""
+    from matplotlib.figure import Figure
+
+    from tabs.kit.exports import figure_of
+    from tabs.kit.stream import once
+
+    sessions = SessionStore()
+    draws, finals, lock = [], [], threading.Lock()
+    go = threading.Event()
+
+    def job(callback, should_stop):
+        go.wait(5)
+        for step in range(1, 31):
+            time.sleep(0.1)  # 3 s in all: a page alone redraws many times meanwhile
+            callback({"step": step, "steps_total": 30})
+        return {"last": 30}
+
+    def page(i, out):
+        seen = []
+
+        def view(clock):  # cheap, so that no page is slowed by drawing (tabs/kit/stream.DRAW_RATIO)
+            with lock:
+                draws.append(i)
+            return (f"step {seen[-1]['step']}", None)
+
+        def final():
+            with lock:
+                finals.append(i)
+            fig = Figure()
+            fig.add_subplot().plot([e["step"] for e in seen])
+            return (f"done at {seen[-1]['step']}", fig)
+
+        def handler():
+            res = yield from stream({"j": job}, threading.Event(), lambda n, ev: seen.append(ev), view,
+                                    every_s=0.0, sessions=sessions, request=Req(f"p{i}"), key="shared-key",
+                                    label="test")
+            yield once(res, "done", final)
+
+        updates, _ = drive(handler())
+        out[i] = (updates, [e["step"] for e in seen])
+
+    out = {}
+    pages = [threading.Thread(target=page, args=(i, out)) for i in range(20)]
+    for t in pages:
+        t.start()
+    time.sleep(0.3)  # every page attached before the run goes
+    go.set()
+    for t in pages:
+        t.join(30)
+    assert len(out) == 20 and all(steps == list(range(1, 31)) for _, steps in out.values())
+    assert sessions.room.computations == {"shared-key": 1}
+    assert len(draws) <= 31  # at most one drawing per new event for the whole room (unshared: 600 here)
+    assert len(finals) == 1
+    last = [u[-1] for u, _ in out.values()]
+    assert all(x is last[0] for x in last) and last[0][0] == "done at 30"
+    assert len(figure_of(last[0][1]).axes[0].lines[0].get_xdata()) == 30  # the figure stays exportable
+    assert all(not isinstance(x, Figure) for u, _ in out.values() for upd in u for x in upd)  # encoded once, shared

@@ -57,12 +57,39 @@ class FigureMemory:
         if isinstance(value, Figure):
             return value
         if getattr(value, "plot", None):
-            return self._figures.get(_payload_key(value))
+            return self._figures.get(_payload_key(value)) or figure_of(value)
         return None
 
 
 def _payload_key(payload) -> str:
     return hashlib.sha1(str(payload.plot).encode()).hexdigest()
+
+
+# Figures encoded once in a handler and sent to many pages as the same PlotData (a room's shared run,
+# tabs/kit/stream.py): remembered here, so their exports stay vector drawings
+_ENCODED: OrderedDict = OrderedDict()
+
+
+def plot_data(fig: Figure, fmt: str = "webp"):
+    """What gr.Plot sends for `fig` (its PlotData; webp is gr.Plot's default format), made once here so that many
+    pages can be sent the same image; the Figure stays recoverable for exports (figure_of)."""
+    from gradio import processing_utils
+    from gradio.components.plot import PlotData
+
+    data = PlotData(type="matplotlib", plot=processing_utils.encode_plot_to_base64(fig, fmt))
+    key = _payload_key(data)
+    _ENCODED[key] = fig
+    _ENCODED.move_to_end(key)
+    while len(_ENCODED) > MAX_FIGURES:
+        _ENCODED.popitem(last=False)
+    return data
+
+
+def figure_of(value) -> Figure | None:
+    """The Figure behind a plot value: the Figure itself, or the one plot_data encoded (None when forgotten)."""
+    if isinstance(value, Figure):
+        return value
+    return _ENCODED.get(_payload_key(value)) if getattr(value, "plot", None) else None
 
 
 def export_outputs(memory: FigureMemory, tab_id: str, outputs: dict, values: list, out_dir: str) -> list[str]:

@@ -179,6 +179,10 @@ class Run:
     fractions: dict = field(default_factory=dict)  # job name -> fraction done
     cond: threading.Condition = field(default_factory=threading.Condition)
     hold: object = None  # the ledger's reservation while it runs
+    # the page update drawn last for this run's followers: (events it was drawn from, outputs with figures encoded).
+    # 40 followers of one run send one drawing instead of drawing 40 (tabs/kit/stream.py)
+    frame: tuple | None = None
+    drawing: threading.Lock = field(default_factory=threading.Lock)  # held by the follower drawing the next frame
 
     @property
     def fraction(self) -> float:
@@ -193,6 +197,16 @@ class Run:
         if f >= 0.02:
             return max(elapsed / f - elapsed, 0.0)
         return max(self.seconds - elapsed, 0.0)
+
+
+class Results(dict):
+    """A finished run's {job name: result}, the same object for every follower of the run; `frames` keeps the final
+    page updates drawn from it (tabs.kit.stream.once), so each is drawn once for the whole room."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.frames: dict = {}
+        self.lock = threading.Lock()
 
 
 class Ticket:
@@ -394,7 +408,7 @@ class RunHub:
                 if errors:
                     run.state, run.error = "failed", next(iter(errors.values()))
                 else:
-                    run.results = results
+                    run.results = Results(results)
                     run.state = "stopped" if run.stop.is_set() else "done"
                 run.cond.notify_all()
             if run.state == "done" and not run.key.startswith("private:") and self.sharing and run.followers > 0:

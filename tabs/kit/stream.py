@@ -23,6 +23,7 @@ from typing import Callable
 
 import gradio as gr
 
+from .exports import plot_data
 from .runs import wait_text
 from .sessions import SessionStore, run_jobs
 
@@ -104,6 +105,66 @@ class Clock:
         return f"about {left:.0f} s left"
 
 
+def encoded(out):
+    """The outputs with every matplotlib figure turned into what gr.Plot sends (exports.plot_data): the same frame
+    can then go to many pages without drawing or encoding it again."""
+    from matplotlib.figure import Figure
+
+    def one(x):
+        return plot_data(x) if isinstance(x, Figure) else x
+
+    return tuple(one(x) for x in out) if isinstance(out, tuple) else one(out)
+
+
+def room_frame(run, view, clock: "Clock", seen: int, shown: int):
+    """The page update for a follower of `run` that has recorded `seen` events and shows a frame drawn from `shown`:
+    the run's last frame when it is at least as new (drawn by another follower; its progress bar is moved here
+    too), else one drawn here and left for the others; None when another follower is drawing this moment and nothing
+    newer than `shown` is ready. -> (events drawn from, outputs, the progress bar's last (args, kwargs) or None)."""
+    def reuse(frame):
+        if clock.progress is not None and frame[2] is not None:
+            clock.progress(*frame[2][0], **frame[2][1])
+        return frame
+
+    frame = run.frame
+    if frame is not None and frame[0] >= seen:
+        return reuse(frame)
+    if not run.drawing.acquire(blocking=False):
+        return reuse(frame) if frame is not None and frame[0] > shown else None
+    try:
+        frame = run.frame
+        if frame is None or frame[0] < seen:
+            ticks, real = [], clock.progress
+
+            def keep(*args, **kwargs):  # the drawer's progress bar, replayed on the other pages
+                ticks.append((args, kwargs))
+                if real is not None:
+                    real(*args, **kwargs)
+
+            clock.progress = keep
+            try:
+                out = encoded(view(clock))
+            finally:
+                clock.progress = real
+            run.frame = frame = (seen, out, ticks[-1] if ticks else None)
+            return frame
+        return reuse(frame)
+    finally:
+        run.drawing.release()
+
+
+def once(results, name: str, make: Callable):
+    """The final page update `make()` drawn from a run's results, drawn once for everyone who follows (or later asks
+    for) the same run (the hub's Results keeps it, figures encoded); a plain dict (no hub): drawn here."""
+    frames = getattr(results, "frames", None)
+    if frames is None:
+        return make()
+    with results.lock:
+        if name not in frames:
+            frames[name] = encoded(make())
+        return frames[name]
+
+
 def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, progress: Callable | None = None,
            every_s: float = UPDATE_S, *, sessions: SessionStore | None = None, request=None, key: str | None = None,
            estimate=None, label: str = "run", waiting: Callable | None = None, progress_of: Callable | None = None,
@@ -135,6 +196,7 @@ def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, 
     last = None
     cost = 0.0  # seconds one page update takes (moving average), see DRAW_RATIO
     shape = None  # the last update's shape: an idle update skips every output (gr.skip()), nothing is redrawn
+    seen = shown = 0  # events recorded here; events the page's last (shared) frame was drawn from
     try:
         for kind, payload in events:
             if kind == "idle":
@@ -156,9 +218,16 @@ def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, 
                 clock.t0 = ticket.run.started  # time left from the run's own progress (also for a late joiner)
             for name, ev in payload:
                 record(name, ev)
+            seen += len(payload)
             now = time.perf_counter()
             if last is None or now - last >= max(every_s, DRAW_RATIO * cost):
-                out = view(clock)
+                if ticket is None:
+                    out = view(clock)
+                else:  # one drawing per run for all its followers
+                    frame = room_frame(ticket.run, view, clock, seen, shown)
+                    if frame is None:
+                        continue  # another follower is drawing right now: its frame is shown at the next update
+                    shown, out = frame[0], frame[1]
                 shape = len(out) if isinstance(out, tuple) else 0
                 yield out
                 last = time.perf_counter()

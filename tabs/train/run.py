@@ -32,7 +32,7 @@ from tinygpt.moe import expert_load, match_active_params, with_expert_load
 from ..kit.common import UserError, clamp_int, parse_float, seeded_sample, user_errors
 from ..kit.runs import abandoned, run_key
 from ..kit.sessions import SessionStore
-from ..kit.stream import Stopper, stream
+from ..kit.stream import Stopper, once, stream
 from .figures import POS_LABELS, curves_figure, describe_run, explain, samples_html
 from .moe import check_moe, explain_moe
 from .probe import probe
@@ -246,7 +246,7 @@ def on_train(sessions: SessionStore, corpus, file, tokenizer, n_layer, n_head, n
     if not out or any(r.get("abandoned") for r in out.values()):
         yield (f"Stopped before it started. {note}", curves_figure(hist, labels, cfgs), "", "")
         return
-    out = {k: out[k] for k in cfgs}  # A before B, whichever finished first
+    out_all, out = out, {k: out[k] for k in cfgs}  # A before B, whichever finished first
     results = {k: r["train"] for k, r in out.items()}
     samples = {k: r["sample"] for k, r in out.items()}
     probes = {k: r["probe"] for k, r in out.items()}
@@ -264,6 +264,8 @@ def on_train(sessions: SessionStore, corpus, file, tokenizer, n_layer, n_head, n
         if cfgs[k].n_experts:
             entry["train_results"][k]["expert_load"] = r["expert_load"]
     entry["routing_texts"] = {k: prompt + samples[k] for k in cfgs if cfgs[k].n_experts}
-    yield (f"Done{stopped} in {secs:.0f} s. {note}", curves_figure(hist, labels, cfgs),
-           samples_html(prompt, samples, labels),
-           explain(results, cfgs, samples, tok_kind, probes) + explain_moe(entry["train_results"], cfgs))
+    train_results = entry["train_results"]
+    yield once(out_all, "done", lambda: (  # drawn once for everyone who follows this run
+        f"Done{stopped} in {secs:.0f} s. {note}", curves_figure(hist, labels, cfgs),
+        samples_html(prompt, samples, labels),
+        explain(results, cfgs, samples, tok_kind, probes) + explain_moe(train_results, cfgs)))
