@@ -129,8 +129,9 @@ def _count_computations(log_path: str) -> int:
         return 0
 
 
-def _round(url, n, act, timeout, cap=None) -> dict:
-    """n students connect, then act(i, client) at once -> latencies (only those answered within `cap`)."""
+def _round(url, n, act, timeout, cap=None, label=None) -> dict:
+    """n students connect, then act(i, client) at once -> latencies (only those answered within `cap`); label(i)
+    names what student i did: the result's "slowest" lists the five slowest answers with it."""
     from load_test import connect, pct
 
     lat, fails, lock = {}, [], threading.Lock()
@@ -174,7 +175,9 @@ def _round(url, n, act, timeout, cap=None) -> dict:
     done = len(xs)
     return {"n": n, "ok": done, "failed": len(fails), "fails": fails[:3], "pending": n - done - len(fails),
             "p50": pct(xs, .5), "p95": pct(xs, .95) if done == n else float("inf"), "max": max(xs, default=0.0),
-            "wall": time.perf_counter() - t0}
+            "wall": time.perf_counter() - t0,
+            "slowest": [(round(dt, 1), label(i) if label else i)
+                        for i, dt in sorted(lat.items(), key=lambda x: -x[1])[:5]]}
 
 
 def course_map(a):
@@ -234,7 +237,8 @@ def run_mode(mode, a, demo, rows, recordings, recorded, live, rec_row, picks) ->
             api_, args_ = _api_args(demo, e, recordings)  # an instant row (or a heavy one not recorded: live)
             return True if c.predict(*args_, api_name=api_) is not None else "empty answer"
 
-        res["b-random"] = _round(url, a.students, one, a.timeout)
+        res["b-random"] = _round(url, a.students, one, a.timeout,
+                                 label=lambda i: rows[picks[i]].id or f"{rows[picks[i]].tab} (instant)")
         api, args = _api_args(demo, live, recordings, seed=a.seed + 1)
         c0 = _count_computations(log_path)
         t = time.perf_counter()
@@ -257,6 +261,8 @@ def run_mode(mode, a, demo, rows, recordings, recorded, live, rec_row, picks) ->
                       f" p95 {r['p95']:.2f} s, max {r['max']:.2f} s{extra}", flush=True)
                 for f in r["fails"]:
                     print("    failure:", f)
+                if name == "b-random":
+                    print(f"    slowest answers (s, row): {r['slowest']}", flush=True)
         return res
     finally:
         proc.terminate()
