@@ -179,9 +179,9 @@ class Run:
     fractions: dict = field(default_factory=dict)  # job name -> fraction done
     cond: threading.Condition = field(default_factory=threading.Condition)
     hold: object = None  # the ledger's reservation while it runs
-    # the page update drawn last for this run's followers: (events it was drawn from, outputs with figures encoded).
-    # 40 followers of one run send one drawing instead of drawing 40 (tabs/kit/stream.py)
-    frame: tuple | None = None
+    # the page update drawn last for this run's followers (tabs/kit/stream.Frame): 40 followers of one run send one
+    # drawing instead of drawing 40
+    frame: object = None
     drawing: threading.Lock = field(default_factory=threading.Lock)  # held by the follower drawing the next frame
 
     @property

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import gradio as gr
@@ -116,39 +117,51 @@ def encoded(out):
     return tuple(one(x) for x in out) if isinstance(out, tuple) else one(out)
 
 
-def room_frame(run, view, clock: "Clock", seen: int, shown: int):
-    """The page update for a follower of `run` that has recorded `seen` events and shows a frame drawn from `shown`:
-    the run's last frame when it is at least as new (drawn by another follower; its progress bar is moved here
-    too), else one drawn here and left for the others; None when another follower is drawing this moment and nothing
-    newer than `shown` is ready. -> (events drawn from, outputs, the progress bar's last (args, kwargs) or None)."""
+@dataclass(frozen=True)
+class Frame:
+    """A page update drawn for all the followers of a run."""
+    events: int  # how many of the run's events it was drawn from
+    outputs: object  # the view's outputs, figures encoded (encoded())
+    tick: tuple | None  # the drawer's last progress-bar call (args, kwargs), replayed on the other pages
+    at: float  # when it was drawn (perf_counter)
+    cost: float  # seconds its drawing took
+
+
+def room_frame(run, view, clock: "Clock", seen: int, shown: int, every_s: float = UPDATE_S) -> Frame | None:
+    """The page update for a follower of `run` that has recorded `seen` events and shows a frame drawn from `shown`
+    events: a new frame is drawn (here, by one follower at a time) when the run's last one is older than the events
+    and older than max(every_s, DRAW_RATIO x its drawing time); else the last frame when it is newer than what this
+    page shows (its progress bar moved here too); else None: nothing new to show."""
     def reuse(frame):
-        if clock.progress is not None and frame[2] is not None:
-            clock.progress(*frame[2][0], **frame[2][1])
+        if frame is None or frame.events <= shown:
+            return None
+        if clock.progress is not None and frame.tick is not None:
+            clock.progress(*frame.tick[0], **frame.tick[1])
         return frame
 
     frame = run.frame
-    if frame is not None and frame[0] >= seen:
+    stale = frame is None or (frame.events < seen and
+                              time.perf_counter() - frame.at >= max(every_s, DRAW_RATIO * frame.cost))
+    if not stale or not run.drawing.acquire(blocking=False):
         return reuse(frame)
-    if not run.drawing.acquire(blocking=False):
-        return reuse(frame) if frame is not None and frame[0] > shown else None
     try:
-        frame = run.frame
-        if frame is None or frame[0] < seen:
-            ticks, real = [], clock.progress
+        if run.frame is not frame:  # another follower drew it meanwhile
+            return reuse(run.frame)
+        ticks, real, t0 = [], clock.progress, time.perf_counter()
 
-            def keep(*args, **kwargs):  # the drawer's progress bar, replayed on the other pages
-                ticks.append((args, kwargs))
-                if real is not None:
-                    real(*args, **kwargs)
+        def keep(*args, **kwargs):  # the drawer's progress bar, replayed on the other pages
+            ticks.append((args, kwargs))
+            if real is not None:
+                real(*args, **kwargs)
 
-            clock.progress = keep
-            try:
-                out = encoded(view(clock))
-            finally:
-                clock.progress = real
-            run.frame = frame = (seen, out, ticks[-1] if ticks else None)
-            return frame
-        return reuse(frame)
+        clock.progress = keep
+        try:
+            out = encoded(view(clock))
+        finally:
+            clock.progress = real
+        run.frame = frame = Frame(seen, out, ticks[-1] if ticks else None, time.perf_counter(),
+                                  time.perf_counter() - t0)
+        return frame
     finally:
         run.drawing.release()
 
@@ -220,14 +233,17 @@ def stream(jobs: dict, stop: threading.Event, record: Callable, view: Callable, 
                 record(name, ev)
             seen += len(payload)
             now = time.perf_counter()
-            if last is None or now - last >= max(every_s, DRAW_RATIO * cost):
+            # followers of one run share its frames, but each sends them: the room's updates together stay within
+            # ~1/DRAW_RATIO of the time
+            crowd = max(1, ticket.run.followers) if ticket is not None else 1
+            if last is None or now - last >= max(every_s, DRAW_RATIO * cost * crowd):
                 if ticket is None:
                     out = view(clock)
-                else:  # one drawing per run for all its followers
-                    frame = room_frame(ticket.run, view, clock, seen, shown)
+                else:  # one drawing per frame for all the run's followers
+                    frame = room_frame(ticket.run, view, clock, seen, shown, every_s)
                     if frame is None:
-                        continue  # another follower is drawing right now: its frame is shown at the next update
-                    shown, out = frame[0], frame[1]
+                        continue  # nothing newer than this page shows yet
+                    shown, out = frame.events, frame.outputs
                 shape = len(out) if isinstance(out, tuple) else 0
                 yield out
                 last = time.perf_counter()
