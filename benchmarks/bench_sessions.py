@@ -41,15 +41,16 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def start_server(root: str, env: dict | None = None):
-    """`python app.py` in `root` on a free loopback port -> (process, url)."""
+def start_server(root: str, env: dict | None = None, log_path: str | None = None):
+    """`python app.py` in `root` on a free loopback port -> (process, url). log_path: its output goes there."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
                TINYGPT_MODEL="tiny-shakespeare", **(env or {}))
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the server's lifetime
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=dict(env, PYTHONUNBUFFERED="1"), stdout=out,
+                            stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     import httpx
 

@@ -416,6 +416,8 @@ class RunHub:
                 self._keep(run)
             run.jobs = {}
             self._pump()
+        print(f"[room] {run.state} {run.label} in {time.perf_counter() - run.started:.1f} s (key {run.key[:12]},"
+              f" {run.followers} following)", flush=True)
         release_memory()
 
     def _keep(self, run: Run) -> None:
