@@ -15,8 +15,8 @@ import types
 
 from .recordings_view import ROOT  # the project root: files are named relative to it
 
-TAB_SOURCES = {"train": "tabs/train", "finetune": "tabs/finetune.py", "dpo": "tabs/alignment.py",
-               "rlhf": "tabs/alignment.py", "scaling": "tabs/scaling.py", "efficiency": "tabs/efficiency"}
+TAB_SOURCES = {"train": "tabs/train", "finetune": "tabs/finetune.py", "dpo": "tabs/alignment",
+               "rlhf": "tabs/alignment", "scaling": "tabs/scaling.py", "efficiency": "tabs/efficiency"}
 
 
 def _py_files(rel: str) -> list[str]:
