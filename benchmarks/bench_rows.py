@@ -315,7 +315,7 @@ def train_effects(row: str, r: dict) -> list:
 
 # ---- DPO ------------------------------------------------------------------------------------------------------
 def dpo_row(s: dict, seed: int) -> dict:
-    """tabs/alignment.py on_dpo: pairs, the 'before' sample, two betas side by side, 'after' samples, leaning."""
+    """tabs/alignment/dpo.py on_dpo: pairs, the 'before' sample, two betas side by side, 'after' samples, leaning."""
     from tinygpt.beyond import dpo as D
 
     base, tok = tinygpt.load_model(s["model"])
@@ -365,7 +365,7 @@ _RLHF_STATE: dict = {}
 
 
 def rlhf_row(s: dict, seed: int) -> dict:
-    """tabs/alignment.py on_rlhf: SFT -> reward model -> PPO with the KL penalty."""
+    """tabs/alignment/rlhf.py on_rlhf: SFT -> reward model -> PPO with the KL penalty."""
     from tinygpt.beyond import rlhf as R
 
     cfg = rlhf_cfg(s, seed)
@@ -379,7 +379,7 @@ def rlhf_row(s: dict, seed: int) -> dict:
 
 
 def rlhf_kl0_run(s: dict, seed: int) -> dict:
-    """tabs/alignment.py on_rlhf_ppo: PPO again from the session's SFT and reward models with KL coefficient 0
+    """tabs/alignment/rlhf.py on_rlhf_ppo: PPO again from the session's SFT and reward models with KL coefficient 0
     (the pipeline it reuses is trained first by run_row, outside the timing)."""
     from tinygpt.beyond import rlhf as R
 

@@ -13,17 +13,19 @@ that decide the result (the tab's own sources and the tinygpt modules they impor
 tabs, tabs.kit or the command line), with `fingerprint_files` naming them ({file: its own hash}).
 tests/test_recordings.py fails when a row's settings or those files changed since it was recorded.
 
+This module makes the recordings (and is the command); two others hold the rest, and their names are re-exported
+here (`recordings.load`, `recordings.render`, `recordings.fingerprint_files`, ...):
+
+    recordings_view.py         a recording loaded and shown under its course-map row (what the running app needs)
+    recordings_fingerprint.py  which files decide a row's result, and their hashes
+
 Nothing here imports a tab at module level (the kit imports no tab): the app is built by app.build_demo inside
 record().
 """
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime as dt
-import hashlib
-import html
-import importlib
 import inspect
 import io
 import json
@@ -35,11 +37,20 @@ import sys
 import time
 import types
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RECORDINGS = os.path.join(ROOT, "assets", "recordings")
+from .recordings_fingerprint import TAB_SOURCES, file_hashes, fingerprint, fingerprint_files  # noqa: F401
+from .recordings_view import (  # noqa: F401 - re-exported: the course map and the tests use `recordings.load`, ...
+    RECORDINGS,
+    ROOT,
+    file_url,
+    is_title,
+    label_line,
+    load,
+    path_of,
+    render,
+    serve,
+)
+
 HEAVY_TABS = ("train", "finetune", "dpo", "rlhf", "scaling", "efficiency")
-TAB_SOURCES = {"train": "tabs/train", "finetune": "tabs/finetune.py", "dpo": "tabs/alignment.py",
-               "rlhf": "tabs/alignment.py", "scaling": "tabs/scaling.py", "efficiency": "tabs/efficiency"}
 # timings of this machine: shown, never compared with a re-run
 MEASURED_TABS = ("efficiency",)
 DPI = 72  # PNG resolution: a 10x4 inch figure is 720x288 pixels, a few tens of KB
@@ -57,107 +68,6 @@ def heavy_rows(entries) -> list:
     if missing:
         raise ValueError(f"course-map row without an id: {missing[0]!r}")
     return rows
-
-
-def path_of(row_id: str, out: str = RECORDINGS) -> str:
-    return os.path.join(out, f"{row_id}.json")
-
-
-def load(row_id: str, out: str = RECORDINGS) -> dict | None:
-    try:
-        with open(path_of(row_id, out), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-# ---- which files decide a row's result -------------------------------------------------------------------------
-def _py_files(rel: str) -> list[str]:
-    p = os.path.join(ROOT, rel)
-    if os.path.isfile(p):
-        return [rel]
-    out = []
-    for d, dirs, files in os.walk(p):
-        dirs[:] = sorted(x for x in dirs if x != "__pycache__")
-        out += [os.path.relpath(os.path.join(d, f), ROOT) for f in sorted(files) if f.endswith(".py")]
-    return out
-
-
-def _module_file(name: str) -> str | None:
-    base = os.path.join(ROOT, *name.split("."))
-    for p in (base + ".py", os.path.join(base, "__init__.py")):
-        if os.path.isfile(p):
-            return os.path.relpath(p, ROOT)
-    return None
-
-
-def _imported_modules(rel: str) -> set:
-    """Absolute module names a file imports (relative imports resolved; `from tinygpt import name` -> the module
-    that defines the name; `tinygpt.name` attribute uses too)."""
-    tree = ast.parse(open(os.path.join(ROOT, rel), encoding="utf-8").read())
-    mod = rel[:-3].replace(os.sep, ".")
-    package = mod[: -len(".__init__")] if mod.endswith(".__init__") else mod.rpartition(".")[0]
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                parts = parts[:len(parts) - (node.level - 1)]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            names.add(base)
-            names |= {f"{base}.{a.name}" for a in node.names}
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "tinygpt":
-            names.add(f"tinygpt.{node.attr}")
-    out = set()
-    for n in names:
-        if n.startswith("tinygpt.") and _module_file(n) is None:  # a name re-exported by a package (lazily)
-            pkg, _, attr = n.rpartition(".")
-            try:
-                obj = getattr(importlib.import_module(pkg), attr)
-            except (ImportError, AttributeError):
-                continue
-            n = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None) or pkg
-        out.add(n)
-    return out
-
-
-def fingerprint_files(tab_id: str) -> list[str]:
-    """The tab's own sources and every tinygpt module they import, directly or through other tinygpt modules (the
-    command line, the other tabs and tabs.kit left out: editing those does not change a recorded answer)."""
-    own = _py_files(TAB_SOURCES[tab_id])
-    own_pkg = TAB_SOURCES[tab_id].removesuffix(".py").replace("/", ".")
-    seen, todo = set(own), list(own)
-    while todo:
-        rel = todo.pop()
-        for n in _imported_modules(rel):
-            ok = (n.startswith("tinygpt") and not n.startswith("tinygpt.cli")) or n.startswith(own_pkg + ".")
-            f = _module_file(n) if ok else None
-            if f and f not in seen:
-                seen.add(f)
-                todo.append(f)
-    return sorted(seen)
-
-
-def file_hashes(files: list[str]) -> dict:
-    """{file: short hash}: which of a row's files changed since it was recorded (the test's message names them)."""
-    out = {}
-    for rel in sorted(files):
-        with open(os.path.join(ROOT, rel), "rb") as f:
-            out[rel] = hashlib.sha256(f.read()).hexdigest()[:12]
-    return out
-
-
-def fingerprint(files: list[str]) -> str:
-    h = hashlib.sha256()
-    for rel in sorted(files):
-        h.update(rel.encode())
-        with open(os.path.join(ROOT, rel), "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()[:16]
 
 
 # ---- running a row ---------------------------------------------------------------------------------------------
@@ -446,88 +356,6 @@ def record(rows: list[str] | None = None, out: str = RECORDINGS, log=print) -> l
     if failed:
         raise RuntimeError(f"not recorded: {', '.join(failed)}")
     return done
-
-
-# ---- showing a recording -----------------------------------------------------------------------------------------
-def file_url(path: str) -> str:
-    """Gradio's URL of a static file (app.py: gr.set_static_paths([RECORDINGS])): relative to the working
-    directory when the file is under it (no server path in the page), else absolute."""
-    rel = os.path.relpath(path, os.getcwd())
-    return "/gradio_api/file=" + (rel.replace(os.sep, "/") if not rel.startswith("..") else path)
-
-
-def label_line(rec: dict, changed: dict | None = None) -> str:
-    """"Recorded on <date> · <cpu> · commit <short> · <seconds> · settings: ...": `changed` (the row's own settings)
-    when given, else every field."""
-    shown = {k: v for k, v in (rec["settings"] if changed is None else changed).items() if k != "section"}
-    settings = ", ".join(f"{k}={_short(v)}" for k, v in shown.items())
-    if changed is not None:
-        settings = f"{settings} (the rest at the tab's start-up values)" if settings else "the tab's start-up values"
-    extra = "".join(f"; {k}: {v}" for k, v in (rec.get("inputs") or {}).items())
-    return (f"Recorded on {rec['date']} · {rec['cpu']} · commit {(rec.get('commit') or 'unknown')[:8]} · "
-            f"{rec['seconds']:.0f} s · settings: {settings}{extra}")
-
-
-def _short(v) -> str:
-    text = ",".join(map(str, v)) if isinstance(v, list) else str(v)
-    return text if len(text) <= 40 else text[:39] + "…"
-
-
-def serve(folder: str = RECORDINGS) -> None:
-    """Let Gradio serve the recordings' PNGs as static files (once per process)."""
-    import gradio as gr
-
-    if os.path.isdir(folder) and folder not in _SERVED:
-        gr.set_static_paths([folder])
-        _SERVED.add(folder)
-
-
-_SERVED: set = set()
-
-
-def render(rec: dict | None, out: str = RECORDINGS, live: str | None = None, changed: dict | None = None) -> str:
-    """A recording as HTML for the course map ("" without one): the label line (the row's own settings `changed`
-    when given, every field in a fold below; a "Run live" link to `live`), then each output."""
-    if not rec:
-        return ""
-    run = f' · <a href="{html.escape(live)}" target="_self">Run live ▸</a>' if live else ""
-    parts = [f'<div class="tg-rec"><p class="tg-rec-label"><em>{html.escape(label_line(rec, changed))}</em>{run}</p>']
-    if changed is not None:
-        every = ", ".join(f"{k}={_short(v)}" for k, v in rec["settings"].items())
-        parts.append(f"<details><summary>Every setting of the run</summary><p>{html.escape(every)}</p></details>")
-    for item in rec["outputs"]:
-        title = f"<h4>{html.escape(item['label'])}</h4>" if is_title(item["label"]) else ""
-        if item["kind"] == "figure":
-            src = html.escape(file_url(os.path.join(out, item["png"])))
-            parts.append(f'{title}<img src="{src}" alt="{html.escape(item["label"])}" loading="lazy"'
-                         ' style="max-width:100%;height:auto">')
-        elif item["kind"] == "table":
-            head = "".join(f"<th>{html.escape(str(h))}</th>" for h in item["headers"])
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-                           for r in item["rows"])
-            parts.append(f"{title}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif item["kind"] == "html":
-            parts.append(title + item["text"])
-        elif item["kind"] == "markdown":
-            parts.append(title + _markdown(item["text"]))
-        else:
-            parts.append(f"{title}<pre>{html.escape(json.dumps(item['value'], indent=1))}</pre>")
-    parts.append("</div>")
-    return "\n".join(parts)
-
-
-def is_title(label: str) -> bool:
-    """A component's label ("DPO curves") is shown as a heading; an elem_id used as the name ("dpo-status") is not."""
-    return not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)+", label)
-
-
-def _markdown(text: str) -> str:
-    try:
-        from markdown_it import MarkdownIt  # noqa: PLC0415 - Gradio's own dependency
-
-        return MarkdownIt("commonmark").enable("table").render(text)
-    except ImportError:
-        return f"<pre>{html.escape(text)}</pre>"
 
 
 # ---- the command ---------------------------------------------------------------------------------------------
