@@ -103,7 +103,7 @@ def test_rlhf_stop(tiny_rlhf, monkeypatch):
     gen = alignment.on_rlhf(sessions, 800, 100, 50, 0.2, 1, request=req, **NO_PROGRESS)
     next(gen)
     for i, out in enumerate(gen):
-        if i == 1:
+        if i == 0:  # the first update after the start (a loaded machine may send only a few before the end)
             stop_session(sessions, req)
     assert "stopped early" in out[0]
     assert sessions.get(req)["rlhf"]["sft"]["steps"] < 800

@@ -230,6 +230,8 @@ def convert(row_id: str, comps: list, values: list, out: str) -> list:
     import gradio as gr
     from matplotlib.figure import Figure
 
+    from .exports import figure_of
+
     items, n = [], 0
     for comp, value in zip(comps, values):
         if isinstance(value, dict) and value.get("__type__") == "update":
@@ -239,6 +241,8 @@ def convert(row_id: str, comps: list, values: list, out: str) -> list:
         if value is None or isinstance(comp, gr.State):
             continue
         label = str(getattr(comp, "label", None) or getattr(comp, "elem_id", None) or type(comp).__name__)
+        if isinstance(comp, gr.Plot) and not isinstance(value, Figure):  # a room's shared frame: already encoded
+            value = figure_of(value) or value
         if isinstance(value, Figure):
             n += 1
             name = f"{row_id}-{n}.png"
