@@ -83,9 +83,15 @@ def served(models, tiny_dir):
     # the runs here are long on purpose (so they are still going when cancelled); on a busy machine the measured
     # speed would put the train case past the Space's 10 minutes: what is tested is cancelling, not the budget
     sessions = SessionStore(room=RunHub(limits=Limits(run_memory_bytes=8 * GB, run_seconds=3 * 3600)))
+    saved = {k: os.environ.get(k) for k in ("TINYGPT_RUN_MINUTES", "TINYGPT_RUN_MEMORY_GB")}
+    os.environ.update(TINYGPT_RUN_MINUTES="180", TINYGPT_RUN_MEMORY_GB="8")  # the same for checks that read the env
     demo = build_demo(models, default_model=tiny_dir, sessions=sessions, batchers=None)
-    yield Client(serve(demo), verbose=False), sessions
-    demo.close()
+    try:
+        yield Client(serve(demo), verbose=False), sessions
+    finally:
+        demo.close()
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.mark.parametrize("api", list(CASES))
