@@ -78,7 +78,7 @@ def current_settings() -> dict:
     from tinygpt.beyond.rlhf import RLHFConfig
 
     rl = RLHFConfig()
-    sc = DF.SCALING
+    sc = DF.SCALING_LECTURE  # the course-map row's re-run (the tab's shipped sweep: --settings previous)
     return {
         "train": train,
         "moe": dict(train),  # the MoE row is a Train row with the same form
@@ -108,6 +108,7 @@ PREVIOUS = {
     "moe": dict(steps=500, lr=2e-3, sample_len=500),
     "dpo": dict(steps=40, lr=1e-4),
     "rlhf": dict(n_layer=4, n_embd=144, sft_lr=3e-3, rm_steps=100, ppo_steps=60, ppo_lr=1e-4),
+    "scaling": {k: DF.SCALING[k] for k in ("shapes", "steps", "budgets")},  # the shipped sweep's
 }
 
 
@@ -416,7 +417,7 @@ def rlhf_kl0_effects(r: dict) -> list:
 
 # ---- Scaling --------------------------------------------------------------------------------------------------
 def scaling_row(s: dict, seed: int, text: str) -> dict:
-    """tabs/scaling.py on_rerun: plan, estimate (3 timed steps per shape), then the sweep."""
+    """tabs/scaling on_rerun: plan, estimate (3 timed steps per shape), then the sweep."""
     from tinygpt.beyond.scaling import SweepConfig, estimate_seconds, plan_sweep, scaling_sweep
 
     cfg = SweepConfig(shapes=tuple(tuple(x) for x in s["shapes"]), steps=s["steps"], budgets=tuple(s["budgets"]),

@@ -13,7 +13,8 @@ from functools import partial
 import gradio as gr
 
 from tinygpt import GPTConfig
-from tinygpt.defaults import EMBED_TAB, PARAMS, SAMPLE_TAB
+from tinygpt.beyond.scaling import format_budgets, format_shapes
+from tinygpt.defaults import EMBED_TAB, PARAMS, SAMPLE_TAB, SCALING_LECTURE
 
 from .kit import recordings
 from .kit.links import settings_query
@@ -152,7 +153,9 @@ ENTRIES = [
           dict(section="flash", bench_lengths=["1,024", "4,096", "16,384"]), id="efficiency-flash"),
     # 7 · scaling and alignment
     Entry("Fit a scaling law: loss against model size, and the compute-optimal (Chinchilla) split of a budget.",
-          G_SCALE, "scaling", id="scaling-law"),
+          G_SCALE, "scaling", dict(shapes=format_shapes(SCALING_LECTURE["shapes"]), steps=SCALING_LECTURE["steps"],
+                                   budgets=format_budgets(SCALING_LECTURE["budgets"]), section="rerun"),  # a lecture's
+          id="scaling-law"),
     Entry("Implement the DPO loss and watch it converge on synthetic preference pairs.", G_SCALE, "dpo",
           id="dpo-loss"),
     Entry("The RLHF pipeline on a toy model: supervised fine-tuning, a reward model, then PPO.", G_SCALE, "rlhf",

@@ -39,7 +39,7 @@ from .kit.common import (
 from .kit.registry import register
 from .kit.runs import abandoned, run_key
 from .kit.sessions import SessionStore, session_tmpdir
-from .kit.stream import Stopper, run_controls, stream
+from .kit.stream import Stopper, once, run_controls, stream
 
 SAMPLE_T, SAMPLE_TOP_K = 0.8, 50  # fixed for before/after so only the weights differ
 TRAINABLE = {"Top 2 blocks (fast)": "top:2", "Top 4 blocks": "top:4", "All weights (slow)": "all"}
@@ -198,9 +198,10 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
     def waiting(text):
         return f"{text} {note}", loss_figure(history), before_after_html(prompt, None, None), "", None
 
-    out = (yield from stream({"tuned": finetune_job(base, tok, prompt, st, spec, ids, train_ids, val_ids)}, stop,
-                             record, view, progress, sessions=sessions, request=request, key=key, estimate=estimate,
-                             label="Fine-tune", waiting=waiting)).get("tuned")
+    out_all = yield from stream({"tuned": finetune_job(base, tok, prompt, st, spec, ids, train_ids, val_ids)}, stop,
+                                record, view, progress, sessions=sessions, request=request, key=key,
+                                estimate=estimate, label="Fine-tune", waiting=waiting)
+    out = out_all.get("tuned") if out_all else None
     if not out or out.get("abandoned"):
         yield (f"Stopped before it started. {note}", loss_figure(history), before_after_html(prompt, None, None), "",
                None)
@@ -226,8 +227,9 @@ def on_finetune(models, sessions: SessionStore, model_name, file, text, lossy, d
     sig = lambda p: float(f"{p:.3g}")  # noqa: E731 - 3 significant digits: small probabilities stay visible
     rows = [[r["token"], r["count"], round(r["mean_logprob_gain"], 3), sig(r["p_before"]), sig(r["p_after"])]
             for r in out["shifts"]]
-    yield (f"Done in {secs:.0f} s. {note}", loss_figure(history),
-           before_after_html(prompt, out["before"], out["after"]), metrics, rows)
+    yield once(out_all, "done", lambda: (  # drawn once for everyone who follows this run
+        f"Done in {secs:.0f} s. {note}", loss_figure(history), before_after_html(prompt, out["before"], out["after"]),
+        metrics, rows))
 
 
 def on_download(sessions: SessionStore, request: gr.Request = None):

@@ -11,9 +11,18 @@ import pytest
 from conftest import ROOT, drain, run_cli
 
 from tabs import scaling as scaling_tab
+from tabs.kit.exports import figure_of
 from tabs.kit.sessions import SessionStore
 from tinygpt.beyond import SweepConfig, analyse_sweep, fit_loglinear, fit_power_law, plan_sweep, scaling_sweep
-from tinygpt.beyond.scaling import compute_frontier, isoflop_optimum, parse_budgets, parse_shapes
+from tinygpt.beyond.scaling import (
+    compute_frontier,
+    format_budgets,
+    format_shapes,
+    isoflop_optimum,
+    parse_budgets,
+    parse_shapes,
+)
+from tinygpt.defaults import SCALING, SCALING_LECTURE
 from tinygpt.config import GPTConfig
 from tinygpt.params import count_parameters
 
@@ -133,6 +142,26 @@ def test_parse_settings():
     for bad in ("", "x", "-1e10", "inf"):
         with pytest.raises(ValueError, match="FLOPs"):
             parse_budgets(bad)
+    # the text forms (tab fields, links, the command line) read back to the same settings
+    for table in (SCALING, SCALING_LECTURE):
+        assert parse_shapes(format_shapes(table["shapes"])) == tuple(table["shapes"])
+        assert parse_budgets(format_budgets(table["budgets"], ",")) == tuple(table["budgets"])
+    assert format_shapes(((1, 2, 16), (2, 4, 64))) == "1x2x16, 2x4x64"
+    assert format_budgets((1.5e10, 5e10)) == "1.5e+10, 5e+10"
+
+
+def test_lecture_sweep_is_smaller_and_still_has_two_budgets():
+    """The course map's re-run (SCALING_LECTURE) plans fewer steps than the shipped sweep and keeps at least
+    3 sizes in each of at least 2 budgets (an optimum per budget, and N_opt ∝ C^a needs two)."""
+    full = plan_sweep(SweepConfig(), 65)
+    lecture = plan_sweep(SweepConfig(shapes=SCALING_LECTURE["shapes"], steps=SCALING_LECTURE["steps"],
+                                     budgets=SCALING_LECTURE["budgets"]), 65)
+    assert sum(r["steps"] for r in lecture) < 0.6 * sum(r["steps"] for r in full)
+    per_budget = {}
+    for r in lecture:
+        if r["group"] == "budget":
+            per_budget[r["budget"]] = per_budget.get(r["budget"], 0) + 1
+    assert len(per_budget) >= 2 and min(per_budget.values()) >= 3
 
 
 def test_tiny_sweep_reports_every_run_and_stops():
@@ -198,7 +227,7 @@ def test_tab_rerun_estimate_and_cap(monkeypatch):
                                                               progress=lambda *a, **k: None))
     result = sessions.get(Req())["scaling"]
     assert status.startswith("Done") and len(result["runs"]) == result["planned_runs"]
-    assert len(fig.axes) == 4 and "N_opt" in tables and "Kaplan" in explain and "Hoffmann" in explain
+    assert len(figure_of(fig).axes) == 4 and "N_opt" in tables and "Kaplan" in explain and "Hoffmann" in explain
     assert "runs" in scaling_tab.on_estimate(**FORM) and "cap" in scaling_tab.on_estimate(**FORM)
     monkeypatch.setenv("TINYGPT_RUN_MINUTES", "0.0001")  # the cap is the budget's: refused before it starts
     assert "**refused** if you re-run it" in scaling_tab.on_estimate(**FORM)
@@ -233,6 +262,6 @@ def test_tab_rerun_stops_at_the_cap_with_partial_results(monkeypatch):
     result = sessions.get(Req())["scaling"]
     assert status.startswith("Stopped at the 0.5-second cap") and result["stopped"]
     assert len(result["runs"]) < result["planned_runs"] and f"{len(result['runs'])} of" in status
-    assert "cap" in result["note"] and len(fig.axes) == 4 and (not result["runs"] or "group" in tables)
+    assert "cap" in result["note"] and len(figure_of(fig).axes) == 4 and (not result["runs"] or "group" in tables)
     # while it ran, the time left came from the sweep's own progress (the kit's clock)
     assert all("(measured)" in o[0] for o in outs[1:-1])

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from .config import GPTConfig
 from .defaults import A100_TFLOPS, PARAMS
-from .dtypes import ELEMENT_BYTES, element_bytes  # noqa: F401 - tabs/calculator.py reads ELEMENT_BYTES from here
+from .dtypes import ELEMENT_BYTES, element_bytes  # noqa: F401 - tabs/calculator/tables.py reads ELEMENT_BYTES from here
 from .params import approx_parameters, count_parameters
 
 OPTIMIZERS = ("adamw", "sgd")

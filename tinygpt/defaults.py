@@ -230,6 +230,11 @@ SCALING = table(
     seed=SEED,
     workers=1,  # processes on this machine that share the sweep's runs (torchrun: its ranks instead)
 )
+# The course map's scaling-law row re-runs a lecture-sized sweep (issue 21.3: <= 60 s alone on 2 cores): 5 sizes
+# for 500 steps and the two smaller budgets, whose optima are both inside their size range (a U, not an edge).
+# benchmarks/bench_rows.py, Tiny Shakespeare, 2 idle cores: 13 runs in ~38 s, L(N) r^2 0.995, N_opt ∝ C^0.84.
+SCALING_LECTURE = variant(SCALING, shapes=((1, 1, 8), (1, 2, 16), (1, 2, 24), (1, 2, 32), (2, 4, 48)), steps=500,
+                          budgets=(1.5e10, 5e10))
 
 # ---- dpo (DPO tab) --------------------------------------------------------------------------------------------------
 DPO = table(

@@ -31,7 +31,7 @@ from ..kit.common import (
 )
 from ..kit.runs import abandoned, run_key
 from ..kit.sessions import SessionStore
-from ..kit.stream import Stopper, stream
+from ..kit.stream import Stopper, once, stream
 
 COLORS = {"A": "#1c7ed6", "B": "#e8590c"}
 DPO_STOP = Stopper("dpo")  # the tab's own Stop: Stop in RLHF never ends a DPO run
@@ -248,10 +248,11 @@ def on_dpo(models, sessions: SessionStore, model_name, source, n_synthetic, file
         leaning.update({f"after β={betas[k]:g}": out[k]["leaning"] for k in cfgs})
     stopped = " (stopped early)" if any(r["stopped"] for r in results.values()) else ""
     secs = max(r["seconds"] for r in out.values())
-    yield (f"Done{stopped} in {secs:.0f} s. {note}", dpo_figure(hist, betas),
-           sample_cards(prompt, [out["A"]["before"]] + after, titles,
-                        status=f"Same prompt and seed (T={SAMPLE_T}, top-k={SAMPLE_TOP_K}): only the weights differ."),
-           dpo_explain(results, betas, len(pairs), synthetic, leaning))
+    yield once(out, "done", lambda: (  # drawn once for everyone who follows this run
+        f"Done{stopped} in {secs:.0f} s. {note}", dpo_figure(hist, betas),
+        sample_cards(prompt, [out["A"]["before"]] + after, titles,
+                     status=f"Same prompt and seed (T={SAMPLE_T}, top-k={SAMPLE_TOP_K}): only the weights differ."),
+        dpo_explain(results, betas, len(pairs), synthetic, leaning)))
 
 
 def dpo_command(v: dict) -> str:
@@ -259,6 +260,6 @@ def dpo_command(v: dict) -> str:
     pairs = dict(synthetic=int(v["synthetic"])) if v["source"] == SYNTHETIC else dict(pairs="your-pairs.jsonl")
     betas = [b for b in (v["beta_a"], v["beta_b"]) if b not in (None, "") and float(b) > 0]
     return "\n".join(cli("dpo", model=v["model"], **pairs, beta=float(b), steps=int(v["steps"]),
-                               batch_size=int(v["batch_size"]), lr=float(v["lr"]),
-                               trainable=TRAINABLE.get(v["trainable"], v["trainable"]), seed=int(v["seed"]),
-                               out=f"runs/dpo-beta{float(b):g}", json=True) for b in betas) or None
+                          batch_size=int(v["batch_size"]), lr=float(v["lr"]),
+                          trainable=TRAINABLE.get(v["trainable"], v["trainable"]), seed=int(v["seed"]),
+                          out=f"runs/dpo-beta{float(b):g}", json=True) for b in betas) or None

@@ -21,7 +21,7 @@ from ..kit.commands import cli
 from ..kit.common import UserError, clamp_int, new_figure, parse_float, sample_cards, user_errors
 from ..kit.runs import run_key, weights_fingerprint
 from ..kit.sessions import SessionStore
-from ..kit.stream import Stopper, stream
+from ..kit.stream import Stopper, once, stream
 
 RLHF_STOP = Stopper("rlhf")  # the tab's own Stop: Stop in DPO never ends an RLHF run
 RC = R.RLHFConfig()  # the pipeline's model and data; read through the package at each run (tab_config)
@@ -211,7 +211,7 @@ def rlhf_stream(job, stop, hist, cfg, stages, outputs, note, progress, **hub):
         return outputs(f"{stage_status(ev)} · {clock.elapsed:.0f} s, {eta}. {note}")
 
     return (yield from stream({"job": job}, stop, record, view, progress, progress_of=progress_of,
-                              waiting=lambda text: outputs(f"{text} {note}"), **hub)).get("job", {})
+                              waiting=lambda text: outputs(f"{text} {note}"), **hub))
 
 
 def rlhf_job(cfg):
@@ -246,9 +246,10 @@ def on_rlhf(sessions: SessionStore, sft_steps, rm_steps, ppo_steps, kl_coef, see
     note = " ".join(notes)
     fig = lambda: rlhf_figure(hist, kl_now=cfg.kl_coef)  # noqa: E731
     stages = ("sft", "reward_model", "ppo")
-    result = yield from rlhf_stream(rlhf_job(cfg), stop, hist, cfg, stages, lambda status: (status, fig(), "", ""),
-                                    note, progress, sessions=sessions, request=request, key=key,
-                                    estimate=estimate_rlhf(cfg), label="RLHF")
+    out = yield from rlhf_stream(rlhf_job(cfg), stop, hist, cfg, stages, lambda status: (status, fig(), "", ""),
+                                 note, progress, sessions=sessions, request=request, key=key,
+                                 estimate=estimate_rlhf(cfg), label="RLHF")
+    result = out.get("job") if out else None
     if not result:
         yield f"Stopped before it started. {note}", fig(), "", ""
         return
@@ -258,8 +259,9 @@ def on_rlhf(sessions: SessionStore, sft_steps, rm_steps, ppo_steps, kl_coef, see
              "sft": result["sft"], "reward_model": result["reward_model"], "ppo_runs": [result["ppo"]],
              "hist": hist, "params": result["params"], "key": key, "stopped": stopped}
     sessions.get(request)["rlhf"] = state
-    yield (f"Done{' (stopped early)' if stopped else ''} in {result['seconds']:.0f} s. {note}", fig(),
-           rlhf_samples_html(state["ppo_runs"]), rlhf_explain(state))
+    yield once(out, "done", lambda: (  # drawn once for everyone who follows this run
+        f"Done{' (stopped early)' if stopped else ''} in {result['seconds']:.0f} s. {note}", fig(),
+        rlhf_samples_html(state["ppo_runs"]), rlhf_explain(state)))
 
 
 @user_errors
@@ -280,10 +282,11 @@ def on_rlhf_ppo(sessions: SessionStore, ppo_steps, kl_coef, seed, request: gr.Re
     hist = {k: v for k, v in state["hist"].items() if k != "ppo"}
     note = " ".join(notes)
     fig = lambda: rlhf_figure(hist, prev["history"], cfg.kl_coef, prev["kl_coef"])  # noqa: E731
-    res = yield from rlhf_stream(ppo_job(state["sft_model"], state["rm"], state["tok"], cfg), stop, hist, cfg,
-                                 ("ppo",), lambda status: (status, fig(), rlhf_samples_html([prev]), ""), note,
-                                 progress, sessions=sessions, request=request, key=key,
-                                 estimate=estimate_rlhf_ppo(cfg), label="RLHF (PPO only)")
+    # drawn per page (no `once`): the run it is compared with is this session's previous one, not part of the key
+    res = (yield from rlhf_stream(ppo_job(state["sft_model"], state["rm"], state["tok"], cfg), stop, hist, cfg,
+                                  ("ppo",), lambda status: (status, fig(), rlhf_samples_html([prev]), ""), note,
+                                  progress, sessions=sessions, request=request, key=key,
+                                  estimate=estimate_rlhf_ppo(cfg), label="RLHF (PPO only)") or {}).get("job")
     if not res:
         yield f"Stopped before it started. {note}", fig(), rlhf_samples_html([prev]), ""
         return
@@ -295,5 +298,5 @@ def on_rlhf_ppo(sessions: SessionStore, ppo_steps, kl_coef, seed, request: gr.Re
 
 
 def rlhf_command(v: dict) -> str:
-    return cli("rlhf", sft_steps=int(v["sft_steps"]), rm_steps=int(v["rm_steps"]),
-                     ppo_steps=int(v["ppo_steps"]), kl_coef=float(v["kl_coef"]), seed=int(v["seed"]), json=True)
+    return cli("rlhf", sft_steps=int(v["sft_steps"]), rm_steps=int(v["rm_steps"]), ppo_steps=int(v["ppo_steps"]),
+               kl_coef=float(v["kl_coef"]), seed=int(v["seed"]), json=True)

@@ -56,7 +56,6 @@ MEASURED_TABS = ("efficiency",)
 DPI = 72  # PNG resolution: a 10x4 inch figure is 720x288 pixels, a few tens of KB
 MAX_POINTS = 400  # points kept per curve in the JSON (evenly spaced, the last one always kept)
 FINETUNE_TEXT_CHARS = 10_000  # the row asks for an essay of 5,000-15,000 characters: the built-in Python docs' start
-RERUN = "python -m tinygpt record-course-map --rows {id}"
 RECORDER_LIMITS = {"TINYGPT_RUN_MINUTES": "180", "TINYGPT_RUN_MEMORY_GB": "8"}  # tinygpt.budget's, for the recorder
 
 

@@ -16,7 +16,7 @@ import types
 from .recordings_view import ROOT  # the project root: files are named relative to it
 
 TAB_SOURCES = {"train": "tabs/train", "finetune": "tabs/finetune.py", "dpo": "tabs/alignment",
-               "rlhf": "tabs/alignment", "scaling": "tabs/scaling.py", "efficiency": "tabs/efficiency"}
+               "rlhf": "tabs/alignment", "scaling": "tabs/scaling", "efficiency": "tabs/efficiency"}
 
 
 def _py_files(rel: str) -> list[str]:

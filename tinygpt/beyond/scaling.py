@@ -231,6 +231,16 @@ def parse_budgets(text) -> tuple:
     return budgets
 
 
+def format_shapes(shapes, sep: str = ", ") -> str:
+    """((1, 2, 16), (2, 4, 64)) -> "1x2x16, 2x4x64" (parse_shapes' inverse: the tab's field and a link's value)."""
+    return sep.join("x".join(str(int(v)) for v in s) for s in shapes)
+
+
+def format_budgets(budgets, sep: str = ", ") -> str:
+    """(1.5e10, 5e10) -> "1.5e+10, 5e+10" (parse_budgets' inverse)."""
+    return sep.join(f"{float(b):g}" for b in budgets)
+
+
 # ---- the sweep ---------------------------------------------------------------------------------------------
 def model_config(shape, vocab_size: int, context: int):
     from ..config import GPTConfig
