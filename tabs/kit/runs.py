@@ -40,6 +40,9 @@ SHORT_S = 60.0  # runs expected to take at most this long wait in the short lane
 # slots per lane: short and long runs by their expected length, and the measurements (timings, one at a time)
 LANES = {"short": 1, "long": 1, "measure": 1}
 LANE_NAMES = {"short": "short-runs", "long": "long-runs", "measure": "measurements"}
+# followers are woken for new events at most this often (they also look every poll): a job that emits an event per
+# 2-ms step would otherwise wake every follower 500 times a second, each wake-up taking the GIL from the job
+NOTIFY_S = 0.05
 KEEP_BYTES = 2 * 1024 ** 3  # finished results kept for the room (their models included), all together
 
 
@@ -110,6 +113,7 @@ class Run:
     # drawing instead of drawing 40
     frame: object = None
     drawing: threading.Lock = field(default_factory=threading.Lock)  # held by the follower drawing the next frame
+    notified: float = 0.0  # when the followers were last woken for new events (see NOTIFY_S)
 
     @property
     def fraction(self) -> float:
@@ -309,7 +313,10 @@ class RunHub:
                 f = run.progress_of(name, ev)
                 if f is not None:
                     run.fractions[name] = f
-                run.cond.notify_all()
+                now = time.perf_counter()
+                if now - run.notified >= NOTIFY_S:
+                    run.notified = now
+                    run.cond.notify_all()
 
         def worker(name, fn):
             try:
