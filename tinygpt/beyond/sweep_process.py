@@ -38,7 +38,8 @@ def scaling_sweep_in_process(cfg, text: str, callback: Optional[Callable[[dict],
     fd, path = tempfile.mkstemp(prefix="tinygpt-sweep-", suffix=".txt")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
-    args = [sys.executable, "-m", "tinygpt.beyond.sweep_process", json.dumps(_config_json(cfg)), path,
+    # asdict's tuples (shapes, budgets) become JSON lists; the child turns them back
+    args = [sys.executable, "-m", "tinygpt.beyond.sweep_process", json.dumps(asdict(cfg)), path,
             corpus_name or "given text"] + ([str(int(threads))] if threads else [])
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
@@ -77,11 +78,6 @@ def scaling_sweep_in_process(cfg, text: str, callback: Optional[Callable[[dict],
             proc.kill()
             proc.wait()
         os.unlink(path)
-
-
-def _config_json(cfg) -> dict:
-    return {k: (list(map(list, v)) if k == "shapes" else list(v) if k == "budgets" else v)
-            for k, v in asdict(cfg).items()}
 
 
 def _main(argv: list) -> None:
