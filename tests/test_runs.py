@@ -128,28 +128,45 @@ def test_stop_with_others_following_leaves_the_run_going():
     assert results == {"A": {"value": 7, "steps": 40}}
 
 
+def gated_job(steps, until, gate):
+    """A job that runs `until` of its `steps` steps, then waits for `gate` (or Stop) before finishing: its progress
+    is then fixed, whatever the machine's load, so a test can check an estimate made from it."""
+    def job(callback, should_stop):
+        for s in range(1, steps + 1):
+            while s > until and not gate.wait(0.01):
+                if should_stop():
+                    return {"stopped_at": s - 1}
+            callback({"step": s, "steps_total": steps, "loss": 1.0 / s})
+        return {"value": 7, "steps": steps}
+    return job
+
+
 def test_short_runs_do_not_wait_behind_long_ones_and_see_their_start_time():
-    hub = RunHub(short_s=60)
-    long1 = hub.open("L1", {"A": counting_job(steps=100, sleep=0.02)}, user="a", seconds=300)
+    hub, gate = RunHub(short_s=60), threading.Event()
+    long1 = hub.open("L1", {"A": gated_job(steps=100, until=25, gate=gate)}, user="a", seconds=300)
     long2 = hub.open("L2", {"A": counting_job(steps=10, sleep=0.01)}, user="b", seconds=300)
     short = hub.open("S", {"A": counting_job(steps=3, sleep=0.01)}, user="c", seconds=5)
     _, res, waits = drain(short)
     # not behind the long runs: it never waited, and it is done while the first long run is still going
     assert res["A"]["steps"] == 3 and not waits and long1.run.state == "running"
-    time.sleep(0.4)  # long1 has measured progress now
+    t = time.perf_counter()
+    while long1.run.fraction < 0.25 and time.perf_counter() - t < 30:  # long1 has measured progress now: 25 %
+        time.sleep(0.01)
+    before = time.perf_counter() - long1.run.started
     info = hub.wait_info(long2.run)
+    after = time.perf_counter() - long1.run.started
     assert info["position"] == 1 and info["lane"] == "long"
-    f = long1.run.fraction
-    assert 0 < f < 1
-    elapsed = time.perf_counter() - long1.run.started
-    assert info["start_in_s"] == pytest.approx(elapsed / f - elapsed, abs=1.0)  # from progress, not the 300 s
+    assert long1.run.fraction == 0.25
+    # from progress (elapsed / 0.25 - elapsed = 3 x elapsed), not from the 300 s estimate; rounded to 0.1 s
+    assert 3 * before - 0.05 <= info["start_in_s"] <= 3 * after + 0.05
     assert "starts in about" in wait_text(info) and "long-runs lane" in wait_text(info)
     gen = long2.follow()
     kind, first = next(gen)  # what the waiting student sees first
     assert kind == "queued" and first["position"] == 1
-    long1.close()  # its page closed: long2 starts
+    long1.close()  # its page closed: long1 stops at its gate and long2 starts
     results = [p for k, p in gen if k == "done"]
     assert results[0]["A"]["steps"] == 10
+    gate.set()
 
 
 def test_failures_reach_every_follower_and_are_not_kept():
