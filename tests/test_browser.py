@@ -411,18 +411,20 @@ def test_attention_tab(page):
     assert page.locator("#att-grid svg image").count() == 1
     assert plot_image(page, "att-scale") and plot_image(page, "att-random")
     page.locator("#att-heat .tg-heat-hit").first.wait_for(timeout=60_000)
-    for attempt in range(3):  # the heatmap may still be re-rendering right after the outputs arrive
-        try:
-            hit = page.locator("#att-heat .tg-heat-hit").first
-            box = hit.bounding_box()
-            hit.hover(position={"x": box["width"] * 0.2, "y": box["height"] * 0.8})  # a cell below the diagonal
-            tip = page.locator("#att-heat .tg-heat-tip")
-            tip.wait_for(state="visible", timeout=10_000)
-            break
-        except PlaywrightError:
-            if attempt == 2:
-                raise
-            page.wait_for_timeout(1000)
+    for attempt in range(5):  # the heatmap may still be re-rendering right after the outputs arrive
+        hit = page.locator("#att-heat .tg-heat-hit").first
+        box = hit.bounding_box()  # None while the cell is detached by a re-render
+        if box is not None:
+            try:
+                hit.hover(position={"x": box["width"] * 0.2, "y": box["height"] * 0.8})  # a cell below the diagonal
+                tip = page.locator("#att-heat .tg-heat-tip")
+                tip.wait_for(state="visible", timeout=10_000)
+                break
+            except PlaywrightError:
+                if attempt == 4:
+                    raise
+        assert attempt < 4, "the heatmap's cells never stayed on the page long enough to hover one"
+        page.wait_for_timeout(1000)
     assert "query" in tip.inner_text() and "key" in tip.inner_text()
     set_slider(page, "att-layer", 2)
     page.wait_for_function("document.querySelector('#att-heat').innerText.includes('Layer 2, head 0')",
