@@ -29,6 +29,7 @@ from tinygpt.budget import (
     set_speed,
 )
 from tinygpt.budget.estimates import (
+    CHILD_START_S,
     estimate_attention,
     estimate_dpo,
     estimate_finetune,
@@ -166,6 +167,21 @@ def test_scaling_maxima_refused_defaults_fit():
     top = SweepConfig(shapes=shapes, steps=5000, batch_size=64, context=128, budgets=(1e13, 3e13, 1e14, 2e14, 4e14),
                       min_steps=1, max_steps=10000)
     assert refused_with_figures(estimate_scaling(top, speed=SPACE))
+
+
+def test_scaling_in_child_processes_counts_each_child():
+    """The tab's sweep trains in two child processes: each holds Python + torch and its own corpus, and two runs may
+    peak at once; its time is a child's start plus the slower share, each at half the FLOP rate."""
+    from tinygpt.efficiency.measure import CHILD_OVERHEAD
+
+    here, one, two = (estimate_scaling(speed=SPACE, workers=w) for w in (0, 1, 2))
+    assert "child processes" not in here.parts and one.parts["child processes"] == CHILD_OVERHEAD
+    assert two.parts["child processes"] == 2 * CHILD_OVERHEAD and two.parts["data"] == 2 * here.parts["data"]
+    assert two.parts["activations"] == 2 * here.parts["activations"]
+    assert two.memory_bytes > one.memory_bytes > here.memory_bytes and two.flops == here.flops
+    assert one.seconds == pytest.approx(here.seconds + CHILD_START_S)
+    # the shares split the runs' fixed step costs, so two children beat one; neither beats the FLOPs at full speed
+    assert two.seconds < one.seconds and two.seconds > CHILD_START_S + here.flops / SPACE.flops_per_s / 2
 
 
 def test_gqa_uptrain_embedded_fits_gpt2_refused():

@@ -13,6 +13,7 @@ from conftest import ROOT, drain, run_cli
 from tabs import scaling as scaling_tab
 from tabs.kit.exports import figure_of
 from tabs.kit.sessions import SessionStore
+from tabs.kit import stream as stream_kit
 from tinygpt.beyond import SweepConfig, analyse_sweep, fit_loglinear, fit_power_law, plan_sweep, scaling_sweep
 from tinygpt.beyond.scaling import (
     compute_frontier,
@@ -203,6 +204,28 @@ def test_sweep_in_a_child_process_equals_the_sweep_here():
         scaling_sweep_in_process(SweepConfig(**TINY), "abc" * 5)
 
 
+def test_sweep_shared_by_two_child_processes_equals_the_sweep_here():
+    """workers=2 (what the tab runs): two children each train every other run with one torch thread; every run is
+    reported once, the joined report has every run in plan order with this process's losses (up to float
+    rounding: one thread sums in another order than two), the same fits, and Stop reaches both children."""
+    from tinygpt.beyond.sweep_process import scaling_sweep_in_process
+
+    here = scaling_sweep(SweepConfig(**TINY), TEXT, corpus_name="t")
+    events: list = []
+    there = scaling_sweep_in_process(SweepConfig(**TINY), TEXT, events.append, corpus_name="t", workers=2)
+    assert [r["index"] for r in there["runs"]] == list(range(here["planned_runs"])) and not there["stopped"]
+    assert sorted(e["run"] for e in events if e["kind"] == "run") == list(range(here["planned_runs"]))
+    for a, b in zip(there["runs"], here["runs"]):
+        assert (a["params"], a["steps"]) == (b["params"], b["steps"])
+        assert math.isclose(a["val_loss"], b["val_loss"], rel_tol=1e-3), (a, b)
+    assert math.isclose(there["fit"]["alpha"], here["fit"]["alpha"], rel_tol=1e-2)
+    assert [o["n_opt"] for o in there["budgets"]] == pytest.approx([o["n_opt"] for o in here["budgets"]], rel=1e-2)
+    seen: list = []
+    stopped = scaling_sweep_in_process(SweepConfig(**TINY), TEXT, seen.append, should_stop=lambda: len(seen) >= 1,
+                                       workers=2)
+    assert stopped["stopped"] and len(stopped["runs"]) < here["planned_runs"]
+
+
 def test_cli_scaling_tiny_sweep(tmp_path):
     f = tmp_path / "t.txt"
     f.write_text(TEXT)
@@ -282,6 +305,9 @@ def test_tab_draws_the_shipped_sweep_and_nothing():
 def test_tab_rerun_stops_at_the_cap_with_partial_results(monkeypatch):
     """The prediction said it fits; the measured time passes the cap: the sweep stops there and shows what finished."""
     monkeypatch.setattr(scaling_tab, "TIME_CAP_S", 0.5)  # the budget's estimate fits its 10 minutes
+    # a page update as soon as the first steps arrive (the children's start takes over a second), however long the
+    # first update took to draw: otherwise the cap's stop may come before the next update is due
+    monkeypatch.setattr(stream_kit, "DRAW_RATIO", 0.0)
     sessions = SessionStore()
     outs = list(scaling_tab.on_rerun(sessions, **FORM, request=Req(), progress=lambda *a, **k: None))
     first, (status, fig, tables, _) = outs[0][0], outs[-1]

@@ -12,7 +12,6 @@ from dataclasses import asdict
 from functools import partial
 
 import gradio as gr
-import numpy as np
 
 from tinygpt.beyond.scaling import (
     SweepConfig,
@@ -42,6 +41,7 @@ from .figures import BUDGET_COLORS, sweep_figure, tables_md  # noqa: F401 - re-e
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_SWEEP = os.path.join(ROOT, "assets", "scaling", "default_sweep.json")
+SWEEP_WORKERS = 2  # child processes sharing a sweep's runs (one torch thread each on 2 cores: see sweep_process)
 # A re-run is budgeted before it starts (tinygpt.budget: refused when its estimate passes a run's limits), and one
 # whose measured time passes this cap stops there with the runs finished so far. None: the budget's time per run
 # (10 minutes, or TINYGPT_RUN_MINUTES).
@@ -117,7 +117,7 @@ def on_estimate(corpus, shapes, steps, budgets, lr, batch, context, min_steps, m
     text, name = get_text(corpus)
     vocab = make_tokenizer(cfg.tokenizer, text).vocab_size
     plan = plan_sweep(cfg, vocab)
-    est = estimate_scaling(cfg, vocab, corpus_tokens=len(text))
+    est = estimate_scaling(cfg, vocab, corpus_tokens=len(text), workers=min(SWEEP_WORKERS, len(plan)))
     try:
         check(est, limits_from_env())
         verdict = f"within the budget of a run ({est.memory} of memory), under the {cap_words()} cap."
@@ -153,19 +153,28 @@ def capped(should_stop, cap_s: float, flag: list):
 
 def sweep_job(cfg: SweepConfig, text: str, name: str, planned: int):
     """The sweep as the hub's job: it stops at its first step or at the measured cap (cap_s(), from when it
-    starts), and then says so in its result's note -> scaling_sweep's result (+ capped). It trains in a child
-    process (tinygpt.beyond.sweep_process: small tensors train ~2x faster in a process's main thread than in the
-    server's worker thread)."""
+    starts), and then says so in its result's note -> scaling_sweep's result (+ capped). It trains in
+    SWEEP_WORKERS child processes (tinygpt.beyond.sweep_process: small tensors train ~2x faster in a process's main
+    thread than in the server's worker thread, and two one-thread processes beat one with two threads on them)."""
     def job(callback, should_stop):
         callback({"kind": "phase"})
         hit, cap, t0 = [], cap_s(), time.perf_counter()
-        result = scaling_sweep_in_process(cfg, text, callback, capped(should_stop, cap, hit), corpus_name=name)
+        result = scaling_sweep_in_process(cfg, text, callback, capped(should_stop, cap, hit), corpus_name=name,
+                                          workers=min(SWEEP_WORKERS, planned))
         if hit:
             result = {**result, "capped": True,
                       "note": f"Stopped at the {cap_words()} cap after {time.perf_counter() - t0:.0f} s: "
                               f"{len(result['runs'])} of {planned} runs finished (the fits use those)."}
         return result
     return job
+
+
+def sweep_progress(plan: list, ev: dict, done: dict) -> None:
+    """Note in `done` ({run index: fraction trained}) how far the run of a step or run event is: the sweep's runs
+    train two at a time, so their events interleave and no single event says how far the sweep is."""
+    i = ev["run"]
+    frac = ev.get("step", 0) / max(plan[i]["steps"], 1) if ev["kind"] == "step" else 1.0
+    done[i] = max(done.get(i, 0.0), min(frac, 1.0))
 
 
 @user_errors
@@ -180,7 +189,7 @@ def on_rerun(sessions: SessionStore, corpus, shapes, steps, budgets, lr, batch, 
     text, name = get_text(corpus)
     vocab = make_tokenizer(cfg.tokenizer, text).vocab_size
     plan = plan_sweep(cfg, vocab)
-    estimate = estimate_scaling(cfg, vocab, corpus_tokens=len(text))
+    estimate = estimate_scaling(cfg, vocab, corpus_tokens=len(text), workers=min(SWEEP_WORKERS, len(plan)))
     est = estimate.seconds
     key = run_key("scaling", {**asdict(cfg), "corpus": name}, text=text)
     stop = STOP.fresh(sessions, request)
@@ -188,42 +197,43 @@ def on_rerun(sessions: SessionStore, corpus, shapes, steps, budgets, lr, batch, 
     # progress in predicted seconds: a step of a big model counts for more than one of a small model, so the time
     # left measured from it (elapsed × the work left ÷ the work done) does not assume every step costs the same
     cost = run_costs(cfg, vocab, plan, len(text))
-    before = np.cumsum([0.0] + cost).tolist()
-    offsets = np.cumsum([0] + [r["steps"] for r in plan]).tolist()  # steps done before each run starts
+    all_work = sum(cost)
     note = " ".join(notes)
     runs: list = []
-    events: list = []  # the last event tells how far the sweep is
+    seen: dict = {}  # run index -> fraction trained, from the events this page has replayed
     predicted = (f"predicted before starting: about {est / 60:.1f} min, this machine's measured speed; the time left "
                  f"is measured from the sweep's own progress once it runs, and it stops at the {cap_words()} cap "
                  "whatever happens")
     head = f"Training {len(plan)} runs ({total:,} steps), {predicted}."
 
-    def work_done(ev) -> float:
-        i = ev["run"]
-        frac = ev.get("step", 0) / max(plan[i]["steps"], 1) if ev["kind"] == "step" else 1.0
-        return before[i] + frac * cost[i]
+    def work_done(done: dict) -> float:
+        return sum(f * cost[i] for i, f in done.items())
+
+    hub_seen: dict = {}  # the same for the room's run hub (progress_of runs in the hub, record in each page)
 
     def progress_of(_, ev):
-        return min(1.0, work_done(ev) / before[-1]) if ev.get("kind") in ("step", "run") else None
+        if ev.get("kind") not in ("step", "run"):
+            return None
+        sweep_progress(plan, ev, hub_seen)
+        return min(1.0, work_done(hub_seen) / all_work)
 
     def record(_, ev):
         if ev["kind"] == "run":
             runs.append(ev["result"])
         if ev["kind"] in ("step", "run"):
-            events[:] = [ev]
+            sweep_progress(plan, ev, seen)
 
     def view(clock):
-        if not events:
+        if not seen:
             return f"{head} {note}", sweep_figure(None), tables_md(None), ""
-        last = events[-1]
-        i = last["run"]
-        done = offsets[i] + (last.get("step", 0) if last["kind"] == "step" else plan[i]["steps"])
-        eta = clock.tick(work_done(last), before[-1], f"run {i + 1}/{len(plan)}", counted=False)
-        left = clock.left(work_done(last), before[-1])
+        done = sum(round(f * plan[i]["steps"]) for i, f in seen.items())
+        eta = clock.tick(work_done(seen), all_work, f"{len(runs)}/{len(plan)} runs done", counted=False)
+        left = clock.left(work_done(seen), all_work)
         over = (f" At this pace it would pass the {cap_words()} cap: it will stop there with the runs "
                 "finished so far." if clock.elapsed + left > cap_s() else "")
-        partial_result = {"runs": list(runs), **analyse_sweep(runs)}
-        return (f"Run {i + 1} of {len(plan)} · {done:,}/{total:,} steps · {clock.elapsed:.0f} s, {eta} "
+        in_order = sorted(runs, key=lambda r: r.get("index", 0))
+        partial_result = {"runs": in_order, **analyse_sweep(in_order)}
+        return (f"{len(runs)} of {len(plan)} runs done · {done:,}/{total:,} steps · {clock.elapsed:.0f} s, {eta} "
                 f"(measured); predicted before starting: {est / 60:.1f} min.{over} {note}",
                 sweep_figure(partial_result), tables_md(partial_result), "")
 

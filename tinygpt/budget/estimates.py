@@ -11,12 +11,14 @@ tinygpt.budget.check and LEDGER.reserve. Terms that belong to an action rather t
   threads allocate from separate malloc arenas, which do not reuse each other's freed blocks; that is not modelled
   and shows as run-to-run variance on small runs (the Train tab's defaults: 120 MB estimated, 131 to 257 MB
   measured; the largest pair that fits, 1.9 GB: within 2 %).
-* A child process (the FlashAttention benchmark): its Python + torch before its work (measure.CHILD_OVERHEAD).
+* A child process (the FlashAttention benchmark, the Scaling tab's sweep): its Python + torch before its work
+  (measure.CHILD_OVERHEAD).
 * A KV cache is allocated for the whole context, but memory pages count (RSS) only once written: the cache holds
   the positions filled (measured: 6 rows x 76 positions of GPT-2 took 50 MB, not the 453 MB allocated).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import torch
@@ -181,23 +183,44 @@ def estimate_rlhf_ppo(cfg=None, vocab_size: int = RLHF_VOCAB, speed: Optional[Sp
 
 
 def estimate_scaling(cfg=None, vocab_size: int = 65, corpus_tokens: int = SHAKESPEARE_CHARS,
-                     speed: Optional[Speed] = None) -> Estimate:
-    """A scaling sweep (tinygpt.beyond.scaling.plan_sweep's runs, one after another): the memory of its largest
-    run, the time of all of them (each evaluated at its first and last step on eval_windows windows)."""
+                     speed: Optional[Speed] = None, workers: int = 0) -> Estimate:
+    """A scaling sweep (tinygpt.beyond.scaling.plan_sweep's runs): the memory of its largest run, the time of all of
+    them (each evaluated at its first and last step on eval_windows windows).
+
+    workers: 0 trains the runs one after another in this process (the command line); N >= 1 in N child processes
+    (tinygpt.beyond.sweep_process, what the tab runs), child w taking runs w, w + N, ...: each child holds Python +
+    torch and its own copy of the corpus, N runs may peak at once, and the time is a child's start plus its slowest
+    share at its share of the threads (a step's fixed cost does not shrink with fewer threads; its FLOPs do)."""
     from ..beyond.scaling import SweepConfig, model_config, plan_sweep
+    from ..efficiency.measure import CHILD_OVERHEAD
 
     cfg = cfg or SweepConfig()
     plan = plan_sweep(cfg, vocab_size)
     n_windows = windows(corpus_tokens - int(0.9 * corpus_tokens), cfg.context, max(1, cfg.eval_windows // 8) * 8)
-    peaks, work = [], Work()
+    peaks = []
     for shape in {r["shape"] for r in plan}:
         c = model_config(shape, vocab_size, cfg.context)
         peaks.append(training_run(c, cfg.batch_size, cfg.context, eval_rows=min(EVAL_ROWS, n_windows)))
-    for r in plan:
+    shares = max(1, workers)
+    works = [Work() for _ in range(shares)]
+    for i, r in enumerate(plan):
         c = model_config(r["shape"], vocab_size, cfg.context)
-        work.train(c, cfg.batch_size, cfg.context, n=r["steps"]).forward(c, n_windows, cfg.context, n=2)
-    parts = {"data": 8 * corpus_tokens, **max(peaks, key=lambda ph: sum(ph.values()))}
-    return _estimate("scaling", parts, work, speed, "use fewer or smaller sizes, fewer steps or smaller budgets")
+        works[i % shares].train(c, cfg.batch_size, cfg.context, n=r["steps"]).forward(c, n_windows, cfg.context, n=2)
+    work = Work()
+    for w in works:
+        work.add(w)
+    at_once = min(shares, len(plan))  # runs that may peak together: one per child
+    peak = {k: at_once * v for k, v in max(peaks, key=lambda ph: sum(ph.values())).items()}
+    parts = {"data": 8 * corpus_tokens * shares, **peak}
+    seconds = None
+    if workers:
+        s = speed if speed is not None else machine_speed()
+        threads = max(1, torch.get_num_threads())
+        share = replace(s, flops_per_s=s.flops_per_s * max(1, threads // workers) / threads)
+        parts["child processes"] = workers * CHILD_OVERHEAD
+        seconds = CHILD_START_S + max(w.seconds(share) for w in works)
+    return _estimate("scaling", parts, work, speed, "use fewer or smaller sizes, fewer steps or smaller budgets",
+                     seconds)
 
 
 def estimate_gqa_uptrain(config: GPTConfig, n_kv_head: int, steps: int = 30, batch_size: int = 8,

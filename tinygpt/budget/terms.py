@@ -201,6 +201,12 @@ class Work:
         self.scored_logits += n * rows * new * c.vocab_size
         return self
 
+    def add(self, other: "Work") -> "Work":
+        """This work plus another's (a sweep's shares, counted apart for their times, together for its FLOPs)."""
+        for k in ("flops", "steps", "calls", "loss_logits", "scored_logits"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        return self
+
     def seconds(self, speed: Optional[Speed]) -> float:
         s = speed if speed is not None else machine_speed()
         return s.seconds(self.flops, self.steps, self.calls, self.loss_logits, self.scored_logits)
