@@ -90,7 +90,10 @@ def start(action, sessions, request, models, tiny_dir, long=False, **changes):
         drain(alignment.on_rlhf(sessions, 10, 5, 2, 0.2, 1, request=request, **NOP))
         return alignment.on_rlhf_ppo(sessions, 200 if long else 3, 0.0, 1, request=request, **NOP)
     if action == "scaling":
-        f = dict(corpus=DOCS, shapes="1x1x8, 1x2x16, 1x2x24", steps=5000 if long else 10, budgets="1e7, 3e7",
+        # long: 5 sizes, so each of the tab's two child processes has at least 10,000 steps (81 s predicted at the
+        # Space's speed, the long-runs lane); 3 sizes would be 55 s with the runs shared out
+        shapes = "1x1x8, 1x2x16, 1x2x24" + (", 1x2x32, 1x2x40" if long else "")
+        f = dict(corpus=DOCS, shapes=shapes, steps=5000 if long else 10, budgets="1e7, 3e7",
                  lr=1e-2, batch=4, context=16, min_steps=3, max_steps=400)
         return scaling.on_rerun(sessions, **{**f, **changes}, request=request, **NOP)
     if action == "gqa_uptrain":
