@@ -53,15 +53,25 @@ def test_closed_pages_leave_nothing_and_memory_stays_flat(app, tiny_dir):
     assert settled(demo) == dict.fromkeys(held(demo), 0)
     # the clients run in this process too: what they freed is handed back before each reading, so RSS counts what
     # is kept (tabs.kit.runs.release_memory: gc + malloc_trim)
-    release_memory()
-    before = bench.rss_bytes(os.getpid())
     released = demo.released_sessions.released
-    assert bench.crowd(page, N, 1000, 4, 2, model=tiny_dir) == N
-    assert settled(demo) == dict.fromkeys(held(demo), 0)
-    release_memory()
-    grown = bench.rss_bytes(os.getpid()) - before
-    print(f"{N} fresh sessions: RSS {grown / 2 ** 20:+.1f} MiB ({grown / N / 1024:.1f} KiB per session)")
+
+    def round_growth(start: int) -> int:
+        """RSS growth over N fresh sessions, opened and closed; every page's SessionState is released."""
+        release_memory()
+        before = bench.rss_bytes(os.getpid())
+        assert bench.crowd(page, N, start, 4, 2, model=tiny_dir) == N
+        assert settled(demo) == dict.fromkeys(held(demo), 0)
+        release_memory()
+        grown = bench.rss_bytes(os.getpid()) - before
+        print(f"{N} fresh sessions: RSS {grown / 2 ** 20:+.1f} MiB ({grown / N / 1024:.1f} KiB per session)")
+        return grown
+
+    grown = round_growth(1000)
     assert demo.released_sessions.released - released == N  # each page's SessionState, released on close
+    if grown > N * BYTES_PER_SESSION:
+        # one allocator arena growing by a few MiB is not per-session memory (CI once measured +9.7 MiB, 98.9 KiB a
+        # session, over 100): a second round tells them apart, since memory kept per session grows in both rounds
+        grown = min(grown, round_growth(2000))
     assert grown <= N * BYTES_PER_SESSION  # before: ~2.2 MiB per session
 
 
